@@ -1,0 +1,170 @@
+"""Configuration: one TOML file, every key overridable by GLICLASS_* environment variables.
+
+Loaded once at start-up into frozen dataclasses; nothing here is read at import time.
+
+Environment overrides use `__` between levels: `GLICLASS_BATCHING__MAX_BATCH_SIZE=32`,
+`GLICLASS_MODEL__DEVICE=cpu`. Under `kafka.client` (librdkafka settings) single underscores
+become dots: `GLICLASS_KAFKA__CLIENT__SASL_PASSWORD=...` sets `sasl.password`. Values are parsed
+as TOML literals when they parse (numbers, booleans, arrays), else taken as strings.
+
+Each edge parses its own section (`grpc`, `kafka`) from `AppConfig.raw`; the core owns
+`model`, `batching` and `label_sets`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gliclass_core.errors import GliclassError
+
+ENV_PREFIX = "GLICLASS_"
+SECRET_MARKERS = ("password", "secret", "token", "key", "credential")
+
+
+class ConfigError(GliclassError):
+    """The configuration file or an override is invalid; the message names the key."""
+
+    reason = "config"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    id: str = "builtin:minilm"
+    device: str = "auto"
+    replicas_per_device: int = 1
+    dtype: str | None = None  # None: fp32 on CPU, bf16 on CUDA where supported
+    cpu_threads: int | None = None
+    max_length: int | None = None
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch_size: int = 64
+    max_batch_tokens: int = 16384
+    max_wait_ms: float = 5.0
+    max_queue: int = 10000
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    name: str
+    labels: tuple[str, ...]
+    threshold: float = 0.5
+    multi_label: bool = True
+    top_k: int | None = None
+    prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    label_sets: Mapping[str, LabelSet] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        """Return a raw top-level section (e.g. 'grpc', 'kafka'), empty if absent."""
+        value = self.raw.get(name, {})
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"[{name}] must be a table")
+        return value
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> AppConfig:
+    """Read the TOML file (if any), apply GLICLASS_* overrides from `env`, validate, freeze."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {p}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from exc
+    apply_env_overrides(data, os.environ if env is None else env)
+    return parse_config(data)
+
+
+def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    """Set `data[a][b]... = value` for every GLICLASS_A__B=value in env (in place)."""
+    for name, value in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if len(parts) >= 3 and parts[0] == "kafka" and parts[1] == "client":
+            parts = [*parts[:2], ".".join(parts[2:]).replace("_", ".")]
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{name}: '{part}' is not a table")
+            node = child
+        node[parts[-1]] = _parse_literal(value)
+
+
+def _parse_literal(value: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return value
+
+
+def _build(cls: type, table: Any, where: str) -> Any:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"[{where}] must be a table")
+    known = set(cls.__dataclass_fields__)
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"[{where}] unknown key(s): {', '.join(sorted(unknown))}")
+    try:
+        return cls(**table)
+    except TypeError as exc:
+        raise ConfigError(f"[{where}] {exc}") from exc
+
+
+def parse_config(data: Mapping[str, Any]) -> AppConfig:
+    """Validate a config mapping (as read from TOML) into an AppConfig."""
+    model = _build(ModelConfig, data.get("model", {}), "model")
+    batching = _build(BatchingConfig, data.get("batching", {}), "batching")
+    for key in ("max_batch_size", "max_batch_tokens", "max_queue"):
+        if not isinstance(getattr(batching, key), int) or getattr(batching, key) < 1:
+            raise ConfigError(f"[batching] {key} must be a positive integer")
+    if not isinstance(batching.max_wait_ms, int | float) or batching.max_wait_ms < 0:
+        raise ConfigError("[batching] max_wait_ms must be >= 0")
+    if not isinstance(model.replicas_per_device, int) or model.replicas_per_device < 1:
+        raise ConfigError("[model] replicas_per_device must be a positive integer")
+    label_sets: dict[str, LabelSet] = {}
+    raw_sets = data.get("label_sets", {})
+    if not isinstance(raw_sets, Mapping):
+        raise ConfigError("[label_sets] must be a table of tables")
+    for name, table in raw_sets.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"[label_sets.{name}] must be a table")
+        labels = table.get("labels")
+        if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
+            raise ConfigError(f"[label_sets.{name}] labels must be a non-empty list of non-empty strings")
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"[label_sets.{name}] labels contain duplicates")
+        label_sets[name] = _build(LabelSet, {**table, "name": name, "labels": tuple(labels)}, f"label_sets.{name}")
+        threshold = label_sets[name].threshold
+        if not isinstance(threshold, int | float) or not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"[label_sets.{name}] threshold must be a number in [0, 1]")
+    return AppConfig(model=model, batching=batching, label_sets=label_sets, raw=dict(data))
+
+
+def redact(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy a settings mapping with secret-looking values replaced, for logs."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            out[key] = redact(value)
+        elif any(marker in key.lower() for marker in SECRET_MARKERS):
+            out[key] = "***"
+        else:
+            out[key] = value
+    return out

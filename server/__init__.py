@@ -1,0 +1,1 @@
+"""The gRPC edge and the command-line interface."""
