@@ -75,7 +75,9 @@ class AppConfig:
         return value
 
 
-def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> AppConfig:
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> AppConfig:
     """Read the TOML file (if any), apply GLICLASS_* overrides from `env`, validate, freeze."""
     data: dict[str, Any] = {}
     if path is not None:
@@ -150,7 +152,9 @@ def parse_config(data: Mapping[str, Any]) -> AppConfig:
             raise ConfigError(f"[label_sets.{name}] labels must be a non-empty list of non-empty strings")
         if len(set(labels)) != len(labels):
             raise ConfigError(f"[label_sets.{name}] labels contain duplicates")
-        label_sets[name] = _build(LabelSet, {**table, "name": name, "labels": tuple(labels)}, f"label_sets.{name}")
+        label_sets[name] = _build(
+            LabelSet, {**table, "name": name, "labels": tuple(labels)}, f"label_sets.{name}"
+        )
         threshold = label_sets[name].threshold
         if not isinstance(threshold, int | float) or not 0.0 <= threshold <= 1.0:
             raise ConfigError(f"[label_sets.{name}] threshold must be a number in [0, 1]")
