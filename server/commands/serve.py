@@ -1,4 +1,4 @@
-"""`gliclass-stream serve` (not implemented yet)."""
+"""`gliclass-stream serve`: the gRPC server, plus the Kafka worker when the config has [kafka]."""
 
 from __future__ import annotations
 
@@ -6,8 +6,24 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML config file (GLICLASS_* variables override it)"
+    )
+    parser.add_argument("--address", metavar="HOST:PORT", help="listen address, overriding [grpc] address")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("gliclass-stream serve: not implemented yet")
+    import asyncio
+    import dataclasses
+    import logging
+
+    from gliclass_core.config import load_config
+    from server.app import serve
+    from server.grpc_config import parse_grpc_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app_config = load_config(args.config)
+    grpc_config = parse_grpc_config(app_config.section("grpc"))
+    if args.address:
+        grpc_config = dataclasses.replace(grpc_config, address=args.address)
+    return asyncio.run(serve(app_config, grpc_config))

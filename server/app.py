@@ -1,0 +1,142 @@
+"""Server lifecycle: build the grpc.aio server (servicer, health, reflection, TLS), start, drain, stop.
+
+`GrpcServer` runs on an asyncio loop the caller owns (the `serve` command, or a test thread).
+`serve` is the whole `gliclass-stream serve` process: runtime, gRPC, the optional Kafka worker,
+and SIGTERM handling (health NOT_SERVING, in-flight work finishes within the grace period, exit 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gliclass_core.config import AppConfig
+from server.errors import ErrorInterceptor
+from server.grpc_config import GrpcConfig
+from server.proto import classifier_pb2, classifier_pb2_grpc
+from server.servicer import ClassifierServicer
+from server.tls import server_credentials
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = classifier_pb2.DESCRIPTOR.services_by_name["Classifier"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class GrpcServer:
+    """One grpc.aio server over a runtime: Classifier + Health + reflection on one port."""
+
+    def __init__(self, runtime: Any, config: GrpcConfig) -> None:
+        self.runtime = runtime
+        self.config = config
+        self.servicer = ClassifierServicer(runtime, config)
+        self.health = health.aio.HealthServicer()
+        self.port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._ready_task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self) -> int:
+        """Bind and start serving; health stays NOT_SERVING until the runtime is warm. Return the port."""
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", self.config.max_message_bytes),
+            ("grpc.max_send_message_length", self.config.max_message_bytes),
+            # Never share a port silently with another server started on the same address.
+            ("grpc.so_reuseport", 0),
+        ]
+        if self.config.max_concurrent_streams:
+            options.append(("grpc.max_concurrent_streams", self.config.max_concurrent_streams))
+        server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=options)
+        classifier_pb2_grpc.add_ClassifierServicer_to_server(self.servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, NOT_SERVING)
+        if self.config.tls is not None:
+            port = server.add_secure_port(self.config.address, server_credentials(self.config.tls))
+        else:
+            port = server.add_insecure_port(self.config.address)
+        await server.start()
+        self._server, self.port = server, port
+        self._ready_task = asyncio.create_task(self._serve_when_ready())
+        return port
+
+    async def _serve_when_ready(self) -> None:
+        while not self._stopping:
+            if await asyncio.to_thread(self.runtime.wait_ready, 0.25):
+                if not self._stopping:
+                    for service in ("", SERVICE_NAME):
+                        await self.health.set(service, SERVING)
+                    log.info("model pool is warm: health SERVING")
+                return
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Go NOT_SERVING, refuse new calls, let in-flight calls finish within `grace` seconds."""
+        self._stopping = True
+        if self._ready_task is not None:
+            self._ready_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ready_task
+        # Health watchers hear NOT_SERVING before the port closes, and later sets are ignored.
+        await self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(self.config.shutdown_grace_s if grace is None else grace)
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def serve(
+    app_config: AppConfig,
+    config: GrpcConfig,
+    *,
+    on_started: Callable[[GrpcServer], None] | None = None,
+    stop_event: asyncio.Event | None = None,
+) -> int:
+    """Run the runtime, the gRPC server and (with a [kafka] section) the Kafka worker until SIGTERM/SIGINT."""
+    from gliclass_core.runtime import Runtime
+
+    runtime = Runtime.from_config(app_config)
+    runtime.start()
+    server = GrpcServer(runtime, config)
+    worker = None
+    try:
+        port = await server.start()
+        host = config.address.rsplit(":", 1)[0]
+        print(f"gliclass-stream serve: listening on {host}:{port}", flush=True)
+        if "kafka" in app_config.raw:
+            # Lazy: only deployments with a [kafka] section need the worker (and confluent_kafka).
+            from worker.app import KafkaWorker
+
+            worker = KafkaWorker(runtime, app_config)
+            worker.start()
+        if on_started is not None:
+            on_started(server)
+        stop = stop_event or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("gliclass-stream serve: shutting down", file=sys.stderr, flush=True)
+    finally:
+        grace = config.shutdown_grace_s
+        stops: list[Any] = [server.stop(grace)]
+        if worker is not None:
+            stops.append(asyncio.to_thread(worker.stop, grace))
+        await asyncio.gather(*stops)
+        await asyncio.to_thread(runtime.stop, grace_s=grace)
+    return 0

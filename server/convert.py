@@ -1,0 +1,197 @@
+"""Protobuf ↔ core conversion: the only module that sees the generated message types.
+
+Requests become `ClassifyItem`s (resolving named label sets and enforcing the edge's limits);
+`Prediction`s, model info and label sets become response messages.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from gliclass_core.config import LabelSet
+from gliclass_core.errors import InvalidInput
+from gliclass_core.types import ClassifyItem, ModelInfo, Prediction
+from server.errors import status_for
+from server.grpc_config import GrpcConfig
+from server.proto import classifier_pb2 as pb
+
+
+@dataclass(frozen=True)
+class ItemTimings:
+    """Server-side milliseconds for one item (queue and compute may be unknown: NaN → 0)."""
+
+    queue_ms: float
+    compute_ms: float
+    total_ms: float
+
+
+def items_from_proto(
+    items: Sequence[pb.Item],
+    label_sets: Mapping[str, LabelSet],
+    config: GrpcConfig,
+    first_index: int = 0,
+) -> list[ClassifyItem]:
+    """Validate request items against the limits and convert them; InvalidInput names field and index."""
+    if not items:
+        raise InvalidInput("at least one item is required", field="items")
+    if len(items) > config.max_items_per_request:
+        raise InvalidInput(
+            f"{len(items)} items in one message, the limit is {config.max_items_per_request}", field="items"
+        )
+    return [item_from_proto(item, label_sets, config, first_index + i) for i, item in enumerate(items)]
+
+
+def item_from_proto(
+    item: pb.Item, label_sets: Mapping[str, LabelSet], config: GrpcConfig, index: int
+) -> ClassifyItem:
+    """Convert one `Item`, applying its label set's defaults; InvalidInput names the field."""
+    if not item.text:
+        raise InvalidInput("must be a non-empty string", field="text", index=index)
+    if len(item.text) > config.max_text_chars:
+        raise InvalidInput(
+            f"{len(item.text)} characters, the limit is {config.max_text_chars}", field="text", index=index
+        )
+    label_set: LabelSet | None = None
+    if item.labels and item.label_set:
+        raise InvalidInput("give either 'labels' or 'label_set', not both", field="label_set", index=index)
+    if item.label_set:
+        label_set = label_sets.get(item.label_set)
+        if label_set is None:
+            known = ", ".join(sorted(label_sets)) or "none configured"
+            raise InvalidInput(
+                f"unknown label set {item.label_set!r} (known: {known})", field="label_set", index=index
+            )
+        labels = tuple(label_set.labels)
+    elif item.labels:
+        labels = tuple(item.labels)
+    else:
+        raise InvalidInput("give 'labels' or 'label_set'", field="labels", index=index)
+    if len(labels) > config.max_labels_per_item:
+        raise InvalidInput(
+            f"{len(labels)} labels, the limit is {config.max_labels_per_item}", field="labels", index=index
+        )
+    if any(not label for label in labels):
+        raise InvalidInput("labels must be non-empty strings", field="labels", index=index)
+    if len(set(labels)) != len(labels):
+        raise InvalidInput("labels contain duplicates", field="labels", index=index)
+
+    threshold = label_set.threshold if label_set else 0.5
+    if item.HasField("threshold"):
+        threshold = _check_threshold(item.threshold, "threshold", index)
+    thresholds: float | dict[str, float] = threshold
+    if item.label_thresholds:
+        unknown = sorted(set(item.label_thresholds) - set(labels))
+        if unknown:
+            raise InvalidInput(
+                f"not among the item's labels: {unknown}", field="label_thresholds", index=index
+            )
+        per_label = {
+            k: _check_threshold(v, "label_thresholds", index) for k, v in item.label_thresholds.items()
+        }
+        thresholds = {label: per_label.get(label, threshold) for label in labels}
+
+    multi_label = label_set.multi_label if label_set else True
+    if item.HasField("multi_label"):
+        multi_label = item.multi_label
+    top_k = label_set.top_k if label_set else None
+    if item.HasField("top_k"):
+        if item.top_k < 1:
+            raise InvalidInput("must be >= 1 when given", field="top_k", index=index)
+        top_k = item.top_k
+    prompt = label_set.prompt if label_set else None
+    if item.HasField("prompt"):
+        prompt = item.prompt or None
+    return ClassifyItem(
+        text=item.text,
+        labels=labels,
+        threshold=thresholds,
+        multi_label=multi_label,
+        top_k=top_k,
+        prompt=prompt,
+    )
+
+
+def _check_threshold(value: float, field: str, index: int) -> float:
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise InvalidInput(f"{value} is not in [0, 1]", field=field, index=index)
+    return float(value)
+
+
+def result_to_proto(
+    item_id: str, prediction: Prediction, timings: ItemTimings, label_set: str = ""
+) -> pb.ItemResult:
+    """Build the `ItemResult` of a computed item."""
+    return pb.ItemResult(
+        id=item_id,
+        scores=[pb.LabelScore(label=label, score=score) for label, score in prediction.scores.items()],
+        labels=prediction.labels,
+        timings=pb.Timings(
+            queue_ms=_finite(timings.queue_ms),
+            compute_ms=_finite(timings.compute_ms),
+            total_ms=timings.total_ms,
+        ),
+        label_chunks=prediction.label_chunks,
+        truncated=prediction.truncated,
+        label_set=label_set,
+    )
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else 0.0
+
+
+def error_to_proto(item_id: str, exc: BaseException, label_set: str = "") -> pb.ItemResult:
+    """Build the `ItemResult` of an item that failed on its own (ClassifyStream)."""
+    code, message = status_for(exc)
+    field = getattr(exc, "field", None) or ""
+    return pb.ItemResult(
+        id=item_id,
+        label_set=label_set,
+        error=pb.ItemError(code=code.value[0], status=code.name, message=message, field=field),
+    )
+
+
+def classify_response(results: Iterable[pb.ItemResult]) -> pb.ClassifyResponse:
+    """Wrap unary results."""
+    return pb.ClassifyResponse(results=list(results))
+
+
+def stream_response(result: pb.ItemResult) -> pb.ClassifyStreamResponse:
+    """Wrap one stream result."""
+    return pb.ClassifyStreamResponse(result=result)
+
+
+def model_info_to_proto(info: ModelInfo, config: GrpcConfig) -> pb.GetModelInfoResponse:
+    """Describe the model and the limits this server enforces."""
+    return pb.GetModelInfoResponse(
+        model_id=info.model_id,
+        architecture=info.architecture,
+        device=info.device,
+        dtype=info.dtype,
+        max_length=info.max_length,
+        max_labels=info.max_labels,
+        extra={str(k): str(v) for k, v in info.extra.items()},
+        limits=pb.Limits(
+            max_message_bytes=config.max_message_bytes,
+            max_items_per_request=config.max_items_per_request,
+            max_text_chars=config.max_text_chars,
+            max_labels_per_item=config.max_labels_per_item,
+            stream_max_in_flight=config.stream_max_in_flight,
+        ),
+    )
+
+
+def label_sets_to_proto(label_sets: Mapping[str, LabelSet]) -> pb.ListLabelSetsResponse:
+    """List the configured label sets, sorted by name."""
+    out = []
+    for name in sorted(label_sets):
+        s = label_sets[name]
+        msg = pb.LabelSet(name=name, labels=list(s.labels), threshold=s.threshold, multi_label=s.multi_label)
+        if s.top_k is not None:
+            msg.top_k = s.top_k
+        if s.prompt is not None:
+            msg.prompt = s.prompt
+        out.append(msg)
+    return pb.ListLabelSetsResponse(label_sets=out)

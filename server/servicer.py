@@ -1,0 +1,227 @@
+"""The `gliclass.v1.Classifier` servicer: decode, submit to the shared scheduler, encode.
+
+Thin by design: conversion lives in `server.convert`, status codes in `server.errors`, batching
+and the forward pass in the runtime's scheduler and device threads (never on this event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from gliclass_core.errors import InvalidInput, NotReady
+from gliclass_core.runtime import Priority
+from gliclass_core.types import Prediction
+from server import convert
+from server.grpc_config import GrpcConfig
+from server.proto import classifier_pb2 as pb
+from server.proto import classifier_pb2_grpc as pb_grpc
+
+
+@dataclass
+class StreamStats:
+    """Counters the tests and benchmarks read: what the streams have taken in and sent out."""
+
+    items_received: int = 0
+    items_answered: int = 0
+    streams_open: int = 0
+
+
+class InFlightGate:
+    """Bound the unanswered items of one stream; a message of n items waits for n free slots."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._used = 0
+        self._changed = asyncio.Condition()
+
+    async def acquire(self, n: int) -> None:
+        """Wait until n more items fit (a message larger than the limit waits for an empty stream)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._used == 0 or self._used + n <= self._limit)
+            self._used += n
+
+    async def release(self, n: int = 1) -> None:
+        async with self._changed:
+            self._used -= n
+            self._changed.notify_all()
+
+
+@dataclass
+class _Pending:
+    """One stream item awaiting its turn to be answered: a future result, or a ready error result."""
+
+    item_id: str
+    label_set: str
+    received: float
+    future: asyncio.Future[Any] | None = None
+    ready: pb.ItemResult | None = None
+    submitted: list[concurrent.futures.Future[Prediction]] = field(default_factory=list)
+
+
+class ClassifierServicer(pb_grpc.ClassifierServicer):
+    """Serve Classify, ClassifyStream, GetModelInfo and ListLabelSets from one runtime."""
+
+    def __init__(self, runtime: Any, config: GrpcConfig) -> None:
+        self._runtime = runtime
+        self._config = config
+        self.stats = StreamStats()
+
+    async def Classify(
+        self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ClassifyResponse:
+        received = time.perf_counter()
+        items = convert.items_from_proto(request.items, self._runtime.label_sets, self._config)
+        futures = self._runtime.scheduler.submit(
+            items, priority=Priority.INTERACTIVE, deadline=_deadline(context)
+        )
+        try:
+            predictions = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+        finally:
+            # A cancelled or failed call drops whatever of it is still queued.
+            for f in futures:
+                f.cancel()
+        return convert.classify_response(
+            convert.result_to_proto(item.id, pred, _timings(fut, received), item.label_set)
+            for item, pred, fut in zip(request.items, predictions, futures)
+        )
+
+    async def ClassifyStream(
+        self, request_iterator: AsyncIterator[pb.ClassifyStreamRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ClassifyStreamResponse]:
+        gate = InFlightGate(self._config.stream_max_in_flight)
+        # Entries in arrival order; its size is bounded by the gate. None marks the end of input.
+        pending: asyncio.Queue[_Pending | BaseException | None] = asyncio.Queue()
+        reader = asyncio.create_task(self._read_stream(request_iterator, gate, pending, _deadline(context)))
+        self.stats.streams_open += 1
+        current: _Pending | None = None
+        try:
+            while True:
+                entry = await pending.get()
+                if entry is None:
+                    break
+                if isinstance(entry, BaseException):
+                    raise entry
+                current = entry
+                result = await self._answer(entry)
+                current = None
+                yield convert.stream_response(result)
+                self.stats.items_answered += 1
+                await gate.release()
+            await reader
+        finally:
+            self.stats.streams_open -= 1
+            reader.cancel()
+            leftovers = [current] if current else []
+            while not pending.empty():
+                leftover = pending.get_nowait()
+                if isinstance(leftover, _Pending):
+                    leftovers.append(leftover)
+            for leftover in leftovers:
+                for f in leftover.submitted:
+                    f.cancel()
+
+    async def _read_stream(
+        self,
+        request_iterator: AsyncIterator[pb.ClassifyStreamRequest],
+        gate: InFlightGate,
+        pending: asyncio.Queue[_Pending | BaseException | None],
+        deadline: float | None,
+    ) -> None:
+        """Read messages while the gate allows, submit their items, queue them for answering in order."""
+        index = 0
+        try:
+            async for request in request_iterator:
+                n = len(request.items)
+                if n == 0:
+                    continue
+                await gate.acquire(n)
+                self.stats.items_received += n
+                if n > self._config.max_items_per_request:
+                    exc = InvalidInput(
+                        f"{n} items in one message, the limit is {self._config.max_items_per_request}",
+                        field="items",
+                        index=index,
+                    )
+                    for item in request.items:
+                        pending.put_nowait(self._failed(item, exc))
+                    index += n
+                    continue
+                for item in request.items:
+                    pending.put_nowait(self._submit_one(item, index, deadline))
+                    index += 1
+            pending.put_nowait(None)
+        except Exception as exc:
+            pending.put_nowait(exc)
+
+    def _submit_one(self, item: pb.Item, index: int, deadline: float | None) -> _Pending:
+        received = time.perf_counter()
+        try:
+            core_item = convert.item_from_proto(item, self._runtime.label_sets, self._config, index)
+            (future,) = self._runtime.scheduler.submit(
+                [core_item], priority=Priority.INTERACTIVE, deadline=deadline
+            )
+        except InvalidInput as exc:
+            # The scheduler numbers items within one submit; report the item's place in the stream.
+            return self._failed(item, InvalidInput(exc.bare_message, field=exc.field, index=index))
+        except Exception as exc:
+            return self._failed(item, exc)
+        return _Pending(
+            item_id=item.id,
+            label_set=item.label_set,
+            received=received,
+            future=asyncio.wrap_future(future),
+            submitted=[future],
+        )
+
+    def _failed(self, item: pb.Item, exc: BaseException) -> _Pending:
+        return _Pending(
+            item.id,
+            item.label_set,
+            time.perf_counter(),
+            ready=convert.error_to_proto(item.id, exc, item.label_set),
+        )
+
+    async def _answer(self, entry: _Pending) -> pb.ItemResult:
+        if entry.ready is not None:
+            return entry.ready
+        assert entry.future is not None
+        try:
+            prediction = await entry.future
+        except Exception as exc:
+            return convert.error_to_proto(entry.item_id, exc, entry.label_set)
+        return convert.result_to_proto(
+            entry.item_id, prediction, _timings(entry.submitted[0], entry.received), entry.label_set
+        )
+
+    async def GetModelInfo(
+        self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetModelInfoResponse:
+        if not self._runtime.ready:
+            raise NotReady("the model is still loading")
+        return convert.model_info_to_proto(self._runtime.info, self._config)
+
+    async def ListLabelSets(
+        self, request: pb.ListLabelSetsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListLabelSetsResponse:
+        return convert.label_sets_to_proto(self._runtime.label_sets)
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    """The call's deadline as absolute `time.monotonic()` seconds, what the scheduler takes."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+def _timings(future: concurrent.futures.Future[Prediction], received: float) -> convert.ItemTimings:
+    total_ms = (time.perf_counter() - received) * 1000.0
+    timings = getattr(future, "timings", None)
+    queue_ms = getattr(timings, "queue_ms", float("nan"))
+    compute_ms = getattr(timings, "compute_ms", float("nan"))
+    return convert.ItemTimings(queue_ms=queue_ms, compute_ms=compute_ms, total_ms=total_ms)
