@@ -10,6 +10,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from gliclass_core.config import LabelSet
 from gliclass_core.errors import InvalidInput
 from gliclass_core.types import ClassifyItem, ModelInfo, Prediction
@@ -116,7 +118,9 @@ def item_from_proto(
 def _check_threshold(value: float, field: str, index: int) -> float:
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         raise InvalidInput(f"{value} is not in [0, 1]", field=field, index=index)
-    return float(value)
+    # The wire type is float32: take the shortest decimal that round-trips (0.6, not 0.6000000238),
+    # so a score equal to what the client wrote compares as the client expects.
+    return float(str(np.float32(value)))
 
 
 def result_to_proto(
