@@ -1,0 +1,144 @@
+"""`KafkaWorker`: runs the consume -> classify -> produce loop on its own thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from gliclass_core.config import AppConfig
+from worker.config import KafkaConfig, parse_kafka_config
+from worker.loop import WorkerLoop, WorkerStats
+
+log = logging.getLogger("gliclass.worker")
+
+
+class KafkaWorker:
+    """The Kafka edge: `start()` spawns the loop thread, `stop()` drains and commits, `reload()` swaps routes.
+
+    Scores through `runtime.scheduler` at bulk priority, so it shares one pool with the gRPC edge.
+    """
+
+    def __init__(self, runtime: Any, app_config: AppConfig) -> None:
+        self._runtime = runtime
+        self.config: KafkaConfig = parse_kafka_config(app_config)
+        self._label_sets = dict(app_config.label_sets)
+        self._reload: tuple[KafkaConfig, dict[str, Any]] | None = None
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._drain_timeout = 30.0
+        self._thread: threading.Thread | None = None
+        self._loop: WorkerLoop | None = None
+        self.error: BaseException | None = None
+        self.clean_exit = False
+        self.started = threading.Event()
+
+    def start(self) -> None:
+        """Connect and start the loop thread (returns once the clients are created)."""
+        if self._thread is not None:
+            raise RuntimeError("KafkaWorker already started")
+        self._thread = threading.Thread(target=self._run, name="gliclass-kafka-worker", daemon=True)
+        self._thread.start()
+        self.started.wait(60)
+        if self.error is not None:
+            raise self.error
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stats(self) -> WorkerStats:
+        return self._loop.stats if self._loop is not None else WorkerStats()
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop fetching, finish in-flight work, commit, close. True when it exited cleanly in time."""
+        self._drain_timeout = max(0.0, timeout - 5.0)
+        self._stopping.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive() and self.clean_exit
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the loop thread ends (True) or `timeout` passes."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def reload(self, app_config: AppConfig) -> None:
+        """Validate a new config and hand its routes and label sets to the loop (in-flight work is kept).
+
+        Raises ConfigError (and keeps the running config) when the new one is invalid.
+        """
+        new = parse_kafka_config(app_config)
+        kept = ("bootstrap_servers", "group_id", "delivery", "instance_id", "client", "consumer", "producer")
+        changed = [k for k in kept if getattr(new, k) != getattr(self.config, k)]
+        if changed:
+            log.warning("reload: %s changed; those take effect after a restart", ", ".join(changed))
+        with self._lock:
+            self._reload = (new, dict(app_config.label_sets))
+
+    def _apply_reload(self, loop: WorkerLoop) -> None:
+        with self._lock:
+            pending, self._reload = self._reload, None
+        if pending is None:
+            return
+        new, label_sets = pending
+        old_topics = sorted(r.input for r in loop.config.routes)
+        # Client settings stay as they were; routes, label sets and tuning change now.
+        merged = KafkaConfig(
+            **{
+                **{k: getattr(new, k) for k in KafkaConfig.__dataclass_fields__},
+                **{
+                    k: getattr(loop.config, k)
+                    for k in ("bootstrap_servers", "group_id", "delivery", "instance_id", "client")
+                },
+                "consumer": loop.config.consumer,
+                "producer": loop.config.producer,
+            }
+        )
+        loop.config, loop.label_sets = merged, label_sets
+        self.config, self._label_sets = merged, label_sets
+        new_topics = sorted(r.input for r in merged.routes)
+        if new_topics != old_topics:
+            loop.consumer.subscribe(new_topics)
+        log.info("reloaded: %d routes, %d label sets", len(merged.routes), len(label_sets))
+
+    def _run(self) -> None:
+        try:
+            model_id = self._runtime.info.model_id
+            loop = WorkerLoop(self.config, self._label_sets, self._runtime.scheduler, model_id)
+            self._loop = loop
+        except BaseException as exc:
+            self.error = exc
+            self.started.set()
+            log.error("kafka worker failed to start: %s", exc)
+            return
+        self.started.set()
+        log.info(
+            "kafka worker running: %s, routes %s",
+            self.config.delivery,
+            ", ".join(f"{r.input}->{r.output}" for r in self.config.routes),
+        )
+        try:
+            while not self._stopping.is_set():
+                self._apply_reload(loop)
+                loop.step()
+            started = time.monotonic()
+            complete = loop.drain(self._drain_timeout)
+            log.info(
+                "kafka worker drained in %.1fs (%s)",
+                time.monotonic() - started,
+                "complete" if complete else "timed out; unfinished events will be re-read",
+            )
+            self.clean_exit = True
+        except BaseException as exc:
+            self.error = exc
+            log.error("kafka worker stopped on error: %s", exc, exc_info=True)
+        finally:
+            try:
+                loop.close()
+            except Exception as exc:
+                log.warning("closing kafka clients: %s", exc)

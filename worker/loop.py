@@ -1,0 +1,415 @@
+"""The consume -> classify -> produce loop. Runs on one thread; owns both Kafka clients.
+
+Each polled record becomes a `Slot` in its partition's `OrderedLane`. Valid events are submitted
+to the shared scheduler at bulk priority and the loop keeps polling while they are scored. A lane
+releases its ready prefix to the producer, so outputs keep input order per partition. Offsets are
+committed only up to the acknowledged prefix (`OffsetTracker`). When too much is in flight the
+whole assignment is paused (still polling, so the group membership stays alive) and resumed once
+half of it has drained.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message
+
+from gliclass_core.config import LabelSet
+from gliclass_core.errors import BatchFailed, InvalidInput, NotReady, Overloaded
+from gliclass_core.types import Prediction
+from worker.codec import (
+    BadEvent,
+    Event,
+    Source,
+    carry_headers,
+    dead_letter_headers,
+    decode_event,
+    encode_result,
+)
+from worker.config import KafkaConfig, Route
+from worker.consumer import TP, InputConsumer, OutputProducer
+from worker.delivery import OffsetTracker, OrderedLane
+from worker.routes import resolve
+
+log = logging.getLogger("gliclass.worker")
+
+MAX_SCORE_ATTEMPTS = 3
+
+
+@dataclass(eq=False)
+class Slot:
+    """One consumed record on its way to an output or dead-letter record."""
+
+    tp: TP
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    route: Route
+    received: float
+    event: Event | None = None
+    label_set: str | None = None
+    item: Any = None
+    future: Future[Prediction] | None = None
+    bad: BadEvent | None = None
+    attempts: int = 0
+
+    @property
+    def source(self) -> Source:
+        return Source(self.tp[0], self.tp[1], self.offset)
+
+    def ready(self) -> bool:
+        return self.bad is not None or (self.future is not None and self.future.done())
+
+
+@dataclass
+class WorkerStats:
+    """Counters since start (read from other threads; each is written by the loop thread only)."""
+
+    consumed: int = 0
+    scored: int = 0
+    dead_lettered: int = 0
+    delivered: int = 0
+    delivery_retries: int = 0
+    commits: int = 0
+    transactions: int = 0
+    aborts: int = 0
+    pauses: int = 0
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+
+
+class WorkerLoop:
+    """State and steps of the loop; `KafkaWorker` drives it from its thread."""
+
+    def __init__(self, config: KafkaConfig, label_sets: dict[str, LabelSet], scheduler: Any, model_id: str):
+        self.config, self.label_sets = config, label_sets
+        self.scheduler, self.model_id = scheduler, model_id
+        self.stats = WorkerStats()
+        self.lanes: dict[TP, OrderedLane[Slot]] = {}
+        self.tracker = OffsetTracker()
+        self.unsubmitted: list[Slot] = []
+        self.retries: list[tuple[float, Slot]] = []
+        self.paused = False
+        self.submit_blocked_until = 0.0
+        self.topic_blocked_until: dict[str, float] = {}
+        self.rewind_to: dict[TP, int | None] = {}
+        self.last_commit = time.monotonic()
+        self.producer = OutputProducer(config.producer_settings(), transactional=config.exactly_once)
+        if config.exactly_once:
+            self.producer.init_transactions()
+        self.consumer = InputConsumer(
+            config.consumer_settings(), self.on_assign, self.on_revoke, self.on_lost
+        )
+        self.consumer.subscribe([r.input for r in config.routes])
+
+    # ---------------------------------------------------------------- one iteration
+
+    def step(self, fetching: bool = True) -> None:
+        """Poll once, submit new events, produce ready results, commit what is acknowledged."""
+        self.apply_backpressure(fetching)
+        busy = any(len(lane) for lane in self.lanes.values())
+        timeout = 0.005 if busy else self.config.poll_timeout_ms / 1000
+        msgs = self.consumer.poll_batch(self.config.batch_size, timeout)
+        fresh = [self.accept(m) for m in msgs]
+        self.submit([s for s in fresh if s is not None and s.bad is None] + self.take_unsubmitted())
+        self.produce_ready()
+        self.producer.serve_deliveries(0)
+        if time.monotonic() - self.last_commit >= self.config.commit_interval_ms / 1000:
+            self.commit()
+
+    def in_flight(self) -> int:
+        return self.tracker.unacked()
+
+    def apply_backpressure(self, fetching: bool) -> None:
+        bound = self.config.max_in_flight
+        should_pause = not fetching or self.in_flight() >= bound or bool(self.unsubmitted)
+        if should_pause and not self.paused:
+            self.consumer.pause(self.consumer.assignment())
+            self.paused = True
+            self.stats.pauses += 1
+        elif self.paused and fetching and not self.unsubmitted and self.in_flight() <= bound // 2:
+            self.consumer.resume(self.consumer.assignment())
+            self.paused = False
+
+    # ---------------------------------------------------------------- intake
+
+    def accept(self, msg: Message) -> Slot | None:
+        """Turn a record into a slot in its lane (decoded and resolved, or marked bad)."""
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        tp = (topic, partition)
+        route = self.config.route_for(topic)
+        if route is None or tp not in self.lanes:
+            return None  # a record of a topic dropped by a reload, or of a revoked partition
+        slot = Slot(tp, offset, msg.key(), msg.value(), carry_headers(msg.headers()), route, time.monotonic())
+        try:
+            slot.event = decode_event(slot.value)
+            resolved = resolve(slot.event, route, self.label_sets)
+            slot.item, slot.label_set = resolved.item, resolved.label_set
+        except BadEvent as bad:
+            slot.bad = bad
+        self.stats.consumed += 1
+        self.tracker.track(tp, offset)
+        self.rewind_to.setdefault(tp, offset)
+        self.lanes[tp].push(slot)
+        return slot
+
+    def take_unsubmitted(self) -> list[Slot]:
+        if not self.unsubmitted or time.monotonic() < self.submit_blocked_until:
+            return []
+        slots, self.unsubmitted = self.unsubmitted, []
+        return slots
+
+    def submit(self, slots: list[Slot]) -> None:
+        """Submit slots to the scheduler at bulk priority; a full queue keeps them for a later retry."""
+        from gliclass_core.runtime import Priority
+
+        while slots:
+            try:
+                futures = self.scheduler.submit([s.item for s in slots], priority=Priority.BULK)
+            except InvalidInput as exc:
+                if exc.index is None or not 0 <= exc.index < len(slots):
+                    for s in slots:
+                        s.bad = BadEvent("invalid_input", str(exc))
+                    return
+                slots[exc.index].bad = BadEvent("invalid_input", exc.bare_message)
+                slots = slots[: exc.index] + slots[exc.index + 1 :]
+                continue
+            except (Overloaded, NotReady) as exc:
+                log.debug("scheduler busy (%s); %d events wait", exc, len(slots))
+                self.unsubmitted.extend(slots)
+                self.submit_blocked_until = time.monotonic() + 0.02
+                return
+            for slot, future in zip(slots, futures):
+                slot.future = future
+                slot.attempts += 1
+            return
+
+    # ---------------------------------------------------------------- output
+
+    def produce_ready(self) -> None:
+        now = time.monotonic()
+        if self.retries:
+            due = [s for t, s in self.retries if t <= now]
+            self.retries = [(t, s) for t, s in self.retries if t > now]
+            for slot in due:
+                if not self.send(slot, retry=True):
+                    self.retries.append((now + self.config.retry_backoff_ms / 1000, slot))
+        for lane in self.lanes.values():
+            while len(lane):
+                slot = lane.peek()
+                if not slot.ready() or not self.finish(slot) or not self.send(slot):
+                    break
+                lane.pop()
+
+    def finish(self, slot: Slot) -> bool:
+        """Check a scored slot's future; resubmit a failed batch item. False: not ready to send yet."""
+        if slot.bad is not None or slot.future is None:
+            return True
+        exc = slot.future.exception() if not slot.future.cancelled() else NotReady("cancelled")
+        if exc is None:
+            return True
+        if isinstance(exc, BatchFailed | NotReady | Overloaded) and slot.attempts < MAX_SCORE_ATTEMPTS:
+            log.warning("re-scoring %s@%d after: %s", slot.tp, slot.offset, exc)
+            slot.future = None
+            self.unsubmitted.append(slot)
+            return False
+        reason = getattr(exc, "reason", "error")
+        slot.bad = BadEvent(reason, f"classification failed: {exc}")
+        return True
+
+    def partition_for(self, route: Route, topic: str, slot: Slot) -> tuple[bool, int | None]:
+        """Pick the output partition; (False, None) while the topic is missing (retried with backoff)."""
+        if route.partitioning == "key":
+            return True, None
+        now = time.monotonic()
+        if self.topic_blocked_until.get(topic, 0.0) > now:
+            return False, None
+        count = self.producer.partition_count(topic)
+        if count is None:
+            log.warning(
+                "topic %r does not exist (yet); retrying in %d ms", topic, self.config.retry_backoff_ms
+            )
+            self.topic_blocked_until[topic] = now + self.config.retry_backoff_ms / 1000
+            return False, None
+        return True, slot.tp[1] % count
+
+    def send(self, slot: Slot, retry: bool = False) -> bool:
+        """Produce the slot's output or dead letter. False: could not queue it now (keep it)."""
+        route = slot.route
+        if slot.bad is None:
+            assert slot.future is not None and slot.event is not None
+            prediction = slot.future.result()
+            topic = route.output
+            value = encode_result(
+                slot.event,
+                slot.source,
+                prediction,
+                self.model_id,
+                slot.label_set,
+                (time.monotonic() - slot.received) * 1000,
+            )
+            headers = slot.headers
+        else:
+            topic, value = route.dlq, slot.value
+            headers = dead_letter_headers(slot.headers, slot.source, slot.bad.reason, slot.bad.message)
+        ok, partition = self.partition_for(route, topic, slot)
+        if not ok:
+            return False
+        self.producer.begin()
+        try:
+            self.producer.produce(
+                topic, value, slot.key, headers, partition, lambda err, _msg, s=slot: self.delivered(s, err)
+            )
+        except BufferError:
+            self.producer.serve_deliveries(0.05)
+            return False
+        if not retry:
+            if slot.bad is None:
+                self.stats.scored += 1
+            else:
+                self.stats.dead_lettered += 1
+                reasons = self.stats.dead_letter_reasons
+                reasons[slot.bad.reason] = reasons.get(slot.bad.reason, 0) + 1
+        slot.value = slot.value if slot.bad is not None else None  # free the input once encoded
+        if self.config.exactly_once:
+            # Inside a transaction the output and the offset commit atomically: queued = acknowledged.
+            self.tracker.ack(slot.tp, slot.offset)
+        return True
+
+    def delivered(self, slot: Slot, err: KafkaError | None) -> None:
+        if err is None:
+            self.stats.delivered += 1
+            if not self.config.exactly_once:
+                self.tracker.ack(slot.tp, slot.offset)
+            return
+        if self.config.exactly_once:
+            log.warning("delivery failed inside a transaction (it will abort): %s", err)
+            return
+        if slot.tp not in self.lanes:
+            return  # its partition was revoked or lost: the new owner re-reads it
+        log.warning("delivery of %s@%d failed (%s); retrying", slot.tp, slot.offset, err)
+        self.stats.delivery_retries += 1
+        self.retries.append((time.monotonic() + self.config.retry_backoff_ms / 1000, slot))
+
+    # ---------------------------------------------------------------- commits
+
+    def commit(self, wait: bool = False, only: list[TP] | None = None) -> None:
+        """Commit acknowledged offsets (at-least-once) or commit the open transaction (exactly-once)."""
+        self.last_commit = time.monotonic()
+        if self.config.exactly_once:
+            self.commit_transaction()
+            return
+        for tp in self.consumer.failed_commits:
+            self.tracker.mark_committed({tp: -1})
+        self.consumer.failed_commits.clear()
+        offsets = self.tracker.committable()
+        if only is not None:
+            offsets = {tp: o for tp, o in offsets.items() if tp in only}
+        if offsets and self.consumer.commit(offsets, wait=wait):
+            self.tracker.mark_committed(offsets)
+            self.stats.commits += 1
+
+    def commit_transaction(self) -> None:
+        if not self.producer.in_transaction:
+            return
+        offsets = self.tracker.committable()
+        try:
+            self.producer.commit_transaction(offsets, self.consumer.group_metadata())
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.txn_requires_abort():
+                log.warning("transaction failed (%s); aborting and rewinding", err)
+                self.abort_and_rewind()
+                return
+            if err.retriable():
+                log.warning("transaction commit will be retried: %s", err)
+                return
+            raise  # fatal (e.g. fenced by a newer instance): the worker must stop
+        self.tracker.mark_committed(offsets)
+        for tp, offset in offsets.items():
+            self.rewind_to[tp] = offset
+        self.stats.transactions += 1
+
+    def abort_and_rewind(self) -> None:
+        """Abort the open transaction and re-read every partition from its last committed offset."""
+        self.producer.abort_transaction()
+        self.stats.aborts += 1
+        for tp in list(self.lanes):
+            self.abandon(tp)
+            self.lanes[tp] = OrderedLane()
+            self.consumer.seek(tp, self.rewind_to.get(tp))
+
+    # ---------------------------------------------------------------- rebalances
+
+    def abandon(self, tp: TP) -> None:
+        """Forget a partition's in-flight work (its offsets stay uncommitted, so it is re-read)."""
+        lane = self.lanes.pop(tp, None)
+        for slot in lane.drain() if lane is not None else []:
+            if slot.future is not None:
+                slot.future.cancel()
+        self.unsubmitted = [s for s in self.unsubmitted if s.tp != tp]
+        self.retries = [(t, s) for t, s in self.retries if s.tp != tp]
+        self.tracker.drop(tp)
+
+    def on_assign(self, tps: list[TP]) -> None:
+        log.info("assigned %s", tps)
+        for tp in tps:
+            self.abandon(tp)
+            self.lanes[tp] = OrderedLane()
+            self.rewind_to.pop(tp, None)
+        if self.paused:
+            self.consumer.pause(tps)
+
+    def on_revoke(self, tps: list[TP]) -> None:
+        """Finish the revoked partitions' in-flight work within the grace period, commit, drop the rest."""
+        log.info("revoked %s", tps)
+        deadline = time.monotonic() + self.config.revoke_grace_ms / 1000
+        revoked = [tp for tp in tps if tp in self.lanes]
+        while time.monotonic() < deadline and any(self.tracker.unacked(tp) for tp in revoked):
+            self.produce_ready()
+            self.producer.serve_deliveries(0.01)
+            if self.unsubmitted:
+                self.submit(self.take_unsubmitted())
+        if self.config.exactly_once:
+            self.commit_transaction()
+        else:
+            self.producer.flush(min(5.0, self.config.revoke_grace_ms / 1000))
+            self.commit(wait=True, only=revoked)
+        for tp in tps:
+            self.abandon(tp)
+            self.rewind_to.pop(tp, None)
+
+    def on_lost(self, tps: list[TP]) -> None:
+        """Drop lost partitions without committing (another member owns them now)."""
+        log.warning("partitions lost %s", tps)
+        if self.config.exactly_once and self.producer.in_transaction:
+            # The open transaction may hold outputs of lost partitions: abort it and re-read the rest.
+            for tp in tps:
+                self.abandon(tp)
+            self.abort_and_rewind()
+        for tp in tps:
+            self.abandon(tp)
+            self.rewind_to.pop(tp, None)
+
+    # ---------------------------------------------------------------- shutdown
+
+    def drain(self, timeout: float) -> bool:
+        """Stop fetching, finish in-flight work and commit. True when nothing was left behind."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.in_flight():
+            self.step(fetching=False)
+        left = self.in_flight()
+        self.producer.flush(max(0.5, deadline - time.monotonic()))
+        self.producer.serve_deliveries(0)
+        self.commit(wait=True)
+        return left == 0
+
+    def close(self) -> None:
+        for tp in list(self.lanes):
+            self.abandon(tp)
+        self.consumer.close()
+        self.producer.flush(5.0)

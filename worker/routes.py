@@ -1,0 +1,65 @@
+"""Routes: which labels an event is scored against, and with which decision settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gliclass_core.config import LabelSet
+from gliclass_core.types import ClassifyItem
+from worker.codec import BadEvent, Event
+from worker.config import Route
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A classifiable item and the label-set name reported in the output (None for inline labels)."""
+
+    item: ClassifyItem
+    label_set: str | None
+
+
+def resolve(event: Event, route: Route, label_sets: Mapping[str, LabelSet]) -> Resolved:
+    """Build the item for `event` on `route`: labels from the event, else its label set, else the route's.
+
+    Raises BadEvent for an unknown label set, no labels at all, or over-long text the route rejects.
+    """
+    text = event.text
+    if route.max_text_chars is not None and len(text) > route.max_text_chars:
+        if route.over_length == "reject":
+            raise BadEvent(
+                "text_too_long", f"text has {len(text)} characters, the route allows {route.max_text_chars}"
+            )
+        text = text[: route.max_text_chars]
+    set_name = event.label_set if event.label_set is not None else route.label_set
+    label_set: LabelSet | None = None
+    if set_name is not None:
+        label_set = label_sets.get(set_name)
+        if label_set is None:
+            raise BadEvent("unknown_label_set", f"label set {set_name!r} is not configured")
+    if event.labels is not None:
+        labels, name = event.labels, None
+    elif event.label_set is not None and label_set is not None:
+        labels, name = label_set.labels, set_name
+    elif route.labels is not None:
+        labels, name = route.labels, None
+    elif label_set is not None:
+        labels, name = label_set.labels, set_name
+    else:
+        raise BadEvent("missing_labels", "event has no labels or label_set, and its route has none")
+    threshold = route.threshold
+    if threshold is None:
+        threshold = label_set.threshold if label_set is not None else 0.5
+    multi_label = route.multi_label
+    if multi_label is None:
+        multi_label = label_set.multi_label if label_set is not None else True
+    top_k = route.top_k if route.top_k is not None else (label_set.top_k if label_set else None)
+    item = ClassifyItem(
+        text=text,
+        labels=tuple(labels),
+        threshold=threshold,
+        multi_label=multi_label,
+        top_k=top_k,
+        prompt=label_set.prompt if label_set is not None else None,
+    )
+    return Resolved(item=item, label_set=name)
