@@ -1,1 +1,32 @@
+"""The shared model pool and micro-batching scheduler (see `Runtime`)."""
 
+from __future__ import annotations
+
+from gliclass_core.runtime.batching import (
+    BatchDecision,
+    BatchPolicy,
+    PendingPass,
+    Priority,
+    QueueState,
+    form_batch,
+)
+from gliclass_core.runtime.pool import Pool, resolve_devices
+from gliclass_core.runtime.runtime import Runtime
+from gliclass_core.runtime.scheduler import Batch, Scheduler
+from gliclass_core.runtime.stats import Histogram, SchedulerStats
+
+__all__ = [
+    "Batch",
+    "BatchDecision",
+    "BatchPolicy",
+    "Histogram",
+    "PendingPass",
+    "Pool",
+    "Priority",
+    "QueueState",
+    "Runtime",
+    "Scheduler",
+    "SchedulerStats",
+    "form_batch",
+    "resolve_devices",
+]

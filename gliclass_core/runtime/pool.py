@@ -1,0 +1,152 @@
+"""The replica pool: which devices, how many model copies, and loading them in the background."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gliclass_core.classifier import Classifier
+from gliclass_core.config import ConfigError, ModelConfig
+from gliclass_core.runtime.replica import Replica
+from gliclass_core.runtime.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+
+def resolve_devices(spec: str) -> list[str]:
+    """Turn `auto`, `cpu`, `cuda`, or a list like `cuda:0,cuda:1` into device names.
+
+    `auto` means every visible GPU, else the CPU. Raises ConfigError for unknown or absent devices.
+    """
+    import torch
+
+    names = [part.strip().lower() for part in spec.split(",") if part.strip()]
+    if not names:
+        raise ConfigError("[model] device must not be empty")
+    if names == ["auto"]:
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return [f"cuda:{i}" for i in range(count)] or ["cpu"]
+    devices: list[str] = []
+    for name in names:
+        if name == "cpu":
+            devices.append("cpu")
+            continue
+        if name == "cuda":
+            name = "cuda:0"
+        kind, _, index = name.partition(":")
+        if kind != "cuda" or not index.isdigit():
+            raise ConfigError(f"[model] device '{name}' is not 'auto', 'cpu' or 'cuda:N'")
+        if not torch.cuda.is_available() or int(index) >= torch.cuda.device_count():
+            raise ConfigError(f"[model] device '{name}' is not available on this machine")
+        devices.append(name)
+    if len(set(devices)) != len(devices):
+        raise ConfigError("[model] device lists a device twice; use replicas_per_device instead")
+    return devices
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """Where one replica runs."""
+
+    name: str
+    device: str
+
+
+def plan_replicas(devices: list[str], replicas_per_device: int) -> list[ReplicaSpec]:
+    """One spec per model copy: `replicas_per_device` on each device."""
+    return [
+        ReplicaSpec(f"{device.replace(':', '')}-r{copy}", device)
+        for device in devices
+        for copy in range(replicas_per_device)
+    ]
+
+
+class Pool:
+    """Model copies on their devices; loads them in background threads and reports readiness."""
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        scheduler: Scheduler,
+        *,
+        loader: Callable[[str], Classifier] | None = None,
+    ) -> None:
+        self.model = model
+        self.scheduler = scheduler
+        self.devices = resolve_devices(model.device)
+        self.specs = plan_replicas(self.devices, model.replicas_per_device)
+        self.replicas: list[Replica] = []
+        self.classifier: Classifier | None = None
+        self.error: BaseException | None = None
+        self.ready = threading.Event()
+        self.failed = threading.Event()
+        self._loader = loader or self._load_base
+        self._lock = threading.Lock()
+        self._pending = len(self.specs)
+
+    def _load_base(self, device: str) -> Classifier:
+        kwargs = {"max_length": self.model.max_length} if self.model.max_length else {}
+        return Classifier.from_pretrained(self.model.id, device=device, dtype=self.model.dtype, **kwargs)
+
+    def cpu_threads_per_replica(self) -> int | None:
+        """Split `cpu_threads` (default: torch's count) evenly over the CPU replicas."""
+        import torch
+
+        cpu_replicas = sum(spec.device == "cpu" for spec in self.specs)
+        if not cpu_replicas:
+            return None
+        total = self.model.cpu_threads or (torch.get_num_threads() if cpu_replicas > 1 else None)
+        return max(1, total // cpu_replicas) if total else None
+
+    def start(self, on_ready: Callable[[Pool], None] | None = None) -> None:
+        """Load the base model, then each replica loads its copy and warms up on its own thread."""
+        threading.Thread(
+            target=self._start, args=(on_ready,), name="gliclass-pool-loader", daemon=True
+        ).start()
+
+    def _start(self, on_ready: Callable[[Pool], None] | None) -> None:
+        import torch
+
+        threads = self.cpu_threads_per_replica()
+        if threads:
+            torch.set_num_threads(threads)  # process-wide; each CPU replica sets it again on its thread
+        try:
+            base = self._loader(self.specs[0].device)
+        except BaseException as exc:
+            log.exception("loading model %s failed", self.model.id)
+            self._fail(exc)
+            return
+        self.classifier = base
+
+        def report(replica: Replica, exc: BaseException | None) -> None:
+            if exc is not None:
+                self._fail(exc)
+                return
+            with self._lock:
+                self._pending -= 1
+                done = self._pending == 0
+            if done and not self.failed.is_set():
+                if on_ready is not None:
+                    on_ready(self)
+                self.ready.set()
+
+        for index, spec in enumerate(self.specs):
+            load: Callable[[], Classifier] = (
+                (lambda: base) if index == 0 else functools.partial(base.replicate, spec.device)
+            )
+            replica = Replica(spec.name, spec.device, self.scheduler, load, cpu_threads=threads)
+            self.replicas.append(replica)
+            replica.start(report)
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if self.error is None:
+                self.error = exc
+        self.failed.set()
+
+    def join(self, timeout: float) -> bool:
+        """Wait for every replica thread to end (after the scheduler closed); True when all did."""
+        return all(replica.join(timeout) for replica in list(self.replicas))

@@ -1,0 +1,146 @@
+"""A replica: one model copy on one device, pulling batches from the scheduler on its own thread.
+
+The forward pass runs here and only here (never on an event loop), under
+`torch.inference_mode()`. A failing batch fails only its own items; CUDA out-of-memory splits
+the batch in two and retries each half once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from gliclass_core.classifier import Classifier, EncodedPass
+from gliclass_core.runtime.scheduler import Batch, Scheduler
+from gliclass_core.runtime.tracing import batch_span
+from gliclass_core.types import ClassifyItem
+
+log = logging.getLogger(__name__)
+
+WARM_UP_ITEM = ClassifyItem(text="Warm-up text for the model replica.", labels=("first", "second"))
+
+Results = list[np.ndarray | BaseException]
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for CUDA (or other accelerator) out-of-memory errors."""
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+class Replica:
+    """One model copy on `device`, computing batches on a dedicated thread."""
+
+    def __init__(
+        self,
+        name: str,
+        device: str,
+        scheduler: Scheduler,
+        load: Callable[[], Classifier],
+        *,
+        cpu_threads: int | None = None,
+    ) -> None:
+        self.name = name
+        self.device = device
+        self.scheduler = scheduler
+        self.classifier: Classifier | None = None
+        self.batches = 0
+        self._load = load
+        self._cpu_threads = cpu_threads
+        self._thread: threading.Thread | None = None
+
+    def start(self, on_ready: Callable[[Replica, BaseException | None], None]) -> None:
+        """Load and warm up in the replica's thread, report via `on_ready`, then serve batches."""
+        self._thread = threading.Thread(
+            target=self._main, args=(on_ready,), name=f"gliclass-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread to end; True when it has."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _main(self, on_ready: Callable[[Replica, BaseException | None], None]) -> None:
+        import torch
+
+        try:
+            if self._cpu_threads and self.device == "cpu":
+                torch.set_num_threads(self._cpu_threads)
+            self.classifier = self._load()
+            self.forward(self.classifier.prepare(WARM_UP_ITEM).passes, record=False)
+        except BaseException as exc:
+            log.exception("replica %s on %s failed to start", self.name, self.device)
+            on_ready(self, exc)
+            return
+        on_ready(self, None)
+        while (batch := self.scheduler.next_batch()) is not None:
+            self.run_batch(batch)
+
+    def run_batch(self, batch: Batch) -> None:
+        """Compute one batch and hand its results (or per-row errors) back to the scheduler."""
+        results: Results
+        try:
+            with batch_span(
+                batch.span_contexts,
+                size=len(batch.entries),
+                real_tokens=batch.real_tokens,
+                padded_tokens=batch.padded_tokens,
+                device=self.device,
+                queue_wait_s=batch.max_queue_wait_s,
+                priority=batch.decision.priority.name.lower() if batch.decision.priority is not None else "",
+            ):
+                results = self.forward_splitting(batch.passes)
+        except BaseException as exc:  # the span machinery itself failed: still answer every row
+            results = [exc] * len(batch.entries)
+        self.batches += 1
+        self.scheduler.complete(batch, results, self.device)
+
+    def forward_splitting(self, passes: Sequence[EncodedPass]) -> Results:
+        """Forward the batch; on out-of-memory retry each half once, failing only what still fails."""
+        try:
+            return list(self.forward(passes))
+        except Exception as exc:
+            if len(passes) < 2 or not is_out_of_memory(exc):
+                return [exc] * len(passes)
+            first_error = exc
+        self.scheduler.record_oom_split()
+        log.warning("out of memory on %s with %d rows; retrying in halves", self.device, len(passes))
+        _release_cached_memory(self.device)
+        half = len(passes) // 2
+        results: Results = []
+        for part in (passes[:half], passes[half:]):
+            try:
+                results.extend(self.forward(part))
+            except Exception as exc:
+                exc.__context__ = first_error
+                results.extend([exc] * len(part))
+        return results
+
+    def forward(self, passes: Sequence[EncodedPass], *, record: bool = True) -> list[np.ndarray]:
+        """One timed forward pass under inference mode."""
+        import torch
+
+        assert self.classifier is not None
+        started = time.perf_counter()
+        with torch.inference_mode():
+            logits = self.classifier.forward(passes)
+        if record:
+            self.scheduler.record_compute(time.perf_counter() - started)
+        if len(logits) != len(passes):
+            raise RuntimeError(f"forward returned {len(logits)} results for {len(passes)} passes")
+        return list(logits)
+
+
+def _release_cached_memory(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,123 @@
+"""`Runtime`: the pool and the scheduler built from config, with one lifecycle for the edges."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+
+from gliclass_core.classifier import Classifier
+from gliclass_core.config import AppConfig, LabelSet
+from gliclass_core.errors import NotReady
+from gliclass_core.runtime.batching import BatchPolicy
+from gliclass_core.runtime.pool import Pool
+from gliclass_core.runtime.scheduler import Scheduler
+from gliclass_core.runtime.stats import SchedulerStats
+from gliclass_core.types import ModelInfo
+
+
+class Runtime:
+    """One shared model pool and its scheduler, as the gRPC server and the Kafka worker use them."""
+
+    def __init__(
+        self, config: AppConfig, pool: Pool, scheduler: Scheduler, *, reserve_interactive: int
+    ) -> None:
+        self.config = config
+        self.pool = pool
+        self.scheduler = scheduler
+        self._reserve_interactive = reserve_interactive
+        self._stopped = threading.Event()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: AppConfig,
+        *,
+        policy: BatchPolicy | None = None,
+        reserve_interactive: int | None = None,
+        loader: Callable[[str], Classifier] | None = None,
+    ) -> Runtime:
+        """Build pool and scheduler; load nothing yet (see `start`).
+
+        `reserve_interactive` replicas stay free for interactive work while it is flowing
+        (default: 1 when the pool has 2 or more replicas, else 0). `loader(device)` replaces
+        `Classifier.from_pretrained(config.model.id, ...)` (tests, benchmarks).
+        """
+        scheduler = Scheduler(policy or BatchPolicy.from_config(config.batching), config.batching.max_queue)
+        pool = Pool(config.model, scheduler, loader=loader)
+        if reserve_interactive is None:
+            reserve_interactive = 1 if len(pool.specs) >= 2 else 0
+        return cls(config, pool, scheduler, reserve_interactive=reserve_interactive)
+
+    def start(self) -> None:
+        """Load the replicas and warm them up in background threads; returns at once."""
+        self.pool.start(on_ready=self._open)
+
+    def _open(self, pool: Pool) -> None:
+        assert pool.classifier is not None
+        self.scheduler.open(
+            pool.classifier, replicas=len(pool.replicas), reserved_for_interactive=self._reserve_interactive
+        )
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until every replica is warm (True), loading failed or `timeout` passed (False)."""
+        waiter = threading.Event()
+
+        def watch(event: threading.Event) -> None:
+            event.wait(timeout)
+            waiter.set()
+
+        if self.pool.ready.is_set():
+            return True
+        for event in (self.pool.ready, self.pool.failed):
+            threading.Thread(target=watch, args=(event,), daemon=True).start()
+        waiter.wait(timeout)
+        return self.ready
+
+    @property
+    def ready(self) -> bool:
+        """True once every replica finished its warm-up, until `stop`."""
+        return self.pool.ready.is_set() and self.scheduler.accepting and not self._stopped.is_set()
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why loading failed, if it did."""
+        return self.pool.error
+
+    @property
+    def classifier(self) -> Classifier:
+        """The base model (for `prepare`-style validation at the edges); NotReady before load."""
+        if self.pool.classifier is None:
+            raise NotReady("the model is not loaded yet")
+        return self.pool.classifier
+
+    @property
+    def info(self) -> ModelInfo:
+        """What is loaded; the device field lists every replica's device."""
+        info = self.classifier.info
+        devices = ",".join(spec.device for spec in self.pool.specs)
+        return ModelInfo(
+            model_id=info.model_id,
+            architecture=info.architecture,
+            device=devices,
+            dtype=info.dtype,
+            max_length=info.max_length,
+            max_labels=info.max_labels,
+            extra={**info.extra, "replicas": str(len(self.pool.specs))},
+        )
+
+    @property
+    def label_sets(self) -> Mapping[str, LabelSet]:
+        return self.config.label_sets
+
+    def stats(self) -> SchedulerStats:
+        return self.scheduler.stats()
+
+    def stop(self, grace_s: float = 10.0) -> int:
+        """Stop accepting, drain queued work for up to `grace_s`, fail the rest, end the threads.
+
+        Returns how many queued items were failed with NotReady.
+        """
+        self._stopped.set()
+        failed = self.scheduler.close(grace_s)
+        self.pool.join(timeout=max(1.0, grace_s))
+        return failed

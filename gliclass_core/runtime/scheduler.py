@@ -1,0 +1,477 @@
+"""The micro-batching scheduler: a bounded two-priority queue that replicas pull batches from.
+
+Callers `submit` items (validated and tokenized on the caller's thread) and get one
+`concurrent.futures.Future` per item; asyncio code awaits `classify`. Replica threads call
+`next_batch` (blocking) and `complete`. What goes into a batch is decided by the pure
+`batching.form_batch`; this module only keeps the queue, the futures and the counters.
+
+Futures are never resolved while the scheduler lock is held, because their callbacks run
+user code (asyncio wake-ups, resubmissions) that may re-enter the scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from opentelemetry.trace import SpanContext
+
+from gliclass_core.classifier import Classifier, EncodedPass, PreparedItem
+from gliclass_core.errors import (
+    BatchFailed,
+    DeadlineExceeded,
+    GliclassError,
+    InvalidInput,
+    NotReady,
+    Overloaded,
+)
+from gliclass_core.runtime.batching import (
+    BatchDecision,
+    BatchPolicy,
+    PendingPass,
+    Priority,
+    QueueState,
+    form_batch,
+)
+from gliclass_core.runtime.stats import SchedulerStats, StatsRecorder
+from gliclass_core.runtime.tracing import capture_span_context
+from gliclass_core.types import ClassifyItem, Prediction
+
+#: Above this many characters in one call, `classify` tokenizes off the event loop.
+_INLINE_PREPARE_CHARS = 20_000
+
+
+@dataclass(eq=False)
+class _Item:
+    """One submitted item: its future and the logits of its passes as they arrive."""
+
+    prepared: PreparedItem
+    future: Future[Prediction]
+    priority: Priority
+    enqueued_at: float
+    span_context: SpanContext | None
+    logits: list[np.ndarray | None]
+    remaining: int
+    queued: set[int] = field(default_factory=set)
+    started: bool = False
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class BatchEntry:
+    """One row of a dispatched batch: which item, which of its passes."""
+
+    item: _Item
+    pass_index: int
+    pending: PendingPass
+
+    @property
+    def encoded(self) -> EncodedPass:
+        return self.item.prepared.passes[self.pass_index]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch handed to a replica: its rows and the decision that formed it."""
+
+    entries: tuple[BatchEntry, ...]
+    decision: BatchDecision
+    dispatched_at: float
+
+    @property
+    def passes(self) -> list[EncodedPass]:
+        return [entry.encoded for entry in self.entries]
+
+    @property
+    def span_contexts(self) -> list[SpanContext | None]:
+        return [entry.item.span_context for entry in self.entries]
+
+    @property
+    def real_tokens(self) -> int:
+        return sum(entry.pending.num_tokens for entry in self.entries)
+
+    @property
+    def padded_tokens(self) -> int:
+        return max(entry.pending.num_tokens for entry in self.entries) * len(self.entries)
+
+    @property
+    def max_queue_wait_s(self) -> float:
+        return max(self.dispatched_at - entry.pending.enqueued_at for entry in self.entries)
+
+
+class Scheduler:
+    """Bounded, two-priority, deadline-aware micro-batching queue shared by every edge."""
+
+    def __init__(
+        self,
+        policy: BatchPolicy,
+        max_queue: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policy = policy
+        self.max_queue = max_queue
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._queues: dict[Priority, dict[int, tuple[PendingPass, _Item, int]]] = {
+            Priority.INTERACTIVE: {},
+            Priority.BULK: {},
+        }
+        self._keys = itertools.count()
+        self._depth = 0
+        self._in_flight = 0
+        self._idle = 0
+        self._reserved = 0
+        self._classifier: Classifier | None = None
+        self._accepting = False
+        self._draining = False
+        self._closed = False
+        self._last_interactive_at = float("-inf")
+        self._last_bulk_dispatch_at = float("-inf")
+        # Batch forming looks at the oldest passes only, so its cost does not grow with the queue.
+        self._window = max(4 * policy.max_batch_size, 256)
+        self._stats = StatsRecorder()
+
+    # ----------------------------------------------------------------- lifecycle (Runtime)
+
+    def open(self, classifier: Classifier, *, replicas: int, reserved_for_interactive: int = 0) -> None:
+        """Start accepting work, prepared/finished by `classifier`, for `replicas` pulling threads."""
+        with self._cond:
+            self._classifier = classifier
+            self._reserved = reserved_for_interactive if replicas > reserved_for_interactive else 0
+            self._accepting = not self._closed
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    def close(self, grace_s: float = 10.0, *, drain: bool = True) -> int:
+        """Stop accepting; let replicas drain the queue for up to `grace_s`; fail the rest.
+
+        Returns how many queued items were failed with NotReady. In-flight batches are left to
+        finish (the pool joins its threads after this).
+        """
+        end = self._clock() + grace_s
+        with self._cond:
+            self._accepting = False
+            self._draining = True
+            self._cond.notify_all()
+            while drain and self._classifier is not None and self._depth > 0:
+                remaining = end - self._clock()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            leftovers = self._take_all()
+            self._closed = True
+            self._cond.notify_all()
+        for item in leftovers:
+            _fail(item.future, NotReady("the scheduler shut down before this item was computed"))
+        self._stats.count("failed_items", len(leftovers))
+        return len(leftovers)
+
+    # ----------------------------------------------------------------- callers
+
+    def submit(
+        self,
+        items: Sequence[ClassifyItem],
+        priority: Priority = Priority.INTERACTIVE,
+        deadline: float | None = None,
+    ) -> list[Future[Prediction]]:
+        """Queue items; return one future per item, in order.
+
+        Raises (enqueuing nothing) InvalidInput naming the item, Overloaded when the queue has
+        no room for all of them, NotReady before warm-up or after shutdown began.
+        `deadline` is an absolute `time.monotonic()` time.
+        """
+        classifier = self._classifier
+        if classifier is None or not self._accepting:
+            raise NotReady(
+                "the model is not ready" if not self._draining else "the scheduler is shutting down"
+            )
+        priority = Priority(priority)
+        if len(items) > self.max_queue:
+            raise InvalidInput(
+                f"{len(items)} items in one call; the queue holds at most {self.max_queue}", field="items"
+            )
+        prepared = [classifier.prepare(item, index) for index, item in enumerate(items)]
+        span_context = capture_span_context()
+        rows = sum(len(p.passes) for p in prepared)
+        now = self._clock()
+        expired_now = deadline is not None and deadline <= now
+        futures: list[Future[Prediction]] = []
+        tracked: list[_Item] = []
+        with self._cond:
+            if not self._accepting:
+                raise NotReady("the scheduler is shutting down")
+            if not expired_now and self._depth + rows > self.max_queue:
+                self._stats.count("rejected_items", len(items))
+                raise Overloaded(f"queue full ({self._depth} of {self.max_queue} queued); retry later")
+            queue = self._queues[priority]
+            for prep in prepared:
+                future: Future[Prediction] = Future()
+                item = _Item(
+                    prep, future, priority, now, span_context, [None] * len(prep.passes), len(prep.passes)
+                )
+                futures.append(future)
+                tracked.append(item)
+                if expired_now or not prep.passes:
+                    continue
+                for index, encoded in enumerate(prep.passes):
+                    key = next(self._keys)
+                    queue[key] = (PendingPass(key, encoded.num_tokens, priority, now, deadline), item, index)
+                    item.queued.add(key)
+            if not expired_now:
+                self._depth += rows
+                if priority is Priority.INTERACTIVE:
+                    self._last_interactive_at = now
+                self._cond.notify_all()
+        self._stats.count("submitted_items", len(items))
+        for item in tracked:
+            if expired_now:
+                self._stats.count("expired_items")
+                _fail(item.future, DeadlineExceeded("the deadline had passed when the item was submitted"))
+            elif not item.prepared.passes:
+                self._finish(item)
+            else:
+                item.future.add_done_callback(functools.partial(self._on_future_done, item))
+        return futures
+
+    async def classify(
+        self,
+        items: Sequence[ClassifyItem],
+        priority: Priority = Priority.INTERACTIVE,
+        deadline: float | None = None,
+        *,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Awaitable `submit`: the predictions in order. Cancelling the task cancels queued items.
+
+        With `return_exceptions`, a failed item's slot holds its exception instead of raising.
+        """
+        if sum(len(item.text) for item in items) > _INLINE_PREPARE_CHARS:
+            futures = await asyncio.to_thread(self.submit, items, priority, deadline)
+        else:
+            futures = self.submit(items, priority, deadline)
+        try:
+            return list(
+                await asyncio.gather(
+                    *(asyncio.wrap_future(f) for f in futures), return_exceptions=return_exceptions
+                )
+            )
+        except BaseException:
+            for future in futures:  # nobody will read the others: free their queue slots
+                future.cancel()
+            raise
+
+    def stats(self) -> SchedulerStats:
+        """Snapshot every counter and the current queue depth."""
+        with self._cond:
+            depth_i = len(self._queues[Priority.INTERACTIVE])
+            depth_b = len(self._queues[Priority.BULK])
+            in_flight = self._in_flight
+        return self._stats.snapshot(depth_i, depth_b, in_flight)
+
+    # ----------------------------------------------------------------- replicas
+
+    def next_batch(self) -> Batch | None:
+        """Block until a batch is due and return it; None once the scheduler is closed."""
+        while True:
+            expired: list[_Item] = []
+            batch: Batch | None = None
+            with self._cond:
+                self._idle += 1
+                try:
+                    while batch is None and not expired:
+                        if self._closed:
+                            return None
+                        now = self._clock()
+                        decision = form_batch(
+                            self._oldest(Priority.INTERACTIVE),
+                            self._oldest(Priority.BULK),
+                            self.policy,
+                            self._state(now),
+                        )
+                        if decision.expired:
+                            expired = self._take_expired(decision.expired)
+                        if decision.batch:
+                            batch = self._take_batch(decision, now)
+                        if batch is None and not expired:
+                            timeout = None if decision.wake_at is None else max(0.0, decision.wake_at - now)
+                            self._cond.wait(timeout)
+                finally:
+                    self._idle -= 1
+            for item in expired:
+                _fail(item.future, DeadlineExceeded("the deadline passed while the item was queued"))
+            if expired:
+                self._stats.count("expired_items", len(expired))
+            if batch is not None:
+                return batch
+
+    def complete(self, batch: Batch, results: Sequence[np.ndarray | BaseException], device: str) -> None:
+        """Deliver a computed batch: logits (or the exception) per row, in batch order."""
+        finished: list[_Item] = []
+        failed: list[tuple[_Item, BaseException]] = []
+        with self._cond:
+            self._in_flight -= 1
+            for entry, result in zip(batch.entries, results):
+                item = entry.item
+                if item.done:
+                    continue
+                if isinstance(result, BaseException):
+                    item.done = True
+                    self._unqueue(item)
+                    failed.append((item, result))
+                else:
+                    item.logits[entry.pass_index] = result
+                    item.remaining -= 1
+                    if item.remaining == 0:
+                        item.done = True
+                        finished.append(item)
+            if self._draining:
+                self._cond.notify_all()
+        self._stats.batch(
+            device,
+            len(batch.entries),
+            batch.real_tokens,
+            batch.padded_tokens,
+            [batch.dispatched_at - entry.pending.enqueued_at for entry in batch.entries],
+        )
+        for item in finished:
+            self._finish(item)
+        for item, exc in failed:
+            _fail(item.future, _as_batch_failure(exc, device))
+        if failed:
+            self._stats.count("failed_items", len(failed))
+
+    def record_compute(self, seconds: float) -> None:
+        """Count the wall time of one forward pass (called by replicas)."""
+        self._stats.compute(seconds)
+
+    def record_oom_split(self) -> None:
+        """Count one batch split after CUDA out-of-memory (called by replicas)."""
+        self._stats.count("oom_splits")
+
+    # ----------------------------------------------------------------- internals (lock held)
+
+    def _state(self, now: float) -> QueueState:
+        return QueueState(
+            now=now,
+            last_interactive_at=self._last_interactive_at,
+            last_bulk_dispatch_at=self._last_bulk_dispatch_at,
+            reserve_for_interactive=self._reserved > 0 and self._idle <= self._reserved,
+            draining=self._draining,
+        )
+
+    def _oldest(self, priority: Priority) -> list[PendingPass]:
+        queued = self._queues[priority].values()
+        return [entry[0] for entry in itertools.islice(queued, self._window)]
+
+    def _pop(self, pending: PendingPass) -> tuple[_Item, int] | None:
+        entry = self._queues[pending.priority].pop(pending.key, None)
+        if entry is None:
+            return None
+        self._depth -= 1
+        entry[1].queued.discard(pending.key)
+        return entry[1], entry[2]
+
+    def _unqueue(self, item: _Item) -> None:
+        for key in item.queued:
+            if self._queues[item.priority].pop(key, None) is not None:
+                self._depth -= 1
+        item.queued.clear()
+
+    def _take_expired(self, expired: Sequence[PendingPass]) -> list[_Item]:
+        out = []
+        for pending in expired:
+            popped = self._pop(pending)
+            if popped is None or popped[0].done:
+                continue
+            item = popped[0]
+            item.done = True
+            self._unqueue(item)
+            out.append(item)
+        return out
+
+    def _take_batch(self, decision: BatchDecision, now: float) -> Batch | None:
+        entries = []
+        for pending in decision.batch:
+            popped = self._pop(pending)
+            if popped is None:
+                continue
+            item, index = popped
+            if item.done:
+                continue
+            if not item.started:
+                if not item.future.set_running_or_notify_cancel():
+                    item.done = True  # cancelled between the check and now
+                    self._unqueue(item)
+                    continue
+                item.started = True
+            entries.append(BatchEntry(item, index, pending))
+        if not entries:
+            return None
+        if decision.priority is Priority.BULK:
+            self._last_bulk_dispatch_at = now
+        self._in_flight += 1
+        return Batch(tuple(entries), decision, now)
+
+    def _take_all(self) -> list[_Item]:
+        items: dict[int, _Item] = {}
+        for queue in self._queues.values():
+            for _, item, _ in queue.values():
+                if not item.done:
+                    item.done = True
+                    items[id(item)] = item
+            queue.clear()
+        self._depth = 0
+        return list(items.values())
+
+    # ----------------------------------------------------------------- internals (no lock)
+
+    def _on_future_done(self, item: _Item, future: Future[Prediction]) -> None:
+        if not future.cancelled():
+            return
+        with self._cond:
+            was_queued = bool(item.queued)
+            item.done = True
+            self._unqueue(item)
+        if was_queued:
+            self._stats.count("cancelled_items")
+
+    def _finish(self, item: _Item) -> None:
+        classifier = self._classifier
+        assert classifier is not None
+        try:
+            prediction = classifier.finish(item.prepared, [x for x in item.logits if x is not None])
+        except Exception as exc:
+            self._stats.count("failed_items")
+            _fail(item.future, _as_batch_failure(exc, "post-processing"))
+            return
+        try:
+            item.future.set_result(prediction)
+        except InvalidStateError:
+            return
+        self._stats.count("completed_items")
+
+
+def _fail(future: Future[Any], exc: BaseException) -> None:
+    try:
+        future.set_exception(exc)
+    except InvalidStateError:
+        pass  # cancelled or already resolved: nobody is waiting for this outcome
+
+
+def _as_batch_failure(exc: BaseException, where: str) -> BaseException:
+    if isinstance(exc, GliclassError):
+        return exc
+    failure = BatchFailed(f"batch failed on {where}: {type(exc).__name__}: {exc}")
+    failure.__cause__ = exc
+    return failure
