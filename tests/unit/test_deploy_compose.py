@@ -242,3 +242,15 @@ def test_image_build_points_at_the_dockerfile_and_a_variant_it_has(variant: str)
     chosen = interpolate(build["args"]["VARIANT"], {"GLICLASS_VARIANT": variant} if variant != "cpu" else {})
     assert chosen == variant
     assert f"runtime-{chosen}" in read_dockerfile().stages
+
+
+def test_scale_out_workers_share_the_config_group_and_telemetry_of_the_app() -> None:
+    app, worker = _service("gliclass"), _service("worker")
+    assert worker["image"] == app["image"] and worker["profiles"] == ["workers"]
+    command = worker["command"]
+    assert command[0] == "worker" and command[command.index("--config") + 1] == CONFIG_TARGET
+    assert _bind_mounts(worker) == _bind_mounts(app)
+    assert "ports" not in worker, "workers publish nothing, so --scale cannot clash on a host port"
+    assert worker["depends_on"]["gliclass"]["condition"] == "service_healthy"
+    telemetry = {k: v for k, v in _env(app).items() if k.startswith("OTEL_") and k != "OTEL_SERVICE_NAME"}
+    assert telemetry.items() <= _env(worker).items()
