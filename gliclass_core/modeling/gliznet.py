@@ -1,0 +1,389 @@
+"""GliZNet: one encoder pass scores a text against all its labels.
+
+Layout `[CLS] text [SEP] label1 [LAB] label2 [LAB] ... labelK [LAB]`. The text vector is the
+CLS state through the text projector; label k's vector is the mean of its own tokens after the
+label projector (or the `[LAB]` state after it, `label_pooling="lab"`). Projectors are
+Linear + LayerNorm. Logit = cosine(t, l) * exp(clamp(s, -10, 10)), s learnable (init 2.0).
+
+A checkpoint is a directory: `config.json` (`"model_type": "gliznet"`), `model.safetensors`
+and the tokenizer files (with `[LAB]` added as a special token).
+
+Integration with `Classifier`: `is_gliznet_config(config_dict)` detects a checkpoint;
+`GliZNet.from_pretrained(path, device)` loads it; `GliZNet.pack(text, labels)` returns the
+passes of one item (duck-compatible with `EncodedPass`: `input_ids`, `num_labels`, `payload`);
+`GliZNet.forward(passes)` returns float32 logits per pass.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gliclass_core.errors import CheckpointError, InvalidInput
+
+GLIZNET_MODEL_TYPE = "gliznet"
+LAB_TOKEN = "[LAB]"
+LABEL_POOLINGS = ("mean", "lab")
+# Labels are tokenized once and reused; bounded so an open-ended label stream cannot grow memory.
+LABEL_CACHE_SIZE = 4096
+# A pass never squeezes the text below this many tokens to fit more labels; extra labels go to another pass.
+MIN_TEXT_TOKENS = 32
+
+
+def is_gliznet_config(config: Mapping[str, Any]) -> bool:
+    """Tell whether a parsed config.json describes a GliZNet checkpoint."""
+    return str(config.get("model_type", "")).lower() == GLIZNET_MODEL_TYPE
+
+
+@dataclass
+class GliZNetConfig:
+    """Everything `config.json` records about a GliZNet model (plus its loss settings)."""
+
+    encoder_config: dict[str, Any]
+    lab_token_id: int
+    projected_dim: int
+    label_pooling: str = "mean"
+    logit_scale_init: float = 2.0
+    bce_scale_init: float = 5.0
+    dropout: float = 0.1
+    max_length: int = 512
+    ce_weight: float = 1.0
+    repulsion_weight: float = 0.1
+    bce_weight: float = 1.0
+    repulsion_threshold: float = 0.3
+    model_type: str = GLIZNET_MODEL_TYPE
+    architectures: list[str] = field(default_factory=lambda: ["GliZNetModel"])
+
+    def __post_init__(self) -> None:
+        if self.label_pooling not in LABEL_POOLINGS:
+            raise CheckpointError(
+                f"GliZNet label_pooling must be one of {LABEL_POOLINGS}, got {self.label_pooling!r}"
+            )
+        max_pos = int(self.encoder_config.get("max_position_embeddings", self.max_length))
+        self.max_length = min(self.max_length, max_pos)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GliZNetConfig:
+        """Build from a parsed config.json, ignoring keys this version does not know."""
+        known = {f for f in cls.__dataclass_fields__}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise CheckpointError(f"GliZNet config.json is incomplete: {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Projector(nn.Module):
+    """Linear(H, P) followed by LayerNorm(P)."""
+
+    def __init__(self, hidden: int, projected: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden, projected)
+        self.norm = nn.LayerNorm(projected)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.linear(x))
+
+
+@dataclass
+class GliZNetOutput:
+    """Forward results: `logits`/`cosine` are (B, K); `label_mask` marks real label slots."""
+
+    logits: torch.Tensor
+    cosine: torch.Tensor
+    label_mask: torch.Tensor
+    text_embeddings: torch.Tensor
+    label_embeddings: torch.Tensor
+
+
+class GliZNetModel(nn.Module):
+    """The torch module: encoder, two projectors, the logit scale s and the BCE loss scale."""
+
+    def __init__(self, config: GliZNetConfig, encoder: nn.Module | None = None) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        self.config = config
+        if encoder is None:
+            enc_cfg = AutoConfig.for_model(**config.encoder_config)
+            encoder = AutoModel.from_config(enc_cfg)
+        self.encoder = encoder
+        hidden = int(config.encoder_config["hidden_size"])
+        self.text_projector = Projector(hidden, config.projected_dim)
+        self.label_projector = Projector(hidden, config.projected_dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)))
+        # Only the composite loss reads this; it lives here so a resumed training run keeps it.
+        self.bce_scale = nn.Parameter(torch.tensor(float(config.bce_scale_init)))
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, label_spans: torch.Tensor
+    ) -> GliZNetOutput:
+        """Score a padded batch. `label_spans` is (B, K, 2) [start, end) token spans, -1 for empty slots."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        text = self.dropout(self.text_projector(hidden[:, 0]))
+        label_mask = label_spans[..., 0] >= 0
+        if self.config.label_pooling == "lab":
+            # The [LAB] marker sits right after each label's span.
+            lab_pos = label_spans[..., 1].clamp(min=0)
+            states = torch.gather(hidden, 1, lab_pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+            labels = self.label_projector(states)
+        else:
+            pos = torch.arange(hidden.shape[1], device=hidden.device)
+            span = (pos >= label_spans[..., :1]) & (pos < label_spans[..., 1:]) & label_mask.unsqueeze(-1)
+            span_f = span.to(hidden.dtype)
+            projected = self.label_projector(hidden)
+            labels = torch.einsum("bkt,btp->bkp", span_f, projected) / span_f.sum(-1, keepdim=True).clamp(
+                min=1
+            )
+        labels = self.dropout(labels)
+        cosine = torch.einsum(
+            "bp,bkp->bk", F.normalize(text, dim=-1, eps=1e-8), F.normalize(labels, dim=-1, eps=1e-8)
+        )
+        logits = cosine * self.logit_scale.clamp(-10, 10).exp()
+        return GliZNetOutput(logits, cosine, label_mask, text, labels)
+
+
+@dataclass(frozen=True)
+class GliZNetPass:
+    """One batch row; field names match `EncodedPass` so the runtime can batch it like any other."""
+
+    input_ids: tuple[int, ...]
+    num_labels: int
+    payload: tuple[tuple[int, int], ...]  # [start, end) token span of each label; [LAB] at `end`
+    labels: tuple[str, ...] = ()
+    truncated: bool = False
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.input_ids)
+
+
+class GliZNet:
+    """A loaded GliZNet: module, tokenizer and packing, on one device."""
+
+    def __init__(self, model: GliZNetModel, tokenizer: Any, device: str = "cpu") -> None:
+        self.model = model.to(device)
+        self.tokenizer = tokenizer
+        self.device = device
+        self.config = model.config
+        cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+        sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+        if cls_id is None or sep_id is None:
+            raise CheckpointError("GliZNet needs a tokenizer with CLS/SEP (or BOS/EOS) tokens")
+        self.cls_id, self.sep_id = int(cls_id), int(sep_id)
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        self._label_cache: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+
+    # ---- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_encoder(
+        cls,
+        encoder_dir: str | Path,
+        projected_dim: int | None = None,
+        label_pooling: str = "mean",
+        device: str = "cpu",
+        **config_overrides: Any,
+    ) -> GliZNet:
+        """Start a new GliZNet from a plain HF encoder directory (heads freshly initialised)."""
+        from transformers import AutoModel, AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir))
+            encoder = AutoModel.from_pretrained(str(encoder_dir))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot load base encoder from {encoder_dir}: {exc}") from exc
+        tokenizer.add_tokens([LAB_TOKEN], special_tokens=True)
+        old = encoder.get_input_embeddings().weight.shape[0]
+        encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        lab_id = tokenizer.convert_tokens_to_ids(LAB_TOKEN)
+        assert isinstance(lab_id, int)
+        with torch.no_grad():
+            emb = encoder.get_input_embeddings().weight
+            sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+            # Start [LAB] as a separator-like token rather than random noise.
+            emb[old:] = emb[int(sep)] if sep is not None else emb[:old].mean(0)
+        enc_cfg = encoder.config.to_dict()
+        enc_cfg["vocab_size"] = len(tokenizer)
+        config = GliZNetConfig(
+            encoder_config=enc_cfg,
+            lab_token_id=lab_id,
+            projected_dim=projected_dim or int(enc_cfg["hidden_size"]),
+            label_pooling=label_pooling,
+            max_length=int(min(getattr(tokenizer, "model_max_length", 512) or 512, 512)),
+            **config_overrides,
+        )
+        return cls(GliZNetModel(config, encoder=encoder), tokenizer, device)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None
+    ) -> GliZNet:
+        """Load a GliZNet checkpoint directory (safetensors only)."""
+        from safetensors.torch import load_file
+        from transformers import AutoConfig, AutoTokenizer
+
+        root = Path(path)
+        try:
+            raw = json.loads((root / "config.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{root}: cannot read config.json: {exc}") from exc
+        if not is_gliznet_config(raw):
+            raise CheckpointError(f"{root}: not a GliZNet checkpoint (model_type={raw.get('model_type')!r})")
+        config = GliZNetConfig.from_dict(raw)
+        weights = root / "model.safetensors"
+        if not weights.is_file():
+            raise CheckpointError(f"{root}: model.safetensors is missing")
+        model = GliZNetModel(config)
+        missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+        # Tied/derived buffers (e.g. position_ids) may legitimately be absent; parameters may not.
+        params = {n for n, _ in model.named_parameters()}
+        if [k for k in missing if k in params] or unexpected:
+            raise CheckpointError(
+                f"{root}: weights do not match config (missing {missing}, unexpected {unexpected})"
+            )
+        try:
+            # Pass the encoder's config so transformers does not try to map model_type "gliznet".
+            enc_cfg = AutoConfig.for_model(**config.encoder_config)
+            tokenizer = AutoTokenizer.from_pretrained(str(root), config=enc_cfg)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{root}: cannot load tokenizer: {exc}") from exc
+        model.eval()
+        if dtype is not None:
+            model.to(dtype)
+        return cls(model, tokenizer, device)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write config.json, model.safetensors and the tokenizer files."""
+        from safetensors.torch import save_file
+
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, str(root / "model.safetensors"), metadata={"format": "pt"})
+        self.tokenizer.save_pretrained(str(root))
+
+    # ---- packing (CPU) ------------------------------------------------------------------------------
+
+    def label_ids(self, label: str) -> tuple[int, ...]:
+        """Token ids of one label (no special tokens), cached."""
+        ids = self._label_cache.get(label)
+        if ids is None:
+            ids = tuple(self.tokenizer(label, add_special_tokens=False)["input_ids"])
+            self._label_cache[label] = ids
+            if len(self._label_cache) > LABEL_CACHE_SIZE:
+                self._label_cache.popitem(last=False)
+        else:
+            self._label_cache.move_to_end(label)
+        return ids
+
+    def pack(
+        self, text: str, labels: Sequence[str], prompt: str | None = None, max_passes: int | None = None
+    ) -> list[GliZNetPass]:
+        """Pack one item into passes; labels that do not fit beside the text go to further passes."""
+        if not labels:
+            raise InvalidInput("at least one label is required", field="labels")
+        text_ids = list(
+            self.tokenizer((prompt + " " + text) if prompt else text, add_special_tokens=False)["input_ids"]
+        )
+        budget = self.config.max_length - 2  # CLS + SEP
+        label_room = budget - min(len(text_ids), MIN_TEXT_TOKENS)
+        chunks: list[list[tuple[str, tuple[int, ...]]]] = [[]]
+        used = 0
+        for label in labels:
+            ids = self.label_ids(label)
+            if not ids:
+                raise InvalidInput(f"label {label!r} is empty after tokenization", field="labels")
+            cost = len(ids) + 1
+            if cost > label_room:
+                raise InvalidInput(f"label {label[:40]!r} is too long ({len(ids)} tokens)", field="labels")
+            if used + cost > label_room and chunks[-1]:
+                chunks.append([])
+                used = 0
+            chunks[-1].append((label, ids))
+            used += cost
+        if max_passes is not None and len(chunks) > max_passes:
+            chunks = chunks[:max_passes]
+        return [self._pack_chunk(text_ids, chunk) for chunk in chunks]
+
+    def _pack_chunk(self, text_ids: list[int], chunk: list[tuple[str, tuple[int, ...]]]) -> GliZNetPass:
+        label_tokens = sum(len(ids) + 1 for _, ids in chunk)
+        room = self.config.max_length - 2 - label_tokens
+        truncated = len(text_ids) > room
+        ids = [self.cls_id, *text_ids[:room], self.sep_id]
+        spans = []
+        for _, lab_ids in chunk:
+            start = len(ids)
+            ids.extend(lab_ids)
+            spans.append((start, len(ids)))
+            ids.append(self.config.lab_token_id)
+        return GliZNetPass(tuple(ids), len(chunk), tuple(spans), tuple(lbl for lbl, _ in chunk), truncated)
+
+    def collate(self, passes: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """Pad passes into tensors on this model's device."""
+        width = max(len(p.input_ids) for p in passes)
+        max_k = max(p.num_labels for p in passes)
+        ids = torch.full((len(passes), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(passes), width), dtype=torch.long)
+        spans = torch.full((len(passes), max_k, 2), -1, dtype=torch.long)
+        for row, p in enumerate(passes):
+            n = len(p.input_ids)
+            ids[row, :n] = torch.tensor(p.input_ids, dtype=torch.long)
+            mask[row, :n] = 1
+            if p.num_labels:
+                spans[row, : p.num_labels] = torch.tensor(p.payload, dtype=torch.long)
+        return {
+            "input_ids": ids.to(self.device),
+            "attention_mask": mask.to(self.device),
+            "label_spans": spans.to(self.device),
+        }
+
+    # ---- inference ----------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def forward(self, passes: Sequence[Any]) -> list[np.ndarray]:
+        """One padded forward pass; float32 logits (length `num_labels`) per pass."""
+        if not passes:
+            return []
+        out = self.model(**self.collate(passes))
+        logits = out.logits.float().cpu().numpy()
+        return [logits[i, : p.num_labels].copy() for i, p in enumerate(passes)]
+
+    def scores(
+        self, texts: Sequence[str], labels: Sequence[str], multi_label: bool = True, batch_size: int = 16
+    ) -> np.ndarray:
+        """Score every text against the same labels: (N, K) probabilities (sigmoid or softmax)."""
+        self.model.eval()
+        rows: list[np.ndarray] = []
+        for start in range(0, len(texts), batch_size):
+            items = [self.pack(t, labels) for t in texts[start : start + batch_size]]
+            flat = [p for passes in items for p in passes]
+            logits = self.forward(flat)
+            pos = 0
+            for passes in items:
+                rows.append(np.concatenate(logits[pos : pos + len(passes)]))
+                pos += len(passes)
+        logits_all = np.stack(rows) if rows else np.zeros((0, len(labels)), dtype=np.float32)
+        return activate(logits_all, multi_label)
+
+
+def activate(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Sigmoid (multi-label) or softmax over the last axis (single-label)."""
+    if multi_label:
+        return 1.0 / (1.0 + np.exp(-logits))
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
