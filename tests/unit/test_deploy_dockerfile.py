@@ -181,3 +181,44 @@ def test_healthcheck_command_passes_only_while_the_server_is_serving(dockerfile:
     finally:
         server.stop(0)
     assert run_cli(*check[:-1], "2").returncode != 0, "nothing listening must report unhealthy"
+
+
+def test_the_images_non_editable_install_ships_every_module(tmp_path: Path) -> None:
+    """Build the wheel the image's `pip install .` builds, from the files the Dockerfile copies.
+
+    An editable install (as in development) would hide a package that a regular install leaves out.
+    """
+    import importlib.util
+    import zipfile
+
+    if importlib.util.find_spec("setuptools") is None:
+        pytest.skip("needs setuptools in this environment to build without isolation")
+    context = tmp_path / "context"
+    context.mkdir()
+    packages = ("gliclass_core", "server", "worker")
+    for source, _ in _copy_sources(read_dockerfile()):
+        if source.startswith("docker/"):
+            continue
+        src = ROOT / source
+        if src.is_dir():
+            shutil.copytree(src, context / source, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, context / source)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-q", "-w", "dist"],
+        cwd=context,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = (context / "dist").glob("gliclass_stream-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    expected = {
+        path.relative_to(context).as_posix()
+        for package in packages
+        for path in (context / package).rglob("*")
+        if path.suffix in (".py", ".proto") or path.name == "py.typed"
+    }
+    assert expected, "nothing copied"
+    assert expected <= shipped, f"missing from the image's install: {sorted(expected - shipped)}"
