@@ -1,0 +1,109 @@
+"""Collate passes of any items into padded tensors and run the network once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from gliclass_core.modeling.heads import MarkerBatch
+from gliclass_core.processing.packing import BiPayload, UniPayload
+
+if TYPE_CHECKING:
+    from gliclass_core.classifier import Classifier, EncodedPass
+
+
+def _pad(rows: Sequence[Sequence[int]], pad_id: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = [len(r) for r in rows]
+    width = max(lengths)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+    mask = np.arange(width)[None, :] < np.asarray(lengths)[:, None]
+    return torch.from_numpy(ids).to(device), torch.from_numpy(mask.astype(np.int64)).to(device)
+
+
+def _marker_batch(passes: Sequence[EncodedPass], markers: list[tuple[int, ...]], seps: list[int],
+                  device: str) -> MarkerBatch:  # fmt: skip
+    k = max(1, max(len(m) for m in markers))
+    pos = np.zeros((len(passes), k), dtype=np.int64)
+    valid = np.zeros((len(passes), k), dtype=bool)
+    for i, m in enumerate(markers):
+        pos[i, : len(m)] = m
+        valid[i, : len(m)] = True
+    return MarkerBatch(
+        markers=torch.from_numpy(pos).to(device),
+        label_mask=torch.from_numpy(valid).to(device),
+        first_sep=torch.tensor(seps, dtype=torch.long, device=device),
+        lengths=torch.tensor([p.num_tokens for p in passes], dtype=torch.long, device=device),
+    )
+
+
+def label_vectors(clf: Classifier, payloads: Sequence[BiPayload]) -> dict[str, torch.Tensor]:
+    """Vectors for every label in `payloads`: cached ones, the rest in one label-encoder batch."""
+    found: dict[str, torch.Tensor] = {}
+    missing: dict[str, tuple[int, ...]] = {}
+    for p in payloads:
+        for label, label_ids in zip(p.labels, p.label_ids):
+            if label in found or label in missing:
+                continue
+            hit = clf.label_vectors.get(label)
+            if hit is None:
+                missing[label] = label_ids
+            else:
+                found[label] = hit
+    if missing:
+        names = list(missing)
+        ids, mask = _pad([missing[n] for n in names], clf.pad_id, clf.device)
+        vectors = clf.network.label_vectors(ids, mask)
+        for name, vec in zip(names, vectors):
+            vec = vec.clone()  # own storage, so a cached row does not pin the whole batch tensor
+            clf.label_vectors.put(name, vec)
+            found[name] = vec
+    return found
+
+
+def _stack_labels(
+    payloads: Sequence[BiPayload], table: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    k = max(len(p.labels) for p in payloads)
+    any_vec = next(iter(table.values()))
+    out = any_vec.new_zeros((len(payloads), k, any_vec.shape[-1]))
+    mask = torch.zeros((len(payloads), k), dtype=torch.bool, device=any_vec.device)
+    for i, p in enumerate(payloads):
+        if p.labels:
+            out[i, : len(p.labels)] = torch.stack([table[label] for label in p.labels])
+            mask[i, : len(p.labels)] = True
+    return out, mask
+
+
+@torch.inference_mode()
+def run_forward(clf: Classifier, passes: Sequence[EncodedPass]) -> list[np.ndarray]:
+    """One padded forward pass over `passes` (any items, any label sets); float32 logits per pass."""
+    arch = clf.config.architecture
+    ids, mask = _pad([p.input_ids for p in passes], clf.pad_id, clf.device)
+    if arch == "uni-encoder":
+        payloads_u = [p.payload for p in passes]
+        if not all(isinstance(x, UniPayload) for x in payloads_u):
+            raise TypeError("uni-encoder passes need UniPayload")
+        mb = _marker_batch(
+            passes, [x.markers for x in payloads_u], [x.first_sep for x in payloads_u], clf.device
+        )
+        logits = clf.network.uni_logits(ids, mask, mb)
+    else:
+        payloads_b = [p.payload for p in passes]
+        if not all(isinstance(x, BiPayload) for x in payloads_b):
+            raise TypeError("bi-encoder passes need BiPayload")
+        table = label_vectors(clf, payloads_b)
+        labels, label_mask = _stack_labels(payloads_b, table)
+        if arch == "bi-encoder":
+            logits = clf.network.bi_logits(ids, mask, labels, label_mask)
+        else:
+            mb = _marker_batch(passes, [x.markers for x in payloads_b], [0] * len(passes), clf.device)
+            logits = clf.network.fused_logits(ids, mask, labels, mb)
+    if clf.config.logit_bias:
+        logits = logits + clf.config.logit_bias
+    host = logits.float().cpu().numpy()
+    return [host[i, : p.num_labels].copy() for i, p in enumerate(passes)]

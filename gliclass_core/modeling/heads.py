@@ -1,0 +1,169 @@
+"""The GLiClass network: backbone(s), projectors, scorer; forward passes for each architecture.
+
+Parameter names mirror the checkpoint keys under `model.` so a state dict loads by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from gliclass_core.modeling.config import GLiClassConfig
+from gliclass_core.modeling.encoder import build_encoder
+from gliclass_core.modeling.poolings import pool
+from gliclass_core.modeling.scorers import build_scorer
+
+EPS = 1e-8
+
+
+class Projector(nn.Module):
+    """Linear -> activation -> Linear (dropout is an inference no-op)."""
+
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, act: str) -> None:
+        super().__init__()
+        from transformers.activations import ACT2FN
+
+        self.linear_1 = nn.Linear(d_in, d_hidden)
+        self.act = ACT2FN[act]
+        self.linear_2 = nn.Linear(d_hidden, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(x)))
+
+
+@dataclass
+class MarkerBatch:
+    """Tensors describing label markers in a padded batch (uni-encoder and fused)."""
+
+    markers: torch.Tensor  # (B, K) positions of each row's <<LABEL>> tokens (0 in empty slots)
+    label_mask: torch.Tensor  # (B, K) true for real label slots
+    first_sep: torch.Tensor  # (B,) position of the first <<SEP>>
+    lengths: torch.Tensor  # (B,) real tokens per row
+
+
+class GLiClassNetwork(nn.Module):
+    """All GLiClass parameters; `uni_logits` / `bi_logits` / `fused_logits` run one padded batch."""
+
+    def __init__(self, cfg: GLiClassConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d_enc = int(cfg.encoder_config["hidden_size"])
+        self.encoder_model: Any = build_encoder(cfg.encoder_config)
+        self.text_projector = Projector(d_enc, cfg.hidden_size, d_enc, cfg.projector_act)
+        self.classes_projector = Projector(d_enc, cfg.hidden_size, d_enc, cfg.projector_act)
+        self.scorer = build_scorer(cfg.scorer, cfg.hidden_size)
+        self.logit_scale = nn.Parameter(torch.tensor(1.0))
+        if cfg.is_bi_encoder:
+            assert cfg.label_model_config is not None
+            d_lab = int(cfg.label_model_config["hidden_size"])
+            self.label_encoder = build_encoder(cfg.label_model_config)
+            self.biencoder_projector = Projector(d_lab, cfg.hidden_size, d_enc, cfg.projector_act)
+
+    # -- shared pieces ---------------------------------------------------------------------------
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, inputs_embeds: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Last hidden state (or the configured layer) of the text encoder."""
+        layer = self.cfg.encoder_layer_id
+        kwargs = {"output_hidden_states": True} if layer != -1 else {}
+        if inputs_embeds is not None:
+            out = self.encoder_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+        else:
+            out = self.encoder_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return out.hidden_states[layer] if layer != -1 else out[0]
+
+    def label_vectors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Bi-encoder label vectors (N, D) for N tokenized labels, before any text is seen."""
+        hidden = self.label_encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
+        vectors = pool(hidden, attention_mask.bool(), self.cfg.pooling)
+        vectors = self.classes_projector(self.biencoder_projector(vectors))
+        if self.cfg.normalize_features:
+            vectors = nn.functional.normalize(vectors, p=2, dim=-1, eps=EPS)
+        return vectors
+
+    def _bi_text(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        text = self.text_projector(pool(hidden, attention_mask.bool(), self.cfg.pooling))
+        if self.cfg.normalize_features:
+            text = nn.functional.normalize(text, p=2, dim=-1, eps=EPS)
+        return text
+
+    # -- architectures ---------------------------------------------------------------------------
+    def uni_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mb: MarkerBatch
+    ) -> torch.Tensor:
+        """Uni-encoder logits (B, K)."""
+        cfg = self.cfg
+        hidden = self.hidden_states(input_ids, attention_mask)
+        bsz, seq, _ = hidden.shape
+        rows = torch.arange(bsz, device=hidden.device).unsqueeze(1)
+        shift = 0 if cfg.embed_class_token else 1
+        if cfg.class_token_pooling == "first":
+            positions = (mb.markers + shift).clamp(max=seq - 1)
+            labels = hidden[rows, positions]
+        else:
+            # A label's span runs from its marker to the next marker; the last one to the first
+            # <<SEP>> (extract_text_features) or to the row's end, exactly as the reference counts it.
+            last_end = mb.first_sep if cfg.extract_text_features else mb.lengths
+            ends = torch.cat([mb.markers[:, 1:], mb.markers.new_zeros(bsz, 1)], dim=1)
+            count = mb.label_mask.sum(dim=1)
+            slot = torch.arange(mb.markers.shape[1], device=hidden.device).unsqueeze(0)
+            ends = torch.where(slot == (count - 1).unsqueeze(1), last_end.unsqueeze(1), ends)
+            pos = torch.arange(seq, device=hidden.device).view(1, 1, seq)
+            span = (pos >= (mb.markers + shift).unsqueeze(-1)) & (pos < ends.unsqueeze(-1))
+            span = span & mb.label_mask.unsqueeze(-1)
+            spanf = span.to(hidden.dtype)
+            labels = torch.einsum("bks,bsd->bkd", spanf, hidden) / spanf.sum(-1, keepdim=True).clamp(min=1)
+        if cfg.extract_text_features:
+            # The reference shifts the tokens from the first <<SEP>> on to the row start and pools
+            # the row's full length, the vacated tail counting as zeros; we reproduce that per row.
+            src = mb.first_sep.unsqueeze(1) + torch.arange(seq, device=hidden.device).unsqueeze(0)
+            valid = src < mb.lengths.unsqueeze(1)
+            window = hidden[rows, src.clamp(max=seq - 1)] * valid.unsqueeze(-1).to(hidden.dtype)
+            window_mask = torch.arange(seq, device=hidden.device).unsqueeze(0) < mb.lengths.unsqueeze(1)
+            text = pool(window, window_mask, cfg.pooling)
+        else:
+            text = pool(hidden, attention_mask.bool(), cfg.pooling)
+        text = self.text_projector(text)
+        labels = self.classes_projector(labels)
+        if cfg.normalize_features:
+            text = text / (text.norm(p=2, dim=-1, keepdim=True) + EPS)
+            labels = labels / (labels.norm(p=2, dim=-1, keepdim=True) + EPS)
+        logits = self.scorer(text, labels, mb.label_mask)
+        if cfg.normalize_features:
+            logits = logits * self.logit_scale
+        return logits  # type: ignore[no-any-return]
+
+    def bi_logits(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        label_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Bi-encoder logits (B, K) from text ids and precomputed label vectors (B, K, D)."""
+        hidden = self.hidden_states(input_ids, attention_mask)
+        text = self._bi_text(hidden, attention_mask)
+        return self.scorer(text, labels, label_mask) * self.logit_scale  # type: ignore[no-any-return]
+
+    def fused_logits(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        mb: MarkerBatch,
+    ) -> torch.Tensor:
+        """Fused bi-encoder: label vectors replace the <<LABEL>> embeddings; scores read them back."""
+        embedding = self.encoder_model.get_input_embeddings()
+        embeds = embedding(input_ids)
+        rows, slots = mb.label_mask.nonzero(as_tuple=True)
+        positions = mb.markers[rows, slots]
+        embeds = embeds.index_put((rows, positions), labels[rows, slots].to(embeds.dtype))
+        hidden = self.hidden_states(input_ids, attention_mask, inputs_embeds=embeds)
+        text = self._bi_text(hidden, attention_mask)
+        bsz = hidden.shape[0]
+        post = hidden[torch.arange(bsz, device=hidden.device).unsqueeze(1), mb.markers]
+        post = post * mb.label_mask.unsqueeze(-1).to(post.dtype)
+        return self.scorer(text, post, mb.label_mask) * self.logit_scale  # type: ignore[no-any-return]
