@@ -96,6 +96,7 @@ def test_kafka_runs_in_kraft_mode_with_consistent_listeners() -> None:
     node, _, voter = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].partition("@")
     assert node == env["KAFKA_NODE_ID"]
     assert host_port(voter)[1] == host_port(listeners[controller])[1]
+    assert compose()["volumes"].keys() >= {_bind_mounts(_service("kafka"))[env["KAFKA_LOG_DIRS"]]}
     # Exactly-once needs the transaction log, which a single broker can only hold with RF 1.
     assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "1"
     assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
