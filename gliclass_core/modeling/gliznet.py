@@ -16,7 +16,9 @@ passes of one item (duck-compatible with `EncodedPass`: `input_ids`, `num_labels
 
 from __future__ import annotations
 
+import copy
 import json
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,7 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gliclass_core.classifier import Classifier, EncodedPass, PreparedItem
 from gliclass_core.errors import CheckpointError, InvalidInput
+from gliclass_core.types import ClassifyItem, ModelInfo
 
 GLIZNET_MODEL_TYPE = "gliznet"
 LAB_TOKEN = "[LAB]"
@@ -69,6 +73,8 @@ class GliZNetConfig:
                 f"GliZNet label_pooling must be one of {LABEL_POOLINGS}, got {self.label_pooling!r}"
             )
         max_pos = int(self.encoder_config.get("max_position_embeddings", self.max_length))
+        if self.encoder_config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
+            max_pos -= 2  # these reserve the first positions for padding offsets
         self.max_length = min(self.max_length, max_pos)
 
     @classmethod
@@ -185,6 +191,7 @@ class GliZNet:
         self.cls_id, self.sep_id = int(cls_id), int(sep_id)
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
         self._label_cache: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._cache_lock = threading.Lock()  # prepare() runs on many threads
 
     # ---- construction -------------------------------------------------------------------------------
 
@@ -280,14 +287,16 @@ class GliZNet:
 
     def label_ids(self, label: str) -> tuple[int, ...]:
         """Token ids of one label (no special tokens), cached."""
-        ids = self._label_cache.get(label)
-        if ids is None:
-            ids = tuple(self.tokenizer(label, add_special_tokens=False)["input_ids"])
+        with self._cache_lock:
+            ids = self._label_cache.get(label)
+            if ids is not None:
+                self._label_cache.move_to_end(label)
+                return ids
+        ids = tuple(self.tokenizer(label, add_special_tokens=False)["input_ids"])
+        with self._cache_lock:
             self._label_cache[label] = ids
             if len(self._label_cache) > LABEL_CACHE_SIZE:
                 self._label_cache.popitem(last=False)
-        else:
-            self._label_cache.move_to_end(label)
         return ids
 
     def pack(
@@ -387,3 +396,75 @@ def activate(logits: np.ndarray, multi_label: bool) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def is_gliznet_dir(directory: str | Path) -> bool:
+    """Tell whether a checkpoint directory holds a GliZNet model (reads only config.json)."""
+    try:
+        raw = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(raw, dict) and is_gliznet_config(raw)
+
+
+class GliZNetClassifier(Classifier):
+    """`Classifier` for GliZNet checkpoints: same prepare/forward/finish contract, so the runtime,
+    gRPC and Kafka edges serve it unchanged. `finish` and `classify` are inherited."""
+
+    def __init__(self, net: GliZNet, model_id: str, dtype: Any) -> None:
+        # The base __init__ wires a GLiClass packer/config; GliZNet brings its own.
+        self.net = net
+        self.model_id = model_id
+        self.device = net.device
+        self.dtype = dtype
+        self.info = ModelInfo(
+            model_id=model_id,
+            architecture="gliznet",
+            device=net.device,
+            dtype=str(dtype).removeprefix("torch."),
+            max_length=net.config.max_length,
+            max_labels=1000,
+            extra={
+                "label_pooling": net.config.label_pooling,
+                "encoder": str(net.config.encoder_config.get("model_type")),
+            },
+        )
+
+    @classmethod
+    def load(
+        cls, directory: str | Path, model_id: str, device: str = "auto", dtype: str | None = None
+    ) -> GliZNetClassifier:
+        """Load a GliZNet checkpoint directory onto `device` (auto: CUDA when present)."""
+        from gliclass_core.classifier import _resolve_device, _resolve_dtype
+
+        dev = _resolve_device(device)
+        torch_dtype = _resolve_dtype(dtype, dev)
+        return cls(GliZNet.from_pretrained(directory, device=dev, dtype=torch_dtype), model_id, torch_dtype)
+
+    def replicate(self, device: str) -> GliZNetClassifier:
+        """Return a copy on `device`, sharing the tokenizer."""
+        from gliclass_core.classifier import _resolve_device
+
+        dev = _resolve_device(device)
+        model = self.net.model if dev == self.device else copy.deepcopy(self.net.model)
+        return GliZNetClassifier(GliZNet(model, self.net.tokenizer, dev), self.model_id, self.dtype)
+
+    def prepare(self, item: ClassifyItem, index: int | None = None) -> PreparedItem:
+        """Validate and pack one item (labels that do not fit one pass go to further passes)."""
+        from gliclass_core.processing.validation import validate_item
+
+        validate_item(item, index)
+        if item.examples:
+            raise InvalidInput(
+                "in-context examples are not supported by GliZNet models", field="examples", index=index
+            )
+        try:
+            packed = self.net.pack(item.text, list(item.labels), item.prompt)
+        except InvalidInput as exc:
+            raise InvalidInput(exc.bare_message, field=exc.field, index=index) from exc
+        passes = tuple(EncodedPass(p.input_ids, p.num_labels, p) for p in packed)
+        return PreparedItem(item=item, passes=passes, truncated=any(p.truncated for p in packed))
+
+    def forward(self, passes: Sequence[EncodedPass]) -> list[np.ndarray]:
+        """One padded forward pass; float32 logits per pass."""
+        return self.net.forward([p.payload for p in passes])

@@ -106,7 +106,8 @@ class GLiClassTrainable:
             per_row = vectors[gather.to(device)] * label_mask.to(device).unsqueeze(-1).to(vectors.dtype)
             ids, mask = self._pad([self._encode(t, special=True, limit=self.max_length) for t in texts])
             out = self.network.bi_logits(ids.to(device), mask.to(device), per_row, label_mask.to(device))
-        return out, label_mask.to(device)
+        bias = getattr(self.cfg, "logit_bias", 0.0)  # a config-level offset (builtin:minilm), as at inference
+        return (out + bias if bias else out), label_mask.to(device)
 
     def compute_loss(self, batch: Sequence[LabelledExample]) -> tuple[torch.Tensor, dict[str, float]]:
         logits, mask = self.logits([e.text for e in batch], [e.labels for e in batch])
