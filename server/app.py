@@ -20,8 +20,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gliclass_core.config import AppConfig
+from gliclass_core.errors import GliclassError
 from server.errors import ErrorInterceptor
 from server.grpc_config import GrpcConfig
+from server.health import HealthServicer
 from server.proto import classifier_pb2, classifier_pb2_grpc
 from server.servicer import ClassifierServicer
 from server.tls import server_credentials
@@ -31,6 +33,13 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = classifier_pb2.DESCRIPTOR.services_by_name["Classifier"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+READY_POLL_S = 0.05
+
+
+class ServeError(GliclassError):
+    """The server cannot keep running (the model failed to load)."""
+
+    reason = "serve"
 
 
 class GrpcServer:
@@ -40,11 +49,13 @@ class GrpcServer:
         self.runtime = runtime
         self.config = config
         self.servicer = ClassifierServicer(runtime, config)
-        self.health = health.aio.HealthServicer()
+        self.health = HealthServicer()
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._ready_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.load_error: BaseException | None = None
+        self.load_failed = asyncio.Event()
 
     async def start(self) -> int:
         """Bind and start serving; health stays NOT_SERVING until the runtime is warm. Return the port."""
@@ -74,13 +85,19 @@ class GrpcServer:
         return port
 
     async def _serve_when_ready(self) -> None:
+        # Poll rather than block a thread in wait_ready: the loop stays free and stop() can cancel.
         while not self._stopping:
-            if await asyncio.to_thread(self.runtime.wait_ready, 0.25):
-                if not self._stopping:
-                    for service in ("", SERVICE_NAME):
-                        await self.health.set(service, SERVING)
-                    log.info("model pool is warm: health SERVING")
+            if self.runtime.ready:
+                for service in ("", SERVICE_NAME):
+                    await self.health.set(service, SERVING)
+                log.info("model pool is warm: health SERVING")
                 return
+            error = getattr(self.runtime, "error", None)
+            if error is not None:
+                self.load_error = error
+                self.load_failed.set()
+                return
+            await asyncio.sleep(READY_POLL_S)
 
     async def stop(self, grace: float | None = None) -> None:
         """Go NOT_SERVING, refuse new calls, let in-flight calls finish within `grace` seconds."""
@@ -130,7 +147,13 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        stopped = asyncio.create_task(stop.wait())
+        failed = asyncio.create_task(server.load_failed.wait())
+        await asyncio.wait((stopped, failed), return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        failed.cancel()
+        if server.load_error is not None:
+            raise ServeError(f"the model failed to load: {server.load_error}") from server.load_error
         print("gliclass-stream serve: shutting down", file=sys.stderr, flush=True)
     finally:
         grace = config.shutdown_grace_s
