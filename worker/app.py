@@ -24,6 +24,7 @@ class KafkaWorker:
         self._runtime = runtime
         self.config: KafkaConfig = parse_kafka_config(app_config)
         self._label_sets = dict(app_config.label_sets)
+        self._model_id = app_config.model.id
         self._reload: tuple[KafkaConfig, dict[str, Any]] | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -47,6 +48,10 @@ class KafkaWorker:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    def assignment(self) -> list[tuple[str, int]]:
+        """Return the partitions this worker currently owns (a snapshot)."""
+        return sorted(list(self._loop.lanes)) if self._loop is not None else []
 
     def stats(self) -> WorkerStats:
         return self._loop.stats if self._loop is not None else WorkerStats()
@@ -108,8 +113,7 @@ class KafkaWorker:
 
     def _run(self) -> None:
         try:
-            model_id = self._runtime.info.model_id
-            loop = WorkerLoop(self.config, self._label_sets, self._runtime.scheduler, model_id)
+            loop = WorkerLoop(self.config, self._label_sets, self._runtime, self._model_id)
             self._loop = loop
         except BaseException as exc:
             self.error = exc

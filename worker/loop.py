@@ -19,7 +19,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from gliclass_core.config import LabelSet
-from gliclass_core.errors import BatchFailed, InvalidInput, NotReady, Overloaded
+from gliclass_core.errors import BatchFailed, GliclassError, InvalidInput, NotReady, Overloaded
 from gliclass_core.types import Prediction
 from worker.codec import (
     BadEvent,
@@ -85,9 +85,13 @@ class WorkerStats:
 class WorkerLoop:
     """State and steps of the loop; `KafkaWorker` drives it from its thread."""
 
-    def __init__(self, config: KafkaConfig, label_sets: dict[str, LabelSet], scheduler: Any, model_id: str):
+    def __init__(
+        self, config: KafkaConfig, label_sets: dict[str, LabelSet], runtime: Any, fallback_model: str
+    ):
         self.config, self.label_sets = config, label_sets
-        self.scheduler, self.model_id = scheduler, model_id
+        self.runtime, self.scheduler = runtime, runtime.scheduler
+        self._model_id: str | None = None
+        self._fallback_model = fallback_model
         self.stats = WorkerStats()
         self.lanes: dict[TP, OrderedLane[Slot]] = {}
         self.tracker = OffsetTracker()
@@ -115,11 +119,21 @@ class WorkerLoop:
         timeout = 0.005 if busy else self.config.poll_timeout_ms / 1000
         msgs = self.consumer.poll_batch(self.config.batch_size, timeout)
         fresh = [self.accept(m) for m in msgs]
-        self.submit([s for s in fresh if s is not None and s.bad is None] + self.take_unsubmitted())
+        self.submit(self.take_unsubmitted() + [s for s in fresh if s is not None and s.bad is None])
         self.produce_ready()
         self.producer.serve_deliveries(0)
         if time.monotonic() - self.last_commit >= self.config.commit_interval_ms / 1000:
             self.commit()
+
+    @property
+    def model_id(self) -> str:
+        """The loaded model's id (known once the runtime is warm; the configured id before)."""
+        if self._model_id is None:
+            try:
+                self._model_id = str(self.runtime.info.model_id)
+            except GliclassError:
+                return self._fallback_model
+        return self._model_id
 
     def in_flight(self) -> int:
         return self.tracker.unacked()
@@ -165,6 +179,15 @@ class WorkerLoop:
 
     def submit(self, slots: list[Slot]) -> None:
         """Submit slots to the scheduler at bulk priority; a full queue keeps them for a later retry."""
+        # The scheduler rejects a call larger than its whole queue; stay well below it.
+        chunk = max(1, min(self.config.batch_size, getattr(self.scheduler, "max_queue", 1 << 30) // 4))
+        for start in range(0, len(slots), chunk):
+            if not self.submit_chunk(slots[start : start + chunk]):
+                self.unsubmitted.extend(slots[start + chunk :])
+                return
+
+    def submit_chunk(self, slots: list[Slot]) -> bool:
+        """Submit one chunk; False when the scheduler is busy (the chunk then waits in `unsubmitted`)."""
         from gliclass_core.runtime import Priority
 
         while slots:
@@ -172,9 +195,7 @@ class WorkerLoop:
                 futures = self.scheduler.submit([s.item for s in slots], priority=Priority.BULK)
             except InvalidInput as exc:
                 if exc.index is None or not 0 <= exc.index < len(slots):
-                    for s in slots:
-                        s.bad = BadEvent("invalid_input", str(exc))
-                    return
+                    raise  # not about one event: a bug or a misconfiguration, not bad input
                 slots[exc.index].bad = BadEvent("invalid_input", exc.bare_message)
                 slots = slots[: exc.index] + slots[exc.index + 1 :]
                 continue
@@ -182,11 +203,12 @@ class WorkerLoop:
                 log.debug("scheduler busy (%s); %d events wait", exc, len(slots))
                 self.unsubmitted.extend(slots)
                 self.submit_blocked_until = time.monotonic() + 0.02
-                return
+                return False
             for slot, future in zip(slots, futures):
                 slot.future = future
                 slot.attempts += 1
-            return
+            return True
+        return True
 
     # ---------------------------------------------------------------- output
 

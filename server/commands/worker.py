@@ -1,4 +1,4 @@
-"""`gliclass-stream worker` (not implemented yet)."""
+"""`gliclass-stream worker --config FILE`: the Kafka worker alone (SIGHUP reloads, SIGTERM drains)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,79 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument(
+        "--config", metavar="FILE", required=True, help="TOML config file (GLICLASS_* variables override it)"
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to finish in-flight events on SIGTERM before closing (default 30)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("gliclass-stream worker: not implemented yet")
+    import logging
+    import signal
+    import sys
+    import threading
+
+    from gliclass_core.config import load_config
+    from gliclass_core.runtime import Runtime
+    from worker.app import KafkaWorker
+    from worker.config import parse_kafka_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("gliclass.worker")
+    app_config = load_config(args.config)
+    parse_kafka_config(app_config)  # fail fast, before loading a model, on a bad [kafka] section
+
+    stop = threading.Event()
+    reload = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: (reload.set(), stop.set()))
+
+    runtime = Runtime.from_config(app_config)
+    runtime.start()
+    worker = KafkaWorker(runtime, app_config)
+    code = 0
+    announced = False
+    try:
+        worker.start()
+        while True:
+            # `stop` doubles as the wake-up for SIGHUP; a reload clears it again.
+            stop.wait(0.5)
+            if reload.is_set():
+                reload.clear()
+                stop.clear()
+                try:
+                    worker.reload(load_config(args.config))
+                    print(
+                        "gliclass-stream worker: reloaded routes and label sets", file=sys.stderr, flush=True
+                    )
+                except Exception as exc:
+                    log.error("reload failed, keeping the running config: %s", exc)
+                continue
+            if stop.is_set():
+                break
+            if runtime.error is not None:
+                log.error("the model failed to load: %s", runtime.error)
+                code = 1
+                break
+            if not worker.running:
+                log.error("the kafka worker stopped: %s", worker.error)
+                code = 1
+                break
+            if not announced and runtime.ready:
+                announced = True
+                print(f"gliclass-stream worker: ready ({runtime.info.model_id})", file=sys.stderr, flush=True)
+    finally:
+        print("gliclass-stream worker: draining", file=sys.stderr, flush=True)
+        clean = worker.stop(args.drain_timeout)
+        runtime.stop(grace_s=5.0)
+        if not clean and code == 0 and worker.error is not None:
+            code = 1
+    print("gliclass-stream worker: stopped", file=sys.stderr, flush=True)
+    return code
