@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 #: Upper bounds of the histogram buckets; a final implicit bucket holds everything above.
 BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -79,6 +81,30 @@ class _Buckets:
         return Histogram(self.bounds, tuple(self.counts), self.total, self.count)
 
 
+class StatsObserver(Protocol):
+    """Told of each batch and forward pass as it is recorded (the telemetry layer's histograms)."""
+
+    def on_batch(
+        self, device: str, size: int, real: int, padded: int, queue_times: Sequence[float]
+    ) -> None: ...
+
+    def on_compute(self, seconds: float) -> None: ...
+
+
+_observers: tuple[StatsObserver, ...] = ()
+
+
+def add_observer(observer: StatsObserver) -> None:
+    """Tell `observer` of every batch and forward pass of every scheduler in this process."""
+    global _observers
+    _observers = (*_observers, observer)
+
+
+def remove_observer(observer: StatsObserver) -> None:
+    global _observers
+    _observers = tuple(o for o in _observers if o is not observer)
+
+
 class StatsRecorder:
     """Thread-safe accumulation of the counters in `SchedulerStats`."""
 
@@ -122,11 +148,15 @@ class StatsRecorder:
             for wait in queue_times:
                 self._queue_time.add(wait)
             self._per_device[device] = self._per_device.get(device, 0) + 1
+        for observer in _observers:  # outside the lock: observers export, they never call back here
+            observer.on_batch(device, size, real, padded, queue_times)
 
     def compute(self, seconds: float) -> None:
         """Record the wall time of one forward pass."""
         with self._lock:
             self._compute_time.add(seconds)
+        for observer in _observers:
+            observer.on_compute(seconds)
 
     def snapshot(self, depth_interactive: int, depth_bulk: int, in_flight: int) -> SchedulerStats:
         """Freeze the counters together with the current queue depths."""
