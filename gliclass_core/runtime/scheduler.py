@@ -184,13 +184,18 @@ class Scheduler:
         items: Sequence[ClassifyItem],
         priority: Priority = Priority.INTERACTIVE,
         deadline: float | None = None,
+        *,
+        span_contexts: Sequence[SpanContext | None] | None = None,
     ) -> list[Future[Prediction]]:
         """Queue items; return one future per item, in order.
 
         Raises (enqueuing nothing) InvalidInput naming the item, Overloaded when the queue has
         no room for all of them, NotReady before warm-up or after shutdown began.
-        `deadline` is an absolute `time.monotonic()` time.
+        `deadline` is an absolute `time.monotonic()` time. `span_contexts` (one per item) are
+        what each item's batch span links to; by default every item links to the caller's span.
         """
+        if span_contexts is not None and len(span_contexts) != len(items):
+            raise ValueError(f"{len(span_contexts)} span contexts for {len(items)} items")
         classifier = self._classifier
         if classifier is None or not self._accepting:
             raise NotReady(
@@ -202,7 +207,7 @@ class Scheduler:
                 f"{len(items)} items in one call; the queue holds at most {self.max_queue}", field="items"
             )
         prepared = [classifier.prepare(item, index) for index, item in enumerate(items)]
-        span_context = capture_span_context()
+        contexts = span_contexts or [capture_span_context()] * len(items)
         rows = sum(len(p.passes) for p in prepared)
         now = self._clock()
         expired_now = deadline is not None and deadline <= now
@@ -215,7 +220,7 @@ class Scheduler:
                 self._stats.count("rejected_items", len(items))
                 raise Overloaded(f"queue full ({self._depth} of {self.max_queue} queued); retry later")
             queue = self._queues[priority]
-            for prep in prepared:
+            for prep, span_context in zip(prepared, contexts):
                 future: Future[Prediction] = Future()
                 item = _Item(
                     prep, future, priority, now, span_context, [None] * len(prep.passes), len(prep.passes)
