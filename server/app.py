@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gliclass_core import telemetry
 from gliclass_core.config import AppConfig
 from gliclass_core.errors import GliclassError
 from server.errors import ErrorInterceptor
@@ -27,6 +28,7 @@ from server.health import HealthServicer
 from server.proto import classifier_pb2, classifier_pb2_grpc
 from server.servicer import ClassifierServicer
 from server.tls import server_credentials
+from server.tracing import TracingInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,8 @@ class GrpcServer:
         ]
         if self.config.max_concurrent_streams:
             options.append(("grpc.max_concurrent_streams", self.config.max_concurrent_streams))
-        server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=options)
+        # Tracing outermost: its span covers the whole call and sees the status errors map to.
+        server = grpc.aio.server(interceptors=[TracingInterceptor(), ErrorInterceptor()], options=options)
         classifier_pb2_grpc.add_ClassifierServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -127,6 +130,7 @@ async def serve(
     from gliclass_core.runtime import Runtime
 
     runtime = Runtime.from_config(app_config)
+    telemetry.observe_runtime(runtime)
     runtime.start()
     server = GrpcServer(runtime, config)
     worker = None

@@ -124,6 +124,16 @@ def test_cache_volume_and_env_agree(dockerfile: Dockerfile) -> None:
     assert env["GLICLASS_CACHE"] in chown, "the non-root user must own the cache volume"
 
 
+def test_the_builtin_model_materialises_into_the_cache_volume(
+    dockerfile: Dockerfile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gliclass_core.builtin import cache_root
+
+    env = env_of(dockerfile.find("ENV", "runtime"))
+    monkeypatch.setenv("GLICLASS_CACHE", env["GLICLASS_CACHE"])
+    assert cache_root() == Path(env["GLICLASS_CACHE"])
+
+
 def test_default_command_serves_the_baked_grpc_config_on_the_healthchecked_port(
     dockerfile: Dockerfile,
 ) -> None:
