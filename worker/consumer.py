@@ -159,9 +159,9 @@ class OutputProducer:
         self._producer.init_transactions(timeout)
 
     def begin(self) -> None:
-        if self.transactional and not self.in_transaction:
-            self._producer.begin_transaction()
-            self.in_transaction = True
+        """Begin a transaction (the caller checks `in_transaction` first)."""
+        self._producer.begin_transaction()
+        self.in_transaction = True
 
     def commit_transaction(self, offsets: dict[TP, int], group_metadata: Any, timeout: float = 30.0) -> None:
         """Add consumed offsets to the open transaction and commit it."""

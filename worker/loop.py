@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,7 @@ from worker.routes import resolve
 log = logging.getLogger("gliclass.worker")
 
 MAX_SCORE_ATTEMPTS = 3
+TXN_HEADER = "gliclass.txn"
 
 
 @dataclass(eq=False)
@@ -102,6 +104,10 @@ class WorkerLoop:
         self.topic_blocked_until: dict[str, float] = {}
         self.rewind_to: dict[TP, int | None] = {}
         self.last_commit = time.monotonic()
+        # Names each transaction in a header of the records it writes (TXN_HEADER), so duplicates
+        # on a broker that shows aborted records to read_committed consumers can be traced.
+        self.instance = uuid.uuid4().hex[:12]
+        self.txn_seq = 0
         self.producer = OutputProducer(config.producer_settings(), transactional=config.exactly_once)
         if config.exactly_once:
             self.producer.init_transactions()
@@ -281,7 +287,11 @@ class WorkerLoop:
         ok, partition = self.partition_for(route, topic, slot)
         if not ok:
             return False
-        self.producer.begin()
+        if self.config.exactly_once:
+            if not self.producer.in_transaction:
+                self.txn_seq += 1
+                self.producer.begin()
+            headers = [*headers, (TXN_HEADER, f"{self.instance}-{self.txn_seq}".encode())]
         try:
             self.producer.produce(
                 topic, value, slot.key, headers, partition, lambda err, _msg, s=slot: self.delivered(s, err)
