@@ -118,6 +118,11 @@ class InputConsumer:
         parts = self._consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=timeout)
         return {(p.topic, p.partition): p.offset for p in parts if p.offset >= 0}
 
+    def high_watermark(self, tp: TP) -> int | None:
+        """The partition's high watermark as last seen on a fetch (no broker round trip); None if unknown."""
+        _low, high = self._consumer.get_watermark_offsets(TopicPartition(tp[0], tp[1]), cached=True)
+        return high if high >= 0 else None
+
     def seek(self, tp: TP, offset: int | None) -> None:
         """Rewind a partition to `offset` (None: the beginning)."""
         target = TopicPartition(tp[0], tp[1], OFFSET_BEGINNING if offset is None else offset)

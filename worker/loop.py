@@ -35,6 +35,7 @@ from worker.config import KafkaConfig, Route
 from worker.consumer import TP, InputConsumer, OutputProducer
 from worker.delivery import OffsetTracker, OrderedLane
 from worker.routes import resolve
+from worker.tracing import WorkerTracing
 
 log = logging.getLogger("gliclass.worker")
 
@@ -104,6 +105,7 @@ class WorkerLoop:
         self.topic_blocked_until: dict[str, float] = {}
         self.rewind_to: dict[TP, int | None] = {}
         self.last_commit = time.monotonic()
+        self.tracing = WorkerTracing(config.group_id)  # spans and metrics; no-op while telemetry is off
         # Names each transaction in a header of the records it writes (TXN_HEADER), so duplicates
         # on a broker that shows aborted records to read_committed consumers can be traced.
         self.instance = uuid.uuid4().hex[:12]
@@ -123,7 +125,7 @@ class WorkerLoop:
         self.apply_backpressure(fetching)
         busy = any(len(lane) for lane in self.lanes.values())
         timeout = 0.005 if busy else self.config.poll_timeout_ms / 1000
-        msgs = self.consumer.poll_batch(self.config.batch_size, timeout)
+        msgs = self.tracing.poll(self.consumer, self.tracker, self.config.batch_size, timeout)
         fresh = [self.accept(m) for m in msgs]
         self.submit(self.take_unsubmitted() + [s for s in fresh if s is not None and s.bad is None])
         self.produce_ready()
@@ -174,6 +176,7 @@ class WorkerLoop:
         self.stats.consumed += 1
         self.tracker.track(tp, offset)
         self.rewind_to.setdefault(tp, offset)
+        self.tracing.accepted(slot, msg)
         self.lanes[tp].push(slot)
         return slot
 
@@ -198,7 +201,11 @@ class WorkerLoop:
 
         while slots:
             try:
-                futures = self.scheduler.submit([s.item for s in slots], priority=Priority.BULK)
+                futures = self.scheduler.submit(
+                    [s.item for s in slots],
+                    priority=Priority.BULK,
+                    span_contexts=self.tracing.span_contexts(slots),
+                )
             except InvalidInput as exc:
                 if exc.index is None or not 0 <= exc.index < len(slots):
                     raise  # not about one event: a bug or a misconfiguration, not bad input
@@ -287,6 +294,7 @@ class WorkerLoop:
         ok, partition = self.partition_for(route, topic, slot)
         if not ok:
             return False
+        headers = self.tracing.sending(slot, topic, headers)
         if self.config.exactly_once:
             if not self.producer.in_transaction:
                 self.txn_seq += 1
@@ -299,6 +307,7 @@ class WorkerLoop:
         except BufferError:
             self.producer.serve_deliveries(0.05)
             return False
+        self.tracing.sent(slot)
         if not retry:
             if slot.bad is None:
                 self.stats.scored += 1
@@ -313,6 +322,7 @@ class WorkerLoop:
         return True
 
     def delivered(self, slot: Slot, err: KafkaError | None) -> None:
+        self.tracing.delivered(slot, err)
         if err is None:
             self.stats.delivered += 1
             if not self.config.exactly_once:
