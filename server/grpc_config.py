@@ -7,7 +7,7 @@ max_message_bytes = 4194304      # largest request/response message
 max_items_per_request = 256      # items in one Classify / ClassifyStream message
 max_text_chars = 20000           # characters in one Item.text
 max_labels_per_item = 256        # labels on one item
-stream_max_in_flight = 256       # unanswered items per stream before the server stops reading
+stream_max_in_flight = 128       # unanswered items per stream before the server stops reading
 shutdown_grace_s = 10.0          # SIGTERM: time in-flight calls get to finish
 max_concurrent_streams = 0       # HTTP/2 streams per connection (0: gRPC default)
 
@@ -64,7 +64,7 @@ class GrpcConfig:
     max_items_per_request: int = 256
     max_text_chars: int = 20_000
     max_labels_per_item: int = 256
-    stream_max_in_flight: int = 256
+    stream_max_in_flight: int = 128
     shutdown_grace_s: float = 10.0
     max_concurrent_streams: int = 0
     tls: TlsConfig | None = None
