@@ -18,12 +18,17 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from gliclass_core.config import load_config
+    from gliclass_core.telemetry import setup as setup_telemetry
     from server.app import serve
     from server.grpc_config import parse_grpc_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    telemetry = setup_telemetry("gliclass-stream")  # OTEL_* variables; off unless they name an exporter
     app_config = load_config(args.config)
     grpc_config = parse_grpc_config(app_config.section("grpc"))
     if args.address:
         grpc_config = dataclasses.replace(grpc_config, address=args.address)
-    return asyncio.run(serve(app_config, grpc_config))
+    try:
+        return asyncio.run(serve(app_config, grpc_config))
+    finally:
+        telemetry.shutdown()  # flush what is still buffered

@@ -26,10 +26,13 @@ def run(args: argparse.Namespace) -> int:
 
     from gliclass_core.config import load_config
     from gliclass_core.runtime import Runtime
+    from gliclass_core.telemetry import observe_runtime
+    from gliclass_core.telemetry import setup as setup_telemetry
     from worker.app import KafkaWorker
     from worker.config import parse_kafka_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    telemetry = setup_telemetry("gliclass-worker")  # OTEL_* variables; off unless they name an exporter
     log = logging.getLogger("gliclass.worker")
     app_config = load_config(args.config)
     parse_kafka_config(app_config)  # fail fast, before loading a model, on a bad [kafka] section
@@ -41,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, lambda *_: (reload.set(), stop.set()))
 
     runtime = Runtime.from_config(app_config)
+    observe_runtime(runtime)
     runtime.start()
     worker = KafkaWorker(runtime, app_config)
     code = 0
@@ -80,5 +84,6 @@ def run(args: argparse.Namespace) -> int:
         runtime.stop(grace_s=5.0)
         if not clean and code == 0 and worker.error is not None:
             code = 1
+    telemetry.shutdown()  # flush what is still buffered
     print("gliclass-stream worker: stopped", file=sys.stderr, flush=True)
     return code
