@@ -1,13 +1,153 @@
-"""`gliclass-stream dev` (not implemented yet)."""
+"""`gliclass-stream dev`: embedded broker + example topics and label sets + serve with the builtin model.
+
+Everything is local and in memory; Ctrl-C stops the server, the worker and the broker.
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+EXAMPLE_ROUTES = (
+    ("tickets", "support"),
+    ("posts", "topics"),
+)
+EXAMPLE_LABEL_SETS = {
+    "support": {"labels": ["billing", "bug report", "feature request", "account access"], "threshold": 0.5},
+    "topics": {"labels": ["sport", "politics", "technology", "science", "entertainment"], "threshold": 0.5},
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--model", default="builtin:minilm", help="model id (default builtin:minilm)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    parser.add_argument(
+        "--kafka-port",
+        type=int,
+        default=9092,
+        help="broker port on 127.0.0.1 (default 9092; 0 or busy: a free one)",
+    )
+    parser.add_argument(
+        "--grpc-address", default="127.0.0.1:50051", help="gRPC listen address (port 0: a free one)"
+    )
+
+
+def dev_config(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The config `dev` runs with (also what the printed TOML shows)."""
+    return {
+        "model": {"id": args.model, "device": args.device},
+        "label_sets": EXAMPLE_LABEL_SETS,
+        "grpc": {"address": args.grpc_address},
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "group_id": "gliclass-dev",
+            "consumer": {"session.timeout.ms": 6000},
+            "routes": [
+                {"input": topic, "output": f"{topic}.scored", "dlq": f"{topic}.dlq", "label_set": label_set}
+                for topic, label_set in EXAMPLE_ROUTES
+            ],
+        },
+    }
+
+
+def instructions(bootstrap: str, grpc_address: str | None) -> str:
+    """What `dev` prints: where things are and copy-paste commands to produce and consume."""
+    lines = [
+        "",
+        "gliclass-stream dev is running (Ctrl-C stops everything)",
+        f"  kafka bootstrap servers: {bootstrap}",
+        "  routes: "
+        + ", ".join(f"{t} -> {t}.scored ({s}), bad events -> {t}.dlq" for t, s in EXAMPLE_ROUTES),
+    ]
+    if grpc_address:
+        lines.append(f"  gRPC: {grpc_address} (service gliclass.v1.Classifier, reflection on)")
+    lines += [
+        "",
+        "Produce events (a plain-text value, or JSON {id, text, labels?, label_set?}):",
+        "  python - <<'EOF'",
+        "from confluent_kafka import Producer",
+        f"p = Producer({{'bootstrap.servers': '{bootstrap}'}})",
+        "p.produce('tickets', key=b't-1', value=b'My card was charged twice')",
+        'p.produce(\'posts\', value=b\'{"id": "p-1", "text": "The match ended in a draw"}\')',
+        "p.flush()",
+        "EOF",
+        "Consume the scored events (and dead letters):",
+        "  python - <<'EOF'",
+        "from confluent_kafka import Consumer",
+        f"c = Consumer({{'bootstrap.servers': '{bootstrap}', 'group.id': 'me',",
+        "              'auto.offset.reset': 'earliest'})",
+        "c.subscribe(['tickets.scored', 'posts.scored', 'tickets.dlq', 'posts.dlq'])",
+        "for m in iter(lambda: c.poll(10.0), None):",
+        "    print(m.topic(), m.headers() or '', m.value().decode(errors='replace'))",
+        "EOF",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("gliclass-stream dev: not implemented yet")
+    import importlib.util
+    import logging
+    import signal
+    import sys
+    import threading
+
+    from gliclass_core.config import parse_config
+    from worker.broker import EmbeddedBroker, create_topics, free_port
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    port = args.kafka_port
+    if port == 0:
+        port = free_port()
+    else:
+        try:
+            import socket
+
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            port = free_port()
+    broker = EmbeddedBroker(port=port).start()
+    bootstrap = broker.bootstrap_servers
+    try:
+        topics = {}
+        for topic, _ in EXAMPLE_ROUTES:
+            topics.update({topic: 3, f"{topic}.scored": 3, f"{topic}.dlq": 3})
+        create_topics(bootstrap, topics)
+        app_config = parse_config(dev_config(bootstrap, args))
+        if importlib.util.find_spec("server.app") is not None:
+            import asyncio
+
+            from server.app import serve
+            from server.grpc_config import parse_grpc_config
+
+            grpc_config = parse_grpc_config(app_config.section("grpc"))
+
+            def started(server: Any) -> None:
+                host = grpc_config.address.rsplit(":", 1)[0]
+                print(instructions(bootstrap, f"{host}:{server.port}"), flush=True)
+
+            return asyncio.run(serve(app_config, grpc_config, on_started=started))
+
+        # No gRPC server in this build: run the worker alone.
+        from gliclass_core.runtime import Runtime
+        from worker.app import KafkaWorker
+
+        print(
+            "gliclass-stream dev: gRPC server not available; running the Kafka worker alone", file=sys.stderr
+        )
+        stop = threading.Event()
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        runtime = Runtime.from_config(app_config)
+        runtime.start()
+        worker = KafkaWorker(runtime, app_config)
+        worker.start()
+        print(instructions(bootstrap, None), flush=True)
+        stop.wait()
+        worker.stop(15)
+        runtime.stop(grace_s=5)
+        return 0
+    finally:
+        broker.stop()
+        print("gliclass-stream dev: stopped", file=sys.stderr, flush=True)
