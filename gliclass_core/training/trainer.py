@@ -64,6 +64,7 @@ class TrainConfig:
     seed: int = 0
     max_steps: int | None = None
     freeze_encoder: bool = False
+    freeze_embeddings: bool = False
     progress: bool = True
 
 
@@ -100,6 +101,13 @@ def make_optimizer(model: Trainable, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.freeze_encoder:
         for p in encoder:
             p.requires_grad_(False)
+    elif cfg.freeze_embeddings:
+        # Token embedding tables are most of a small encoder's weights, and a few examples touch few rows.
+        frozen = {id(m.weight) for m in model.module.modules() if isinstance(m, nn.Embedding)}
+        for p in encoder:
+            if id(p) in frozen:
+                p.requires_grad_(False)
+        encoder = [p for p in encoder if id(p) not in frozen]
     groups: list[dict[str, Any]] = []
     if not cfg.freeze_encoder and encoder:
         groups.append({"params": encoder, "lr": cfg.encoder_lr, "name": "encoder"})

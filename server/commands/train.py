@@ -1,13 +1,167 @@
-"""`gliclass-stream train` (not implemented yet)."""
+"""`gliclass-stream train`: fine-tune a GLiClass or GliZNet model on JSON lines.
+
+Start from an existing checkpoint (`--model builtin:minilm | DIR | hub id`) or from a plain
+encoder directory (`--encoder DIR --arch uni-encoder|bi-encoder|gliznet`). Writes a checkpoint
+to `--output` that `serve`/`classify --model` load directly, plus `train_report.json`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+
+from gliclass_core.errors import InvalidInput
+
+ARCHITECTURES = ("uni-encoder", "bi-encoder", "gliznet")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    src = parser.add_argument_group("model")
+    start = src.add_mutually_exclusive_group(required=True)
+    start.add_argument("--model", help="checkpoint to fine-tune: builtin:minilm, a directory or a hub id")
+    start.add_argument(
+        "--encoder", help="plain HF encoder directory to start a new model from (needs --arch)"
+    )
+    src.add_argument("--arch", choices=ARCHITECTURES, help="architecture of a new model (with --encoder)")
+    src.add_argument(
+        "--pooling", default=None, help="GLiClass text pooling for a new model (default: first/avg)"
+    )
+    src.add_argument("--scorer", default="simple", help="GLiClass scorer for a new model (default: simple)")
+    src.add_argument(
+        "--label-pooling",
+        choices=("mean", "lab"),
+        default="mean",
+        help="GliZNet label vector (default: mean)",
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", required=True, help="training JSON lines {text, all_labels, true_labels}")
+    data.add_argument("--eval-data", help="evaluation JSON lines (default: --eval-split of --data)")
+    data.add_argument("--eval-split", type=float, default=0.1, help="fraction held out when no --eval-data")
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--output", required=True, help="directory for the trained checkpoint")
+    opt.add_argument("--epochs", type=int, default=3)
+    opt.add_argument("--batch-size", type=int, default=8)
+    opt.add_argument("--encoder-lr", type=float, default=2e-5, help="learning rate of the encoder(s)")
+    opt.add_argument("--head-lr", type=float, default=1e-4, help="learning rate of projectors/scorer/scale")
+    opt.add_argument("--weight-decay", type=float, default=0.01)
+    opt.add_argument("--warmup-ratio", type=float, default=0.1)
+    opt.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    opt.add_argument(
+        "--patience", type=int, default=2, help="epochs without eval macro-F1 gain before stopping"
+    )
+    opt.add_argument("--freeze-encoder", action="store_true", help="train only the heads")
+    opt.add_argument(
+        "--freeze-embeddings", action="store_true", help="keep the encoders' embedding tables fixed (faster)"
+    )
+    opt.add_argument("--focal-alpha", type=float, default=0.5, help="GLiClass focal alpha (-1: off)")
+    opt.add_argument("--focal-gamma", type=float, default=2.0, help="GLiClass focal gamma (-1: plain BCE)")
+    opt.add_argument("--threshold", type=float, default=0.5, help="decision threshold for evaluation")
+    opt.add_argument("--single-label", action="store_true", help="evaluate with argmax instead of threshold")
+    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    opt.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    opt.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.encoder and not args.arch:
+        raise InvalidInput("--encoder needs --arch (uni-encoder, bi-encoder or gliznet)", field="arch")
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            raise InvalidInput("must be >= 1", field=name.replace("_", "-"))
+    if not 0 <= args.eval_split < 1:
+        raise InvalidInput("must be in [0, 1)", field="eval-split")
+
+
+def build_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Load or create the Trainable the arguments ask for."""
+    from gliclass_core.modeling.gliznet import GliZNet, is_gliznet_dir
+    from gliclass_core.modeling.loading import resolve_source
+    from gliclass_core.training.gliclass_init import new_gliclass
+    from gliclass_core.training.gliclass_trainable import GLiClassTrainable
+    from gliclass_core.training.gliznet_trainable import GliZNetTrainable
+
+    if args.encoder:
+        if args.arch == "gliznet":
+            net = GliZNet.from_encoder(args.encoder, label_pooling=args.label_pooling)
+            return GliZNetTrainable(net, seed=args.seed)
+        pooling = args.pooling or ("avg" if args.arch == "bi-encoder" else "first")
+        return new_gliclass(
+            args.encoder, args.arch, pooling, args.scorer, alpha=args.focal_alpha, gamma=args.focal_gamma,
+            seed=args.seed,
+        )  # fmt: skip
+    directory = resolve_source(args.model)
+    if is_gliznet_dir(directory):
+        if args.arch not in (None, "gliznet"):
+            raise InvalidInput(f"{args.model} is a GliZNet checkpoint, not {args.arch}", field="arch")
+        return GliZNetTrainable(GliZNet.from_pretrained(directory), seed=args.seed)
+    model = GLiClassTrainable.from_pretrained(str(directory), args.focal_alpha, args.focal_gamma)
+    if args.arch not in (None, model.cfg.architecture):
+        raise InvalidInput(
+            f"{args.model} is a {model.cfg.architecture} checkpoint, not {args.arch}", field="arch"
+        )
+    return model
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("gliclass-stream train: not implemented yet")
+    import torch
+
+    from gliclass_core.training.datasets import read_jsonl, split
+    from gliclass_core.training.trainer import TrainConfig, train
+
+    _check(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train_set = read_jsonl(args.data)
+    if args.eval_data:
+        eval_set = read_jsonl(args.eval_data)
+    else:
+        train_set, eval_set = split(train_set, args.eval_split, args.seed)
+    model = build_model(args)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.module.to(device)
+    if hasattr(model, "net"):
+        model.net.device = device
+    cfg = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, encoder_lr=args.encoder_lr, head_lr=args.head_lr,
+        weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio, patience=args.patience,
+        threshold=args.threshold, multi_label=not args.single_label, seed=args.seed, max_steps=args.max_steps,
+        freeze_encoder=args.freeze_encoder, freeze_embeddings=args.freeze_embeddings,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    print(
+        f"training on {len(train_set)} examples, evaluating on {len(eval_set)}, device {device}",
+        file=sys.stderr,
+    )
+    result = train(model, train_set, eval_set, cfg, output_dir=args.output)
+    dropped = getattr(model, "dropped_labels", 0)
+    if dropped:
+        print(f"warning: {dropped} label slots did not fit max_length beside their text and were not trained")
+    report = {
+        "output": str(Path(args.output).resolve()),
+        "train_examples": len(train_set),
+        "eval_examples": len(eval_set),
+        "steps": result.steps,
+        "examples_per_s": round(result.examples_per_s, 2),
+        "best_epoch": result.best_epoch,
+        "best_macro_f1": result.best_macro_f1,
+        "stopped_early": result.stopped_early,
+        "dropped_label_slots": dropped,
+        "epochs": [
+            {
+                "epoch": e.epoch,
+                "train_loss": e.train_loss,
+                "examples_per_s": e.examples_per_s,
+                "eval_macro_f1": e.eval.macro_f1 if e.eval else None,
+                "eval_micro_f1": e.eval.micro_f1 if e.eval else None,
+            }
+            for e in result.epochs
+        ],
+    }
+    (Path(args.output) / "train_report.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report))
+    return 0
