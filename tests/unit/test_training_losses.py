@@ -67,7 +67,7 @@ def test_positive_softmax_ce_skips_samples_without_positives() -> None:
 
 
 def test_label_repulsion_penalises_pairs_above_threshold() -> None:
-    # cos(l1,l2) = 0.8, cos(l1,l3) = 0, cos(l2,l3) = 0.6 -> (0.5 + 0 + 0.3) / 3; the padded 4th vector is ignored
+    # cos(l1,l2) = 0.8, cos(l1,l3) = 0, cos(l2,l3) = 0.6 -> (0.5 + 0 + 0.3) / 3; padded 4th vector ignored
     vectors = torch.tensor([[[2.0, 0.0], [0.8, 0.6], [0.0, 3.0], [1.0, 0.0]]])
     mask = torch.tensor([[True, True, True, False]])
     assert label_repulsion(vectors, mask, threshold=0.3).item() == pytest.approx(0.8 / 3, rel=1e-6)
