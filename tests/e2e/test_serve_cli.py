@@ -132,3 +132,12 @@ def unused_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
+
+
+def test_serve_exits_2_when_the_model_cannot_load(tmp_path: Path) -> None:
+    config = tmp_path / "missing-model.toml"
+    missing = tmp_path / "no-such-checkpoint"
+    config.write_text(f'[model]\nid = "{missing}"\n[grpc]\naddress = "127.0.0.1:0"\n', encoding="utf-8")
+    done = subprocess.run(cli("serve", "--config", str(config)), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "the model failed to load" in done.stderr and "no-such-checkpoint" in done.stderr
