@@ -1,0 +1,183 @@
+"""`telemetry.setup()` in a fresh process, exporting over real OTLP (gRPC and HTTP) to a stand-in collector.
+
+The stand-in is this test: an OTLP/gRPC server and an OTLP/HTTP server on free loopback ports that
+decode what the real exporters send with the OTLP protobuf types.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+PROBE = """
+import logging
+from gliclass_core import telemetry
+
+logging.basicConfig(level=logging.INFO)
+handle = telemetry.setup("default-name")
+with telemetry.tracer("probe").start_as_current_span("probe-span"):
+    logging.getLogger("probe").info("inside the span")
+if telemetry.instruments() is not None:  # metrics may be off while traces are on
+    telemetry.instruments().events.add(3, {"gliclass.outcome": "scored"})
+handle.shutdown()
+"""
+
+
+class Collected:
+    """What the stand-in collector received."""
+
+    def __init__(self) -> None:
+        self.traces: list[Any] = []
+        self.metrics: list[Any] = []
+
+
+class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, out: Collected) -> None:
+        self.out = out
+
+    def Export(self, request: Any, context: Any) -> Any:
+        self.out.traces.append(request)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def __init__(self, out: Collected) -> None:
+        self.out = out
+
+    def Export(self, request: Any, context: Any) -> Any:
+        self.out.metrics.append(request)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
+@pytest.fixture
+def grpc_collector() -> Iterator[tuple[str, Collected]]:
+    out = Collected()
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Traces(out), server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Metrics(out), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"http://127.0.0.1:{port}", out
+    server.stop(0)
+
+
+@pytest.fixture
+def http_collector() -> Iterator[tuple[str, Collected]]:
+    out = Collected()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.path == "/v1/traces":
+                out.traces.append(trace_service_pb2.ExportTraceServiceRequest.FromString(body))
+                reply = trace_service_pb2.ExportTraceServiceResponse()
+            elif self.path == "/v1/metrics":
+                out.metrics.append(metrics_service_pb2.ExportMetricsServiceRequest.FromString(body))
+                reply = metrics_service_pb2.ExportMetricsServiceResponse()
+            else:
+                self.send_response(404)
+                self.end_headers()
+                return
+            payload = reply.SerializeToString()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", out
+    server.shutdown()
+    server.server_close()
+
+
+def _run_probe(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    return subprocess.run(
+        [sys.executable, "-c", PROBE],
+        env={**clean, "GLICLASS_LOG_FORMAT": "json", "OTEL_METRIC_EXPORT_INTERVAL": "600000", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+def _log_trace_id(stderr: str) -> str:
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    (line,) = [line for line in lines if line["message"] == "inside the span"]
+    return str(line["trace_id"])
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_setup_exports_spans_and_metrics_over_otlp(
+    protocol: str, grpc_collector: tuple[str, Collected], http_collector: tuple[str, Collected]
+) -> None:
+    endpoint, collected = grpc_collector if protocol == "grpc" else http_collector
+    result = _run_probe(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+            "OTEL_SERVICE_NAME": "probe-svc",
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
+        }
+    )
+    spans = [
+        (rs, span)
+        for request in collected.traces
+        for rs in request.resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+    ]
+    ((resource_spans, span),) = [(rs, s) for rs, s in spans if s.name == "probe-span"]
+    resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+    assert resource["service.name"] == "probe-svc" and resource["deployment.environment"] == "test"
+    assert _log_trace_id(result.stderr) == span.trace_id.hex()  # the JSON log line names the span's trace
+    points = [
+        point.as_int
+        for request in collected.metrics
+        for rm in request.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == "gliclass.kafka.events"
+        for point in metric.sum.data_points
+    ]
+    assert points and points[-1] == 3
+
+
+def test_setup_console_exporter_and_default_service_name() -> None:
+    result = _run_probe({"OTEL_TRACES_EXPORTER": "console"})
+    assert '"name": "probe-span"' in result.stdout
+    assert '"service.name": "default-name"' in result.stdout
+    assert len(_log_trace_id(result.stderr)) == 32
+
+
+def test_setup_without_variables_exports_nothing_and_logs_plain_text() -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_") and k != "GLICLASS_LOG_FORMAT"}
+    script = PROBE.replace(
+        'telemetry.instruments().events.add(3, {"gliclass.outcome": "scored"})',
+        "assert telemetry.instruments() is None",
+    ).replace(
+        'telemetry.tracer("probe").start_as_current_span("probe-span")', "open(__import__('os').devnull)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=clean, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout == "" and "INFO:probe:inside the span" in result.stderr
