@@ -23,8 +23,8 @@ from pathlib import Path
 
 from gliclass_core.errors import CheckpointError
 
-LOGIT_SCALE = 20.0
-LOGIT_BIAS = -6.0
+LOGIT_SCALE = 27.3
+LOGIT_BIAS = -5.88
 VERSION = "1"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
