@@ -72,9 +72,8 @@ def main() -> None:
     print(
         f"builtin:minilm  scale={LOGIT_SCALE:g} bias={LOGIT_BIAS:g}  texts={len(texts)} labels={len(labels)}"
     )
-    print(
-        f"single-label: accuracy={acc:.3f} macro-F1={macro_f1(single, truth):.3f} (chance {1 / len(labels):.3f})"
-    )
+    chance = 1 / len(labels)
+    print(f"single-label: accuracy={acc:.3f} macro-F1={macro_f1(single, truth):.3f} (chance {chance:.3f})")
     multi = probs >= 0.5
     print(
         f"multi-label @0.5: macro-F1={macro_f1(multi, truth):.3f} micro-F1={micro_f1(multi, truth):.3f} "
