@@ -105,7 +105,7 @@ def sync() -> None:
     import torch
 
     if torch.cuda.is_available():
-        sync()
+        torch.cuda.synchronize()
 
 
 def bench_reference(
@@ -133,6 +133,62 @@ def bench_reference(
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return rate, out
+
+
+def profile_costs(clf, texts: list[str], labels: list[str], report: dict) -> None:
+    """Where time goes: prepare per item (CPU), forward per batch size (wall vs GPU time)."""
+    import torch
+
+    from gliclass_core import ClassifyItem
+
+    items = [ClassifyItem(t, tuple(labels)) for t in texts[:1024]]
+    started = time.perf_counter()
+    prepared = [clf.prepare(item) for item in items]
+    report["prepare_us_per_item"] = round(1e6 * (time.perf_counter() - started) / len(items), 1)
+    rows = sorted((p.passes[0] for p in prepared), key=lambda p: p.num_tokens)
+    middle = rows[len(rows) // 2 - 128 : len(rows) // 2 + 128]  # ~median length, little padding
+    report["profile_row_tokens"] = middle[0].num_tokens
+    for size in (1, 8, 32, 128, 256):
+        batch = middle[:size]
+        clf.forward(batch)
+        sync()
+        start_event, end_event = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        started = time.perf_counter()
+        start_event.record()
+        for _ in range(5):
+            clf.forward(batch)
+        end_event.record()
+        sync()
+        wall = (time.perf_counter() - started) / 5 * 1000
+        gpu = start_event.elapsed_time(end_event) / 5
+        report[f"forward_bs{size}_ms"] = {"wall": round(wall, 2), "gpu": round(gpu, 2)}
+        print(f"forward batch {size} x {batch[-1].num_tokens} tokens: {wall:.2f} ms wall", flush=True)
+    print(f"prepare: {report['prepare_us_per_item']} us/item", flush=True)
+
+
+def _drive_bulk(scheduler, items, threads: int, chunk: int) -> None:
+    """`threads` plain threads submitting `chunk` items at a time (as the Kafka worker does)."""
+    import threading
+
+    from gliclass_core.runtime import Priority
+
+    chunks = iter(range(0, len(items), chunk))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                start = next(chunks, None)
+            if start is None:
+                return
+            for future in scheduler.submit(items[start : start + chunk], priority=Priority.BULK):
+                future.result()
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
 
 
 async def _drive(scheduler, items, concurrency: int) -> list:
@@ -164,6 +220,9 @@ def main() -> None:
     ap.add_argument("--max-batch-tokens", type=int, default=65536)
     ap.add_argument("--ref-batch-sizes", default="8,64")
     ap.add_argument("--device", default="cuda:0")
+    ap.add_argument("--bulk-threads", type=int, default=8)
+    ap.add_argument("--bulk-chunk", type=int, default=128)
+    ap.add_argument("--min-padding-efficiency", default="0.9,0.75", help="comma list: one pool run each")
     ap.add_argument("--out")
     args = ap.parse_args()
 
@@ -209,6 +268,8 @@ def main() -> None:
         ]
         report["max_abs_score_diff_vs_reference_bf16"] = round(float(np.max(diffs)), 4)
         print(f"max |score ours - reference| (sampled): {report['max_abs_score_diff_vs_reference_bf16']}")
+    if cuda:
+        profile_costs(clf, texts, labels, report)
     del clf
     if cuda:
         torch.cuda.empty_cache()
@@ -222,36 +283,56 @@ def main() -> None:
             max_queue=max(10_000, 2 * args.concurrency),
         ),
     )
-    runtime = Runtime.from_config(config)
-    runtime.start()
-    if not runtime.wait_ready(600):
-        raise SystemExit(f"runtime failed to start: {runtime.error!r}")
+    from gliclass_core.runtime import BatchPolicy
+
     items = [ClassifyItem(text=t, labels=tuple(labels), threshold=0.0) for t in texts]
-    asyncio.run(_drive(runtime.scheduler, items[: args.concurrency], args.concurrency))  # warm shapes
-    sync()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    before = runtime.stats()
-    started = time.perf_counter()
-    asyncio.run(_drive(runtime.scheduler, items, args.concurrency))
-    sync()
-    elapsed = time.perf_counter() - started
-    after = runtime.stats()
-    runtime.stop(5)
-    pool_rate = len(items) / elapsed
-    batches = after.batches - before.batches
-    report.update(
-        pool_items_per_s=round(pool_rate, 1),
-        pool_batches=batches,
-        pool_mean_batch_size=round((after.batch_size.total - before.batch_size.total) / max(batches, 1), 1),
-        pool_max_batch_size=after.max_batch_size_seen,
-        pool_padding_efficiency=round(
-            (after.real_tokens - before.real_tokens) / max(after.padded_tokens - before.padded_tokens, 1), 3
-        ),
-        pool_peak_gpu_memory_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else 0.0,
-        pool_mean_compute_ms=round(1000 * after.compute_time_s.mean, 2),
-    )
-    print(f"pool {dtype} ({args.concurrency} concurrent submitters): {pool_rate:.1f} items/s", flush=True)
+    pool_rate = 0.0
+    for floor in [float(x) for x in args.min_padding_efficiency.split(",")]:
+        runtime = Runtime.from_config(
+            config, policy=BatchPolicy.from_config(config.batching, min_padding_efficiency=floor)
+        )
+        runtime.start()
+        if not runtime.wait_ready(600):
+            raise SystemExit(f"runtime failed to start: {runtime.error!r}")
+        asyncio.run(_drive(runtime.scheduler, items[: args.concurrency], args.concurrency))  # warm shapes
+        modes = {
+            "async": lambda rt=runtime: asyncio.run(_drive(rt.scheduler, items, args.concurrency)),
+            "bulk": lambda rt=runtime: _drive_bulk(rt.scheduler, items, args.bulk_threads, args.bulk_chunk),
+        }
+        for mode, drive in modes.items():
+            sync()
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            before = runtime.stats()
+            started = time.perf_counter()
+            drive()
+            sync()
+            elapsed = time.perf_counter() - started
+            after = runtime.stats()
+            rate = len(items) / elapsed
+            pool_rate = max(pool_rate, rate)
+            batches = after.batches - before.batches
+            key = f"pool_{mode}_floor{floor}"
+            report[key] = dict(
+                items_per_s=round(rate, 1),
+                batches=batches,
+                mean_batch_size=round(
+                    (after.batch_size.total - before.batch_size.total) / max(batches, 1), 1
+                ),
+                max_batch_size_so_far=after.max_batch_size_seen,
+                padding_efficiency=round(
+                    (after.real_tokens - before.real_tokens)
+                    / max(after.padded_tokens - before.padded_tokens, 1),
+                    3,
+                ),
+                peak_gpu_memory_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else 0.0,
+                compute_busy_fraction=round(
+                    (after.compute_time_s.total - before.compute_time_s.total) / elapsed, 3
+                ),
+            )
+            print(f"pool {dtype} [{mode}, min_padding_efficiency={floor}]: {report[key]}", flush=True)
+        runtime.stop(5)
+    report["pool_items_per_s"] = round(pool_rate, 1)
     for key in sorted(k for k in report if k.startswith("reference_bs")):
         ratio = pool_rate / report[key]
         report[f"speedup_vs_{key.removesuffix('_items_per_s')}"] = round(ratio, 2)

@@ -75,6 +75,11 @@ class Replica:
             if self._cpu_threads and self.device == "cpu":
                 torch.set_num_threads(self._cpu_threads)
             self.classifier = self._load()
+            if self.device.startswith("cuda"):
+                # The current stream is per thread: each replica gets its own, so replicas sharing a GPU
+                # overlap instead of queueing behind each other's kernels on the default stream.
+                torch.cuda.synchronize(self.device)
+                torch.cuda.set_stream(torch.cuda.Stream(device=self.device))
             self.forward(self.classifier.prepare(WARM_UP_ITEM).passes, record=False)
         except BaseException as exc:
             log.exception("replica %s on %s failed to start", self.name, self.device)
