@@ -93,9 +93,11 @@ def run(args: argparse.Namespace) -> int:
     import threading
 
     from gliclass_core.config import parse_config
+    from gliclass_core.telemetry import setup as setup_telemetry
     from worker.broker import EmbeddedBroker, create_topics, free_port
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    telemetry = setup_telemetry("gliclass-stream")  # OTEL_* variables; off unless they name an exporter
     port = args.kafka_port
     if port == 0:
         port = free_port()
@@ -149,5 +151,6 @@ def run(args: argparse.Namespace) -> int:
         runtime.stop(grace_s=5)
         return 0
     finally:
+        telemetry.shutdown()  # flush what is still buffered
         broker.stop()
         print("gliclass-stream dev: stopped", file=sys.stderr, flush=True)
