@@ -224,6 +224,17 @@ def test_otel_env_points_at_the_collector_and_the_collector_exports_to_jaeger() 
     assert jaeger_hosts & set(_services_with_image("jaegertracing/"))
 
 
+@pytest.mark.parametrize("name", ["gliclass", "worker"])
+def test_otel_env_turns_on_traces_and_metrics_over_otlp_grpc(name: str) -> None:
+    """The app's own reading of the OTEL_* variables (telemetry is off unless they ask for it)."""
+    from gliclass_core.telemetry.setup import settings_from_env
+
+    settings = settings_from_env(_env(_service(name)))
+    assert settings.traces == ("otlp",) and settings.metrics == ("otlp",)
+    assert settings.protocol("traces") == settings.protocol("metrics") == "grpc"
+    assert settings.logs == (), "logs go to stdout for `docker compose logs`"
+
+
 def test_model_cache_volume_is_the_images_cache_dir() -> None:
     dockerfile = read_dockerfile()
     volumes = [v for inst in dockerfile.find("VOLUME") for v in exec_form(inst.args)]
