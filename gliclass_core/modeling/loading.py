@@ -127,11 +127,18 @@ def load_network(directory: Path, cfg: GLiClassConfig) -> GLiClassNetwork:
 
 def load_tokenizer(directory: Path, cfg: GLiClassConfig) -> Any:
     """Load the checkpoint's tokenizer (fast), with the options some encoders need."""
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     kwargs: dict[str, Any] = {}
-    if cfg.encoder_config.get("model_type") == "modernbert":
+    model_type = str(cfg.encoder_config.get("model_type"))
+    if model_type == "modernbert":
         kwargs["add_prefix_space"] = True
+    try:
+        # The encoder's config type picks the tokenizer class; the checkpoint's own config.json
+        # (model_type GLiClass) is unknown to transformers and only produces a warning.
+        kwargs["config"] = AutoConfig.for_model(model_type)
+    except (ValueError, KeyError):
+        pass
     try:
         return AutoTokenizer.from_pretrained(str(directory), **kwargs)
     except Exception as exc:
