@@ -62,6 +62,7 @@ class WorkerTracing:
         self._receive_context: SpanContext | None = None
         self._lag: dict[TP, int] = {}
         self._lag_at = 0.0
+        self._sent: dict[tuple[str | None, str | None], int] = {}  # (topic, error) -> acks not yet counted
         if self._metrics is not None:
             self._metrics.add_lag_source(self)
 
@@ -73,8 +74,10 @@ class WorkerTracing:
             return list(consumer.poll_batch(max_records, timeout))
         started = time.time_ns()
         msgs = list(consumer.poll_batch(max_records, timeout))
-        if self._metrics is not None and time.monotonic() - self._lag_at >= LAG_INTERVAL_S:
-            self._update_lag(consumer, tracker)
+        if self._metrics is not None:
+            self._count(msgs)
+            if time.monotonic() - self._lag_at >= LAG_INTERVAL_S:
+                self._update_lag(consumer, tracker)
         self._parents.clear()
         self._receive_context = None
         if not msgs or self._tracer is None:
@@ -116,17 +119,6 @@ class WorkerTracing:
         if not self.enabled:
             return
         topic, partition = slot.tp
-        if self._metrics is not None:
-            self._metrics.consumed.add(
-                1,
-                {
-                    "messaging.system": "kafka",
-                    "messaging.operation.name": "receive",
-                    "messaging.destination.name": topic,
-                    "messaging.destination.partition.id": str(partition),
-                    "messaging.consumer.group.name": self.group,
-                },
-            )
         span = None
         if self._tracer is not None:
             parent = self._parents.pop(id(msg), None)
@@ -217,7 +209,7 @@ class WorkerTracing:
             }
             if slot.bad is not None:
                 attributes["error.type"] = slot.bad.reason
-            self._metrics.events.add(1, attributes)
+            # Its count is also the events-by-outcome counter: one metric operation per event.
             self._metrics.process_duration.record(time.monotonic() - spans.started, attributes)
 
     def delivered(self, slot: Any, err: Any) -> None:
@@ -227,13 +219,9 @@ class WorkerTracing:
         spans = self._slots.get(slot)
         if spans is None:
             return
-        if self._metrics is not None:
-            attributes: dict[str, Any] = {"messaging.system": "kafka", "messaging.operation.name": "send"}
-            if spans.topic:
-                attributes["messaging.destination.name"] = spans.topic
-            if err is not None:
-                attributes["error.type"] = _error_name(err)
-            self._metrics.sent.add(1, attributes)
+        if self._metrics is not None:  # counted in bulk on the next poll
+            key = (spans.topic, None if err is None else _error_name(err))
+            self._sent[key] = self._sent.get(key, 0) + 1
         send, spans.send = spans.send, None
         if send is None:
             return
@@ -242,7 +230,34 @@ class WorkerTracing:
             send.set_status(Status(StatusCode.ERROR, str(err)))
         send.end()
 
-    # ------------------------------------------------------------------ lag
+    # ------------------------------------------------------------------ counters, lag
+
+    def _count(self, msgs: list[Any]) -> None:
+        """Add the records of one poll, and the acks since the last one, per partition / topic."""
+        assert self._metrics is not None
+        received: dict[TP, int] = {}
+        for msg in msgs:
+            tp = (msg.topic(), msg.partition())
+            received[tp] = received.get(tp, 0) + 1
+        for (topic, partition), n in received.items():
+            self._metrics.consumed.add(
+                n,
+                {
+                    "messaging.system": "kafka",
+                    "messaging.operation.name": "receive",
+                    "messaging.destination.name": topic,
+                    "messaging.destination.partition.id": str(partition),
+                    "messaging.consumer.group.name": self.group,
+                },
+            )
+        sent, self._sent = self._sent, {}
+        for (topic, error), n in sent.items():
+            attributes: dict[str, Any] = {"messaging.system": "kafka", "messaging.operation.name": "send"}
+            if topic:
+                attributes["messaging.destination.name"] = topic
+            if error:
+                attributes["error.type"] = error
+            self._metrics.sent.add(n, attributes)
 
     def lag(self) -> Mapping[TP, int]:
         """The last computed lag per partition (read by the metric reader's thread)."""

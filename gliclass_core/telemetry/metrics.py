@@ -142,13 +142,8 @@ class Instruments:
         self.process_duration = meter.create_histogram(
             "messaging.process.duration",
             unit="s",
-            description="End to end per event: from consumed to its output (or dead letter) queued",
+            description="Per event, consumed to output (or dead letter) queued; count by gliclass.outcome",
             explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
-        )
-        self.events = meter.create_counter(
-            "gliclass.kafka.events",
-            unit="{event}",
-            description="Events by outcome: scored (output written) or dead_lettered (with error.type)",
         )
         self._lag_sources: weakref.WeakSet[LagSource] = weakref.WeakSet()
         meter.create_observable_gauge(

@@ -30,7 +30,7 @@ handle = telemetry.setup("default-name")
 with telemetry.tracer("probe").start_as_current_span("probe-span"):
     logging.getLogger("probe").info("inside the span")
 if telemetry.instruments() is not None:  # metrics may be off while traces are on
-    telemetry.instruments().events.add(3, {"gliclass.outcome": "scored"})
+    telemetry.instruments().consumed.add(3, {"messaging.destination.name": "probe"})
 handle.shutdown()
 """
 
@@ -156,7 +156,7 @@ def test_setup_exports_spans_and_metrics_over_otlp(
         for rm in request.resource_metrics
         for sm in rm.scope_metrics
         for metric in sm.metrics
-        if metric.name == "gliclass.kafka.events"
+        if metric.name == "messaging.client.consumed.messages"
         for point in metric.sum.data_points
     ]
     assert points and points[-1] == 3
@@ -172,11 +172,8 @@ def test_setup_console_exporter_and_default_service_name() -> None:
 def test_setup_without_variables_exports_nothing_and_logs_plain_text() -> None:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_") and k != "GLICLASS_LOG_FORMAT"}
     script = PROBE.replace(
-        'telemetry.instruments().events.add(3, {"gliclass.outcome": "scored"})',
-        "assert telemetry.instruments() is None",
-    ).replace(
         'telemetry.tracer("probe").start_as_current_span("probe-span")', "open(__import__('os').devnull)"
-    )
+    ).replace("handle.shutdown()", "assert telemetry.tracer('probe') is None and not handle.enabled")
     result = subprocess.run(
         [sys.executable, "-c", script], env=clean, capture_output=True, text=True, timeout=60, check=True
     )
