@@ -102,6 +102,10 @@ class Classifier:
         from gliclass_core.processing.tokens import PieceTokenizer
 
         directory = resolve_source(source)
+        from gliclass_core.modeling.gliznet import GliZNetClassifier, is_gliznet_dir
+
+        if is_gliznet_dir(directory):  # model_type "gliznet": its own packing and forward (training area)
+            return GliZNetClassifier.load(directory, source, device=device, dtype=dtype)
         cfg = read_config(directory)
         tokenizer = load_tokenizer(directory, cfg)
         markers: dict[str, int] = {}
