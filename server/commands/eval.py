@@ -12,7 +12,6 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from gliclass_core.errors import InvalidInput
 
@@ -29,19 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
 
 
-def load_classifier(source: str, device: str = "cpu") -> Any:
-    """Load any supported checkpoint as a `Classifier` (GliZNet included)."""
-    from gliclass_core import Classifier
-    from gliclass_core.modeling.gliznet import GliZNetClassifier, is_gliznet_dir
-    from gliclass_core.modeling.loading import resolve_source
-
-    directory = resolve_source(source)
-    if is_gliznet_dir(directory):
-        return GliZNetClassifier.load(directory, source, device=device)
-    return Classifier.from_pretrained(source, device=device)
-
-
 def run(args: argparse.Namespace) -> int:
+    from gliclass_core import Classifier
     from gliclass_core.training.datasets import read_jsonl
     from gliclass_core.training.evaluation import evaluate, format_report
 
@@ -50,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise InvalidInput("must be >= 1", field="batch-size")
     examples = read_jsonl(args.data)[: args.limit]
-    clf = load_classifier(args.model, args.device)
+    clf = Classifier.from_pretrained(args.model, device=args.device)  # GLiClass and GliZNet checkpoints
     multi_label = not args.single_label
 
     def predict(texts: Sequence[str], labels: Sequence[Sequence[str]]) -> list[dict[str, float]]:

@@ -140,7 +140,10 @@ def run(args: argparse.Namespace) -> int:
     result = train(model, train_set, eval_set, cfg, output_dir=args.output)
     dropped = getattr(model, "dropped_labels", 0)
     if dropped:
-        print(f"warning: {dropped} label slots did not fit max_length beside their text and were not trained")
+        print(
+            f"warning: {dropped} label slots did not fit max_length beside their text and were not trained",
+            file=sys.stderr,
+        )
     report = {
         "output": str(Path(args.output).resolve()),
         "train_examples": len(train_set),
