@@ -88,11 +88,18 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         else:
             futures = self._runtime.scheduler.submit(*submit_args)
         try:
-            predictions = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+            # return_exceptions: every outcome is retrieved (no "exception never retrieved" noise).
+            outcomes = await asyncio.gather(
+                *(asyncio.wrap_future(f) for f in futures), return_exceptions=True
+            )
         finally:
-            # A cancelled or failed call drops whatever of it is still queued.
+            # A cancelled call drops whatever of it is still queued.
             for f in futures:
                 f.cancel()
+        failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if failure is not None:
+            raise failure
+        predictions: list[Prediction] = outcomes
         return convert.classify_response(
             convert.result_to_proto(item.id, pred, _timings(fut, received), item.label_set)
             for item, pred, fut in zip(request.items, predictions, futures)
@@ -132,6 +139,8 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
             for leftover in leftovers:
                 for f in leftover.submitted:
                     f.cancel()
+                if leftover.future is not None and leftover.future.done() and not leftover.future.cancelled():
+                    leftover.future.exception()  # mark retrieved: nobody will read this outcome
 
     async def _read_stream(
         self,
