@@ -6,10 +6,12 @@ Usage (prints the figures; scale streams/texts to the machine):
     python benchmarks/grpc_bench.py --streams 64 --texts-per-stream 100 --unary-calls 300   # small CPU box
 
 Phases, all in one run on the same texts and config:
-1. offline ceiling: every text submitted straight to a Runtime's scheduler in this process;
-2. `gliclass-stream serve` started as a subprocess with the same model/batching config;
-3. stream throughput: N concurrent ClassifyStream calls, each sending its texts one per message;
-4. unary latency at light load: one caller, one text per call, alternating a direct
+1. `gliclass-stream serve` started as a subprocess with the same model/batching config as a
+   Runtime in this process;
+2. in alternating rounds on the same texts: the offline ceiling (every text of the round submitted
+   straight to this process's scheduler) and stream throughput (N concurrent ClassifyStream calls,
+   each sending its share of the round one text per message);
+3. unary latency at light load: one caller, one text per call, alternating a direct
    `Scheduler.classify` call in this process with a gRPC `Classify` call, so both see the same noise.
 """
 
@@ -161,6 +163,7 @@ def start_server(config_path: Path) -> tuple[subprocess.Popen[str], str]:
 
 async def main(args: argparse.Namespace) -> dict[str, float]:
     texts = make_texts(args.streams * args.texts_per_stream, seed=1)
+    ratios: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "bench.toml"
         config_path.write_text(config_toml(args), encoding="utf-8")
@@ -171,11 +174,27 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         if not runtime.wait_ready(600):
             raise SystemExit(f"runtime failed: {runtime.error}")
         await offline_ceiling(runtime, texts[: min(len(texts), 256)])  # warm-up
-        ceiling = await offline_ceiling(runtime, texts)
         proc, address = start_server(config_path)
         try:
             await stream_throughput(address, texts[: args.streams * 4], args.streams)  # warm-up
-            throughput, errors = await stream_throughput(address, texts, args.streams)
+            # Alternate direct and gRPC rounds on the same texts so drifting machine load hits both.
+            direct_s = grpc_s = 0.0
+            errors = 0
+            ratios = []
+            size = len(texts) // args.rounds // args.streams * args.streams
+            for r in range(args.rounds):
+                chunk = texts[r * size : (r + 1) * size]
+                if r % 2:  # odd rounds go gRPC-first, so order effects cancel out
+                    stream_rate, failed = await stream_throughput(address, chunk, args.streams)
+                    rate = await offline_ceiling(runtime, chunk)
+                else:
+                    rate = await offline_ceiling(runtime, chunk)
+                    stream_rate, failed = await stream_throughput(address, chunk, args.streams)
+                direct_s += len(chunk) / rate
+                grpc_s += len(chunk) / stream_rate
+                errors += failed
+                ratios.append(stream_rate / rate)
+            ceiling, throughput = size * args.rounds / direct_s, size * args.rounds / grpc_s
             direct, over_grpc, paired = await unary_latency(address, runtime, texts, args.unary_calls)
         finally:
             proc.terminate()
@@ -188,6 +207,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         "stream_items_per_s": throughput,
         "stream_vs_ceiling": throughput / ceiling,
         "stream_failed_items": errors,
+        "stream_vs_ceiling_per_round": " ".join(f"{r:.2f}" for r in ratios),
         "unary_p50_ms": statistics.median(over_grpc),
         "unary_p99_ms": percentile(over_grpc, 99),
         "direct_p50_ms": statistics.median(direct),
@@ -205,6 +225,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--streams", type=int, default=64)
     parser.add_argument("--texts-per-stream", type=int, default=2000)
     parser.add_argument("--unary-calls", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=4, help="alternating direct/gRPC rounds")
     parser.add_argument("--model", default="builtin:minilm")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--max-batch-size", type=int, default=64)
