@@ -152,13 +152,21 @@ class OutputProducer:
         self._producer = Producer({**settings, "error_cb": self._error, "logger": log})
         self.transactional = transactional
         self.in_transaction = False
+        self.fatal: KafkaError | None = None
         self._partitions: dict[str, int] = {}
 
     def _error(self, err: KafkaError) -> None:
         if err.fatal():
+            # The client is unusable from now on; the loop replaces it (or stops, in a transaction).
+            self.fatal = err
             log.error("kafka producer fatal error: %s", err)
         else:
             log.warning("kafka producer: %s", err)
+
+    def purge(self) -> None:
+        """Drop everything queued or in flight; their delivery callbacks report a purge error."""
+        self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+        self._producer.poll(0)
 
     def init_transactions(self, timeout: float = 30.0) -> None:
         self._producer.init_transactions(timeout)
@@ -180,12 +188,22 @@ class OutputProducer:
         self._producer.abort_transaction(timeout)
         self.in_transaction = False
 
+    def forget_partitions(self) -> dict[str, int]:
+        return dict(self._partitions)
+
+    def remember_partitions(self, counts: dict[str, int]) -> None:
+        self._partitions.update(counts)
+
     def partition_count(self, topic: str) -> int | None:
         """Return the topic's partition count (cached), or None when the topic does not exist (yet)."""
         count = self._partitions.get(topic)
         if count is not None:
             return count
-        meta = self._producer.list_topics(topic, timeout=5.0).topics.get(topic)
+        try:
+            meta = self._producer.list_topics(topic, timeout=1.0).topics.get(topic)
+        except KafkaException as exc:
+            log.warning("metadata for %r unavailable: %s", topic, exc)
+            return None
         if meta is None or meta.error is not None or not meta.partitions:
             return None
         self._partitions[topic] = len(meta.partitions)

@@ -41,6 +41,17 @@ log = logging.getLogger("gliclass.worker")
 
 MAX_SCORE_ATTEMPTS = 3
 TXN_HEADER = "gliclass.txn"
+# Delivery errors after which an idempotent producer never recovers (librdkafka keeps failing
+# every record with them): the loop replaces the producer and re-sends.
+PRODUCER_BROKEN = frozenset(
+    {
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.UNKNOWN_PRODUCER_ID,
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+        KafkaError._FATAL,
+    }
+)
 
 
 @dataclass(eq=False)
@@ -82,6 +93,7 @@ class WorkerStats:
     transactions: int = 0
     aborts: int = 0
     pauses: int = 0
+    producer_restarts: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -103,6 +115,7 @@ class WorkerLoop:
         self.paused = False
         self.submit_blocked_until = 0.0
         self.topic_blocked_until: dict[str, float] = {}
+        self.last_retry_log = 0.0
         self.rewind_to: dict[TP, int | None] = {}
         self.last_commit = time.monotonic()
         self.tracing = WorkerTracing(config.group_id)  # spans and metrics; no-op while telemetry is off
@@ -122,6 +135,8 @@ class WorkerLoop:
 
     def step(self, fetching: bool = True) -> None:
         """Poll once, submit new events, produce ready results, commit what is acknowledged."""
+        if self.producer.fatal is not None:
+            self.replace_producer()
         self.apply_backpressure(fetching)
         busy = any(len(lane) for lane in self.lanes.values())
         timeout = 0.005 if busy else self.config.poll_timeout_ms / 1000
@@ -331,11 +346,32 @@ class WorkerLoop:
         if self.config.exactly_once:
             log.warning("delivery failed inside a transaction (it will abort): %s", err)
             return
+        if err.fatal() or err.code() in PRODUCER_BROKEN:
+            self.producer.fatal = self.producer.fatal or err
         if slot.tp not in self.lanes:
             return  # its partition was revoked or lost: the new owner re-reads it
-        log.warning("delivery of %s@%d failed (%s); retrying", slot.tp, slot.offset, err)
+        now = time.monotonic()
+        if now - self.last_retry_log >= 1.0:  # one line a second, not one per record
+            self.last_retry_log = now
+            log.warning("delivery of %s@%d failed (%s); retrying with backoff", slot.tp, slot.offset, err)
         self.stats.delivery_retries += 1
         self.retries.append((time.monotonic() + self.config.retry_backoff_ms / 1000, slot))
+
+    def replace_producer(self) -> None:
+        """Swap a producer that hit a fatal error for a fresh one; its unacknowledged records are re-sent."""
+        err = self.producer.fatal
+        if self.config.exactly_once:
+            # Fenced or broken inside a transaction: only a restart (which re-reads from the last
+            # committed transaction) keeps exactly-once.
+            raise KafkaException(err)
+        log.warning(
+            "replacing the kafka producer after a fatal error (%s); unacknowledged records are re-sent", err
+        )
+        old = self.producer
+        old.purge()  # their failed deliveries land in `retries`
+        self.producer = OutputProducer(self.config.producer_settings(), transactional=False)
+        self.producer.remember_partitions(old.forget_partitions())
+        self.stats.producer_restarts += 1
 
     # ---------------------------------------------------------------- commits
 
@@ -405,6 +441,11 @@ class WorkerLoop:
             self.rewind_to.pop(tp, None)
         if self.paused:
             self.consumer.pause(tps)
+        # Learn output partition counts now, not on the first result (which may come mid-outage).
+        for route in self.config.routes:
+            if route.partitioning == "input":
+                for topic in (route.output, route.dlq):
+                    self.producer.partition_count(topic)
 
     def on_revoke(self, tps: list[TP]) -> None:
         """Finish the revoked partitions' in-flight work within the grace period, commit, drop the rest."""
