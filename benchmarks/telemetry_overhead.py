@@ -342,12 +342,18 @@ def main() -> None:
     parser.add_argument("--export", choices=("otlp", "memory"), default="otlp")
     parser.add_argument("--otlp-endpoint", help="an OTLP/gRPC collector instead of the stand-in")
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=1,
+        help="torch threads on CPU (1: no OpenMP spinning, steadier CPU/item)",
+    )
     args = parser.parse_args()
     edges = [e.strip() for e in args.edges.split(",") if e.strip()]
 
     app_config = parse_config(
         {
-            "model": {"id": "builtin:minilm", "device": args.device},
+            "model": {"id": "builtin:minilm", "device": args.device, "cpu_threads": args.cpu_threads},
             "batching": {"max_batch_size": 64, "max_wait_ms": 5},
             "label_sets": LABEL_SETS,
         }
