@@ -156,3 +156,27 @@ def test_install_and_uninstall_switch_the_active_telemetry() -> None:
         telemetry.uninstall()
         provider.shutdown()
         tracer_provider.shutdown()
+
+
+def test_gpu_memory_gauge_is_empty_without_cuda(meter: Any) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: see the gpu test")
+    Instruments(meter[0])
+    assert value_of(meter[1].get_metrics_data(), "gliclass.gpu.memory.used") is None
+
+
+@pytest.mark.gpu
+def test_gpu_memory_gauge_reports_cuda_allocations(meter: Any) -> None:
+    import torch
+
+    tensor = torch.ones(1024, 1024, device="cuda")
+    Instruments(meter[0])
+    data = meter[1].get_metrics_data()
+    allocated = value_of(
+        data,
+        "gliclass.gpu.memory.used",
+        lambda a: a["gliclass.device"] == "cuda:0" and a["gliclass.memory.kind"] == "allocated",
+    )
+    assert allocated >= tensor.numel() * tensor.element_size()
