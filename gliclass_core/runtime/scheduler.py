@@ -41,6 +41,7 @@ from gliclass_core.runtime.batching import (
     QueueState,
     form_batch,
 )
+from gliclass_core.runtime.bridge import gather_futures
 from gliclass_core.runtime.stats import SchedulerStats, StatsRecorder
 from gliclass_core.runtime.tracing import capture_span_context
 from gliclass_core.types import ClassifyItem, Prediction
@@ -120,7 +121,7 @@ class Scheduler:
         self.policy = policy
         self.max_queue = max_queue
         self._clock = clock
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())  # not re-entrant: cheaper, and never re-entered
         self._queues: dict[Priority, dict[int, tuple[PendingPass, _Item, int]]] = {
             Priority.INTERACTIVE: {},
             Priority.BULK: {},
@@ -265,16 +266,7 @@ class Scheduler:
             futures = await asyncio.to_thread(self.submit, items, priority, deadline)
         else:
             futures = self.submit(items, priority, deadline)
-        try:
-            return list(
-                await asyncio.gather(
-                    *(asyncio.wrap_future(f) for f in futures), return_exceptions=return_exceptions
-                )
-            )
-        except BaseException:
-            for future in futures:  # nobody will read the others: free their queue slots
-                future.cancel()
-            raise
+        return await gather_futures(futures, return_exceptions=return_exceptions)
 
     def stats(self) -> SchedulerStats:
         """Snapshot every counter and the current queue depth."""

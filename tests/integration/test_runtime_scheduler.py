@@ -346,3 +346,15 @@ def test_failed_load_is_reported_and_never_ready(classifier: Classifier) -> None
     assert not rt.wait_ready(30)
     assert isinstance(rt.error, FileNotFoundError) and not rt.ready
     rt.stop(grace_s=0)
+
+
+async def test_classify_raises_the_first_failure_or_returns_it(classifier: Classifier) -> None:
+    scheduler = _idle_scheduler(classifier, max_queue=10)
+    items = [ClassifyItem(t, LABELS) for t in TEXTS[:2]]
+    with pytest.raises(DeadlineExceeded):
+        await scheduler.classify(items, deadline=time.monotonic() - 1)
+    outcomes = await scheduler.classify(items, deadline=time.monotonic() - 1, return_exceptions=True)
+    assert [type(o) for o in outcomes] == [DeadlineExceeded, DeadlineExceeded]
+    assert await scheduler.classify([]) == []
+    assert scheduler.stats().queue_depth == 0
+    scheduler.close(grace_s=0)
