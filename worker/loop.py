@@ -419,7 +419,8 @@ class WorkerLoop:
         for tp in list(self.lanes):
             self.abandon(tp)
             self.lanes[tp] = OrderedLane()
-            self.consumer.seek(tp, self.rewind_to.get(tp))
+            if tp in self.rewind_to:  # else nothing was consumed since the last commit
+                self.consumer.seek(tp, self.rewind_to[tp])
 
     # ---------------------------------------------------------------- rebalances
 
