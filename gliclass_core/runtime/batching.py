@@ -59,9 +59,12 @@ class BatchPolicy:
             max_batch_size=config.max_batch_size,
             max_batch_tokens=config.max_batch_tokens,
             max_wait_s=config.max_wait_ms / 1000.0,
-            bulk_tokens_while_interactive=min(cls.bulk_tokens_while_interactive, config.max_batch_tokens),
         )
-        return cls(**{**base.__dict__, **overrides})
+        merged = {**base.__dict__, **overrides}
+        merged["bulk_tokens_while_interactive"] = min(
+            merged["bulk_tokens_while_interactive"], config.max_batch_tokens
+        )
+        return cls(**merged)
 
 
 @dataclass(frozen=True)

@@ -114,8 +114,9 @@ class Replica:
             return list(self.forward(passes))
         except Exception as exc:
             if len(passes) < 2 or not is_out_of_memory(exc):
-                return [exc] * len(passes)
-            first_error = exc
+                log.warning("batch of %d rows failed on %s", len(passes), self.device, exc_info=exc)
+                return [_unpinned(exc)] * len(passes)
+        # Retry only after leaving the except block: its traceback pins the failed pass's activations.
         self.scheduler.record_oom_split()
         log.warning("out of memory on %s with %d rows; retrying in halves", self.device, len(passes))
         _release_cached_memory(self.device)
@@ -125,8 +126,7 @@ class Replica:
             try:
                 results.extend(self.forward(part))
             except Exception as exc:
-                exc.__context__ = first_error
-                results.extend([exc] * len(part))
+                results.extend([_unpinned(exc)] * len(part))
         return results
 
     def forward(self, passes: Sequence[EncodedPass], *, record: bool = True) -> list[np.ndarray]:
@@ -149,3 +149,8 @@ def _release_cached_memory(device: str) -> None:
 
     if device.startswith("cuda") and torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def _unpinned(exc: BaseException) -> BaseException:
+    """Drop the traceback (logged already) so its frames do not keep device memory alive."""
+    return exc.with_traceback(None)

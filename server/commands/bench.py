@@ -164,7 +164,7 @@ def _throughput(args: argparse.Namespace, config: Any, classifier: Any, labels: 
         await asyncio.gather(*(submitter() for _ in range(args.concurrency)))
 
     try:
-        asyncio.run(drive(items[: min(len(items), 2 * args.concurrency)]))  # warm-up
+        asyncio.run(drive(items[: min(len(items), 32)]))  # warm-up
         latencies.clear()
         before = runtime.stats()
         started = time.perf_counter()

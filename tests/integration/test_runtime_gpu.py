@@ -121,8 +121,8 @@ def test_real_cuda_oom_splits_and_recovers(checkpoint: str) -> None:
         need_half = peak(512)
         torch.cuda.empty_cache()
         free, _ = torch.cuda.mem_get_info()
-        # Room for a 512-row batch with 40% to spare, not for 1024 rows: a real OOM, then halves that fit.
-        hog = torch.empty(max(0, free - int(need_half * 1.4)), dtype=torch.uint8, device="cuda:0")
+        # Room for a 512-row batch with 60% to spare, not for 1024 rows: a real OOM, then halves that fit.
+        hog = torch.empty(max(0, free - int(need_half * 1.6)), dtype=torch.uint8, device="cuda:0")
         outcomes = run(1024)
         del hog
         stats = rt.stats()
