@@ -146,7 +146,7 @@ def _throughput(args: argparse.Namespace, config: Any, classifier: Any, labels: 
 
     texts = make_texts(args.texts, args.min_words, args.max_words, args.seed)
     items = [ClassifyItem(text, labels) for text in texts]
-    classifier.classify(texts[:64], list(labels), batch_size=args.offline_batch_size)  # warm-up
+    classifier.classify(texts[:256], list(labels), batch_size=args.offline_batch_size)  # warm-up
     offline_before = _offline(classifier, texts, labels, args.offline_batch_size)
 
     runtime = _start_runtime(config, classifier)
