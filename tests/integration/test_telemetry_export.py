@@ -178,3 +178,102 @@ def test_setup_without_variables_exports_nothing_and_logs_plain_text() -> None:
         [sys.executable, "-c", script], env=clean, capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout == "" and "INFO:probe:inside the span" in result.stderr
+
+
+SERVE_CONFIG = """
+[model]
+id = "builtin:minilm"
+device = "cpu"
+
+[label_sets.support]
+labels = ["billing", "bug report", "feature request"]
+
+[grpc]
+address = "127.0.0.1:0"
+"""
+
+
+def test_serve_command_exports_a_calls_trace_with_its_batch(
+    grpc_collector: tuple[str, Collected], tmp_path: Any
+) -> None:
+    """`gliclass-stream serve` sets the SDK up from OTEL_* and flushes it on SIGTERM."""
+    import queue
+    import signal
+    import time
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from server.proto import classifier_pb2 as pb
+    from server.proto import classifier_pb2_grpc
+
+    endpoint, collected = grpc_collector
+    config = tmp_path / "gliclass.toml"
+    config.write_text(SERVE_CONFIG, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GLICLASS_", "OTEL_"))}
+    env.update(
+        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+        OTEL_SERVICE_NAME="serve-under-test",
+        OTEL_METRIC_EXPORT_INTERVAL="600000",  # metrics leave at shutdown: the flush is what is tested
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or ()], daemon=True).start()
+    try:
+        address = None
+        end = time.monotonic() + 120
+        while address is None and time.monotonic() < end and proc.poll() is None:
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                continue
+            if "listening on" in line:
+                address = line.rsplit(" ", 1)[-1].strip()
+        assert address, f"serve did not report its address (exit {proc.poll()})"
+        trace_id, parent_id = os.urandom(16).hex(), os.urandom(8).hex()
+        with grpc.insecure_channel(address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while health.Check(health_pb2.HealthCheckRequest(), timeout=10).status != 1:  # SERVING
+                assert time.monotonic() < end and proc.poll() is None, "serve never became SERVING"
+                time.sleep(0.2)
+            response = classifier_pb2_grpc.ClassifierStub(channel).Classify(
+                pb.ClassifyRequest(items=[pb.Item(id="a", text="charged twice", label_set="support")]),
+                metadata=[("traceparent", f"00-{trace_id}-{parent_id}-01")],
+                timeout=60,
+            )
+        assert response.results[0].id == "a"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    spans = [
+        (rs, span)
+        for request in collected.traces
+        for rs in request.resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+    ]
+    ((resource_spans, server),) = [(rs, s) for rs, s in spans if s.name == "gliclass.v1.Classifier/Classify"]
+    assert server.trace_id.hex() == trace_id and server.parent_span_id.hex() == parent_id
+    resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+    assert resource["service.name"] == "serve-under-test"
+    batches = [s for _, s in spans if s.name == "gliclass.batch"]  # via the global tracer provider
+    assert any(link.span_id == server.span_id for batch in batches for link in batch.links)
+    exported_metrics = {
+        metric.name
+        for request in collected.metrics
+        for rm in request.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+    }
+    assert {"rpc.server.call.duration", "gliclass.scheduler.batch.size", "gliclass.scheduler.items"} <= (
+        exported_metrics
+    )
