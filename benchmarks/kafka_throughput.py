@@ -54,7 +54,12 @@ def offline_rate(runtime: Runtime, texts: list[str], chunk: int) -> float:
 def read_outputs(bs: str, topic: str, n: int, on_record=None, timeout: float = 600.0) -> float:
     """Read `n` records from the start of `topic`; return the wall time of the last one."""
     consumer = Consumer(
-        {"bootstrap.servers": bs, "group.id": f"bench-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}
+        {
+            "bootstrap.servers": bs,
+            "group.id": f"bench-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 20,
+        }
     )
     meta = consumer.list_topics(topic, timeout=10).topics[topic]
     consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
@@ -73,7 +78,9 @@ def read_outputs(bs: str, topic: str, n: int, on_record=None, timeout: float = 6
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--model", default="builtin:minilm")
@@ -132,10 +139,12 @@ def main() -> None:
     n = max(50, int(rate * args.latency_seconds))
     sent: dict[str, float] = {}
     latencies: list[float] = []
+    in_worker: list[float] = []
 
     def on_record(msg, now):
-        event_id = json.loads(msg.value())["id"]
-        latencies.append((now - sent[event_id]) * 1000)
+        body = json.loads(msg.value())
+        latencies.append((now - sent[body["id"]]) * 1000)
+        in_worker.append(body["latency_ms"])
 
     reader = threading.Thread(target=read_outputs, args=(bs, lat_out, n, on_record), daemon=True)
     reader.start()
@@ -152,7 +161,11 @@ def main() -> None:
     producer.flush()
     reader.join()
     q = statistics.quantiles(latencies, n=100)
-    print(f"latency  p50 {q[49]:.1f} ms  p99 {q[98]:.1f} ms  at {rate:.1f} events/s ({n} events, half max rate)")
+    w = statistics.quantiles(in_worker, n=100)
+    print(
+        f"latency  p50 {q[49]:.1f} ms  p99 {q[98]:.1f} ms  at {rate:.1f} events/s ({n} events, half max rate)"
+    )
+    print(f"         of which consumed -> scored in the worker: p50 {w[49]:.1f} ms  p99 {w[98]:.1f} ms")
     worker.stop(30)
     runtime.stop(grace_s=5)
     if broker is not None:

@@ -74,6 +74,8 @@ class KafkaConfig:
         """Return librdkafka consumer settings (secrets included: never log these, log `redact()`)."""
         settings: dict[str, Any] = {
             "auto.offset.reset": "earliest",
+            # librdkafka's 500 ms long-poll shows up as latency on brokers that hold fetches.
+            "fetch.wait.max.ms": 50,
             **self.client,
             **self.consumer,
             "bootstrap.servers": self.bootstrap_servers,
