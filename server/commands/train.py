@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from gliclass_core.errors import InvalidInput
 
@@ -75,7 +76,7 @@ def _check(args: argparse.Namespace) -> None:
         raise InvalidInput("must be in [0, 1)", field="eval-split")
 
 
-def build_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def build_model(args: argparse.Namespace) -> Any:
     """Load or create the Trainable the arguments ask for."""
     from gliclass_core.modeling.gliznet import GliZNet, is_gliznet_dir
     from gliclass_core.modeling.loading import resolve_source
