@@ -44,8 +44,8 @@ class BatchPolicy:
     max_wait_s: float = 0.005
     #: Grouping stops adding rows once real/padded tokens of the batch would drop below this.
     min_padding_efficiency: float = 0.9
-    #: Bulk is "starved" when no bulk batch left for this long while bulk work waited; it then
-    #: gets the next batch even though interactive work is queued.
+    #: Bulk is "starved" when no bulk batch ran for this long while bulk work waited; it then
+    #: gets the next batch even though interactive work is queued (or a replica is reserved).
     bulk_starvation_s: float = 0.25
     #: While interactive traffic was seen within `interactive_window_s`, bulk batches are capped
     #: at this many padded tokens, bounding how long an interactive item waits behind one.
@@ -73,7 +73,10 @@ class QueueState:
 
     now: float
     last_interactive_at: float = float("-inf")
+    #: When a bulk batch was last dispatched or finished (bulk was being served until then).
     last_bulk_dispatch_at: float = float("-inf")
+    #: Bulk batches being computed right now: bulk is being served, so it is not starving.
+    bulk_in_flight: int = 0
     #: True when this replica must keep itself free for interactive work (another one is busy).
     reserve_for_interactive: bool = False
     #: Shutting down: dispatch whatever is queued without waiting for a fuller batch.
@@ -117,7 +120,7 @@ def form_batch(
 
     wake_at: float | None = None
     bulk_starved = False
-    if bulk:
+    if bulk and not state.bulk_in_flight:
         starving_since = max(state.last_bulk_dispatch_at, bulk[0].enqueued_at)
         bulk_starved = now - starving_since >= policy.bulk_starvation_s
     interactive_recent = bool(interactive) or now - state.last_interactive_at < policy.interactive_window_s
@@ -127,11 +130,11 @@ def form_batch(
     elif bulk and (bulk_starved or not (state.reserve_for_interactive and interactive_recent)):
         chosen, queue = Priority.BULK, bulk
     else:
-        if bulk:  # held back for interactive: look again when starvation or the window ends
-            wake_at = min(
-                max(state.last_bulk_dispatch_at, bulk[0].enqueued_at) + policy.bulk_starvation_s,
-                state.last_interactive_at + policy.interactive_window_s,
-            )
+        if bulk:  # held back for interactive: look again when the window ends or bulk would starve
+            wake_at = state.last_interactive_at + policy.interactive_window_s
+            if not state.bulk_in_flight:
+                starving_at = max(state.last_bulk_dispatch_at, bulk[0].enqueued_at) + policy.bulk_starvation_s
+                wake_at = min(wake_at, starving_at)
         return BatchDecision(expired=expired, wake_at=wake_at)
 
     budget = policy.max_batch_tokens

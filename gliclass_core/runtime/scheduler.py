@@ -137,6 +137,7 @@ class Scheduler:
         self._closed = False
         self._last_interactive_at = float("-inf")
         self._last_bulk_dispatch_at = float("-inf")
+        self._bulk_in_flight = 0
         # Batch forming looks at the oldest passes only, so its cost does not grow with the queue.
         self._window = max(4 * policy.max_batch_size, 256)
         self._stats = StatsRecorder()
@@ -318,6 +319,9 @@ class Scheduler:
         failed: list[tuple[_Item, BaseException]] = []
         with self._cond:
             self._in_flight -= 1
+            if batch.decision.priority is Priority.BULK:
+                self._bulk_in_flight -= 1
+                self._last_bulk_dispatch_at = self._clock()
             for entry, result in zip(batch.entries, results):
                 item = entry.item
                 if item.done:
@@ -363,6 +367,7 @@ class Scheduler:
             now=now,
             last_interactive_at=self._last_interactive_at,
             last_bulk_dispatch_at=self._last_bulk_dispatch_at,
+            bulk_in_flight=self._bulk_in_flight,
             reserve_for_interactive=self._reserved > 0 and self._idle <= self._reserved,
             draining=self._draining,
         )
@@ -417,6 +422,7 @@ class Scheduler:
             return None
         if decision.priority is Priority.BULK:
             self._last_bulk_dispatch_at = now
+            self._bulk_in_flight += 1
         self._in_flight += 1
         return Batch(tuple(entries), decision, now)
 

@@ -213,3 +213,21 @@ def test_policy_from_config():
     assert (policy.max_batch_size, policy.max_batch_tokens, policy.max_wait_s) == (16, 512, 0.003)
     assert policy.bulk_tokens_while_interactive == 512
     assert BatchPolicy.from_config(BatchingConfig(), max_wait_s=0.5).max_wait_s == 0.5
+
+
+def test_bulk_being_computed_is_not_starving():
+    """A long bulk batch in flight must not make the reserved replica take bulk work too."""
+    bulk = queue([10] * 3, BULK, at=0.0)
+    state = QueueState(
+        now=5.0,
+        last_interactive_at=4.9,
+        last_bulk_dispatch_at=1.0,
+        reserve_for_interactive=True,
+        bulk_in_flight=1,
+    )
+    held = form_batch([], bulk, POLICY, state)
+    assert held.batch == () and held.wake_at == pytest.approx(4.9 + POLICY.interactive_window_s)
+    starving = QueueState(
+        now=5.0, last_interactive_at=4.9, last_bulk_dispatch_at=1.0, reserve_for_interactive=True
+    )
+    assert len(form_batch([], bulk, POLICY, starving).batch) == 3
