@@ -63,8 +63,8 @@ class EmbeddedBroker:
         self.stop()
         raise BrokerError(f"tansu broker did not listen on {url} within {timeout:.0f}s")
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the broker (SIGTERM, then SIGKILL)."""
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop the broker (SIGTERM, then SIGKILL: memory storage has nothing to flush)."""
         if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()
