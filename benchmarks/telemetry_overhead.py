@@ -122,7 +122,8 @@ class Telemetry:
             span_exporter = InMemorySpanExporter()
             reader = InMemoryMetricReader()
         tracer_provider = TracerProvider()
-        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+        # A queue large enough that no span is dropped: every span's export cost is counted.
+        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter, max_queue_size=1 << 17))
         meter_provider = MeterProvider(metric_readers=[reader])
         self._providers = (tracer_provider, meter_provider, span_exporter)
         telemetry.install(tracer_provider, meter_provider)

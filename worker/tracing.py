@@ -29,6 +29,8 @@ TP = tuple[str, int]
 TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 #: How often consumer lag is recomputed from the cached high watermarks (seconds).
 LAG_INTERVAL_S = 1.0
+#: Links per receive span (the SDK's default span link limit; more would be built and dropped).
+MAX_RECEIVE_LINKS = 128
 
 
 @dataclass(eq=False)
@@ -87,7 +89,7 @@ class WorkerTracing:
             parent = propagate.extract(_carrier(msg.headers()))
             self._parents[id(msg)] = parent
             context = trace.get_current_span(parent).get_span_context()
-            if context.is_valid:
+            if context.is_valid and len(links) < MAX_RECEIVE_LINKS:
                 links.append(Link(context))
         topics = {msg.topic() for msg in msgs}
         attributes: dict[str, Any] = {
