@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +119,7 @@ def _parse_literal(value: str) -> Any:
 def _build(cls: type, table: Any, where: str) -> Any:
     if not isinstance(table, Mapping):
         raise ConfigError(f"[{where}] must be a table")
-    known = set(cls.__dataclass_fields__)
+    known = {f.name for f in fields(cls)}
     unknown = set(table) - known
     if unknown:
         raise ConfigError(f"[{where}] unknown key(s): {', '.join(sorted(unknown))}")
