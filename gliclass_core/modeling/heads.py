@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gliclass_core.modeling import fast_bert
 from gliclass_core.modeling.config import GLiClassConfig
 from gliclass_core.modeling.encoder import build_encoder
 from gliclass_core.modeling.poolings import pool
@@ -56,6 +57,8 @@ class GLiClassNetwork(nn.Module):
         self.classes_projector = Projector(d_enc, cfg.hidden_size, d_enc, cfg.projector_act)
         self.scorer = build_scorer(cfg.scorer, cfg.hidden_size)
         self.logit_scale = nn.Parameter(torch.tensor(1.0))
+        # Packed, padding-free inference for BERT encoders (modeling/fast_bert.py); off: HF forward.
+        self.use_fast_path = True
         if cfg.is_bi_encoder:
             assert cfg.label_model_config is not None
             d_lab = int(cfg.label_model_config["hidden_size"])
@@ -64,10 +67,19 @@ class GLiClassNetwork(nn.Module):
 
     # -- shared pieces ---------------------------------------------------------------------------
     def hidden_states(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, inputs_embeds: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        inputs_embeds: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Last hidden state (or the configured layer) of the text encoder."""
+        """Last hidden state (or the configured layer) of the text encoder.
+
+        `keep` (B, P): the only positions the caller will read; the fast path may skip the others.
+        """
         layer = self.cfg.encoder_layer_id
+        if self._fast(self.encoder_model) and layer == -1:
+            return fast_bert.bert_forward(self.encoder_model, input_ids, attention_mask, inputs_embeds, keep)
         kwargs = {"output_hidden_states": True} if layer != -1 else {}
         if inputs_embeds is not None:
             out = self.encoder_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
@@ -75,9 +87,21 @@ class GLiClassNetwork(nn.Module):
             out = self.encoder_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         return out.hidden_states[layer] if layer != -1 else out[0]
 
+    def _fast(self, module: nn.Module) -> bool:
+        # Inference only: the fast path is not meant for autograd.
+        return (
+            self.use_fast_path
+            and not self.training
+            and not torch.is_grad_enabled()
+            and fast_bert.supports(module)
+        )
+
     def label_vectors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Bi-encoder label vectors (N, D) for N tokenized labels, before any text is seen."""
-        hidden = self.label_encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
+        if self._fast(self.label_encoder):
+            hidden = fast_bert.bert_forward(self.label_encoder, input_ids, attention_mask)
+        else:
+            hidden = self.label_encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
         vectors = pool(hidden, attention_mask.bool(), self.cfg.pooling)
         vectors = self.classes_projector(self.biencoder_projector(vectors))
         if self.cfg.normalize_features:
@@ -96,10 +120,20 @@ class GLiClassNetwork(nn.Module):
     ) -> torch.Tensor:
         """Uni-encoder logits (B, K)."""
         cfg = self.cfg
-        hidden = self.hidden_states(input_ids, attention_mask)
+        shift = 0 if cfg.embed_class_token else 1
+        keep = None
+        if (
+            cfg.class_token_pooling == "first"
+            and cfg.pooling in ("first", "last")
+            and not cfg.extract_text_features
+        ):
+            # Only the text position and the label positions are read from the last layer.
+            text_pos = (mb.lengths - 1) if cfg.pooling == "last" else torch.zeros_like(mb.lengths)
+            label_pos = (mb.markers + shift).clamp(max=input_ids.shape[1] - 1)
+            keep = torch.cat([text_pos.unsqueeze(1), label_pos], dim=1)
+        hidden = self.hidden_states(input_ids, attention_mask, keep=keep)
         bsz, seq, _ = hidden.shape
         rows = torch.arange(bsz, device=hidden.device).unsqueeze(1)
-        shift = 0 if cfg.embed_class_token else 1
         if cfg.class_token_pooling == "first":
             positions = (mb.markers + shift).clamp(max=seq - 1)
             labels = hidden[rows, positions]

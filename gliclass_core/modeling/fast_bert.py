@@ -1,0 +1,111 @@
+"""Inference fast path for BERT-family encoders: no compute on padding, optional last-layer pruning.
+
+`transformers`' BertModel runs every layer on the padded (B, S) grid. Here the token-wise work
+(embeddings, projections, feed-forward, layer norms) runs on the packed real tokens only, and only
+attention sees the padded grid (SDPA with a key mask). When the head reads just a few positions
+(first-token pooling, class-token "first"), the last layer computes queries and the feed-forward
+only there. Same weights (read from the HF module on every call, so training updates are seen),
+same arithmetic up to float rounding; anything unusual falls back to the HF module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+SUPPORTED = ("bert",)
+
+
+def supports(model: nn.Module) -> bool:
+    """Whether `model` is a plain absolute-position BERT we can run ourselves."""
+    cfg = getattr(model, "config", None)
+    return (
+        cfg is not None
+        and getattr(cfg, "model_type", None) in SUPPORTED
+        and getattr(cfg, "position_embedding_type", "absolute") == "absolute"
+        and not getattr(cfg, "is_decoder", False)
+        and hasattr(model, "embeddings")
+        and hasattr(model, "encoder")
+    )
+
+
+def _layer_norm(x: torch.Tensor, ln: Any) -> torch.Tensor:
+    return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+
+
+def bert_forward(
+    model: Any,
+    input_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor,
+    inputs_embeds: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Last hidden state (B, S, D); with `keep` (B, P) positions, only those rows are valid at the end."""
+    cfg = model.config
+    emb = model.embeddings
+    mask = attention_mask.bool()
+    bsz, seq = mask.shape
+    flat = mask.reshape(-1).nonzero().squeeze(1)  # packed index of every real token
+    positions = torch.arange(seq, device=mask.device).repeat(bsz)[flat]
+    if inputs_embeds is not None:
+        words = inputs_embeds.reshape(bsz * seq, -1)[flat]
+    else:
+        assert input_ids is not None
+        words = emb.word_embeddings(input_ids.reshape(-1)[flat])
+    type_row = emb.token_type_embeddings.weight[0]
+    x = _layer_norm(words + type_row + emb.position_embeddings(positions), emb.LayerNorm)
+
+    heads = cfg.num_attention_heads
+    dim = x.shape[-1]
+    head_dim = dim // heads
+    key_mask = mask.view(bsz, 1, 1, seq)
+    layers = model.encoder.layer
+    keep_flat = None
+    if keep is not None:
+        rows = torch.arange(bsz, device=mask.device).unsqueeze(1).expand_as(keep)
+        keep_flat = (rows * seq + keep).reshape(-1)
+    for i, layer in enumerate(layers):
+        att = layer.attention.self
+        w = torch.cat([att.query.weight, att.key.weight, att.value.weight], 0)
+        b = torch.cat([att.query.bias, att.key.bias, att.value.bias], 0)
+        qkv = x.new_zeros(bsz * seq, 3 * dim)
+        qkv[flat] = F.linear(x, w, b)
+        qkv = qkv.view(bsz, seq, 3, heads, head_dim)
+        k = qkv[:, :, 1].transpose(1, 2)
+        v = qkv[:, :, 2].transpose(1, 2)
+        last = i == len(layers) - 1
+        if last and keep is not None and keep_flat is not None:
+            q = (
+                qkv.view(bsz * seq, 3, heads, head_dim)[keep_flat, 0]
+                .view(bsz, -1, heads, head_dim)
+                .transpose(1, 2)
+            )
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+            ctx = ctx.transpose(1, 2).reshape(-1, dim)
+            residual = _scatter_rows(x, flat, keep_flat, bsz * seq)
+        else:
+            q = qkv[:, :, 0].transpose(1, 2)
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+            ctx = ctx.transpose(1, 2).reshape(bsz * seq, dim)[flat]
+            residual = x
+        out = layer.attention.output
+        h = _layer_norm(F.linear(ctx, out.dense.weight, out.dense.bias) + residual, out.LayerNorm)
+        inter = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(h))
+        x = _layer_norm(layer.output.dense(inter) + h, layer.output.LayerNorm)
+        if last and keep_flat is not None:
+            full = x.new_zeros(bsz * seq, dim)
+            full[keep_flat] = x
+            return full.view(bsz, seq, dim)
+    full = x.new_zeros(bsz * seq, dim)
+    full[flat] = x
+    return full.view(bsz, seq, dim)
+
+
+def _scatter_rows(x: torch.Tensor, flat: torch.Tensor, wanted: torch.Tensor, total: int) -> torch.Tensor:
+    """Rows of packed `x` at padded-grid indices `wanted` (zeros where a wanted index is padding)."""
+    grid = x.new_zeros(total, x.shape[-1])
+    grid[flat] = x
+    return grid[wanted]
