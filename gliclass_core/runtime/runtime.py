@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Mapping
 
@@ -13,6 +14,8 @@ from gliclass_core.runtime.pool import Pool, resolve_devices
 from gliclass_core.runtime.scheduler import Scheduler
 from gliclass_core.runtime.stats import SchedulerStats
 from gliclass_core.types import ModelInfo
+
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 #: On a GPU a forward pass costs about the same for 1 or 32 rows (kernel launches dominate), so
 #: fuller batches beat tighter padding, and bulk batches of 8k tokens barely delay interactive ones.
@@ -58,7 +61,15 @@ class Runtime:
         return cls(config, pool, scheduler, reserve_interactive=reserve_interactive)
 
     def start(self) -> None:
-        """Load the replicas and warm them up in background threads; returns at once."""
+        """Load the replicas and warm them up in background threads; returns at once.
+
+        Also shortens the interpreter's GIL switch interval (process-wide) to `GIL_SWITCH_INTERVAL_S`
+        unless it is already shorter: a replica thread re-takes the GIL between torch ops, and with
+        Python's default 5 ms every op of an interactive forward pass can wait that long behind a
+        thread tokenizing bulk input.
+        """
+        if sys.getswitchinterval() > GIL_SWITCH_INTERVAL_S:
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self.pool.start(on_ready=self._open)
 
     def _open(self, pool: Pool) -> None:

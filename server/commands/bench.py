@@ -82,6 +82,8 @@ def percentiles(samples: Sequence[float]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from gliclass_core import Classifier
     from gliclass_core.config import AppConfig, BatchingConfig, ModelConfig
 
@@ -118,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         figures["throughput"] = _throughput(args, config, classifier, labels)
     if args.scenario in ("latency", "all"):
         figures["latency"] = _latency(args, config, classifier, labels)
+    figures["gil_switch_interval_ms"] = round(sys.getswitchinterval() * 1000, 3)
     if args.json:
         print(json.dumps(figures, indent=1))
     return 0
@@ -232,7 +235,6 @@ def _latency(args: argparse.Namespace, config: Any, classifier: Any, labels: tup
         return samples
 
     stop = threading.Event()
-    bulk_done = [0]
 
     def bulk_client(offset: int) -> None:
         k = offset
@@ -241,7 +243,6 @@ def _latency(args: argparse.Namespace, config: Any, classifier: Any, labels: tup
             k += args.bulk_batch
             for future in runtime.scheduler.submit(chunk, priority=Priority.BULK):
                 future.result()
-            bulk_done[0] += len(chunk)
 
     try:
         asyncio.run(interactive_phase())  # warm-up
@@ -253,9 +254,10 @@ def _latency(args: argparse.Namespace, config: Any, classifier: Any, labels: tup
         for thread in threads:
             thread.start()
         time.sleep(1.0)  # let the bulk queue fill
-        started, done_before = time.perf_counter(), bulk_done[0]
+        started, completed_before = time.perf_counter(), runtime.stats().completed_items
         loaded = asyncio.run(interactive_phase())
-        bulk_rate = (bulk_done[0] - done_before) / (time.perf_counter() - started)
+        bulk_completed = runtime.stats().completed_items - completed_before - len(loaded)
+        bulk_rate = bulk_completed / (time.perf_counter() - started)
         stop.set()
         for thread in threads:
             thread.join(60)
