@@ -12,7 +12,7 @@ in `worker/tracing.py`; both read the active tracer and instruments from here.
 from __future__ import annotations
 
 from gliclass_core.telemetry.logs import JsonFormatter, configure_logging
-from gliclass_core.telemetry.metrics import Instruments, observe_runtime
+from gliclass_core.telemetry.metrics import Instruments, forget_runtime, observe_runtime
 from gliclass_core.telemetry.setup import (
     Telemetry,
     TelemetrySettings,
@@ -30,6 +30,7 @@ __all__ = [
     "Telemetry",
     "TelemetrySettings",
     "configure_logging",
+    "forget_runtime",
     "install",
     "instruments",
     "observe_runtime",

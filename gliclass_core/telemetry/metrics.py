@@ -46,6 +46,12 @@ def observe_runtime(runtime: Any) -> None:
         _runtimes.add(runtime)
 
 
+def forget_runtime(runtime: Any) -> None:
+    """Stop exporting this runtime's scheduler counters (tests; a stopped runtime is dropped anyway)."""
+    with _runtimes_lock:
+        _runtimes.discard(runtime)
+
+
 def _observed_stats() -> list[Any]:
     with _runtimes_lock:
         runtimes = list(_runtimes)

@@ -40,6 +40,7 @@ def otel(monkeypatch: pytest.MonkeyPatch, grpc_runtime: Any) -> Iterator[tuple[A
     # The runtime's batch spans use the global tracer; a process sets that only once, so patch it.
     monkeypatch.setattr(runtime_tracing, "_tracer", tracer_provider.get_tracer("gliclass_core.runtime"))
     yield spans, reader, tracer_provider
+    telemetry.forget_runtime(grpc_runtime)
     telemetry.uninstall()
     tracer_provider.shutdown()
     meter_provider.shutdown()

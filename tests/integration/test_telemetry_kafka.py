@@ -47,12 +47,14 @@ class Otel:
 
 
 @pytest.fixture
-def otel(monkeypatch: pytest.MonkeyPatch) -> Iterator[Otel]:
+def otel(monkeypatch: pytest.MonkeyPatch, kafka_runtime: Any) -> Iterator[Otel]:
     otel = Otel()
     telemetry.install(otel.tracer_provider, otel.meter_provider)
+    telemetry.observe_runtime(kafka_runtime)
     # The runtime's batch spans use the global tracer; a process sets that only once, so patch it.
     monkeypatch.setattr(runtime_tracing, "_tracer", otel.tracer_provider.get_tracer("gliclass_core.runtime"))
     yield otel
+    telemetry.forget_runtime(kafka_runtime)
     telemetry.uninstall()
     otel.tracer_provider.shutdown()
     otel.meter_provider.shutdown()
@@ -63,7 +65,6 @@ def test_trace_flows_from_producer_through_worker_and_batches_to_output(
 ) -> None:
     topic_in, topic_out, topic_dlq = topic_name("tel-in"), topic_name("tel-out"), topic_name("tel-dlq")
     kafka.create_topics({topic_in: 2, topic_out: 2, topic_dlq: 1})
-    telemetry.observe_runtime(kafka_runtime)
     producer_tracer = otel.tracer_provider.get_tracer("test-producer")
     producer = kafka.producer()
     sent: dict[int, Any] = {}  # producer span trace id -> its span context
