@@ -9,9 +9,11 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import time
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry._logs import SeverityNumber
 
 #: LogRecord attributes that are not user-supplied `extra=` fields.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
@@ -56,3 +58,41 @@ def configure_logging(log_format: str) -> None:
             root.setLevel(logging.INFO)
     for handler in root.handlers:
         handler.setFormatter(JsonFormatter())
+
+
+_SEVERITY = (
+    (logging.CRITICAL, SeverityNumber.FATAL),
+    (logging.ERROR, SeverityNumber.ERROR),
+    (logging.WARNING, SeverityNumber.WARN),
+    (logging.INFO, SeverityNumber.INFO),
+    (logging.DEBUG, SeverityNumber.DEBUG),
+)
+
+
+class OtelLogHandler(logging.Handler):
+    """Send log records to an OTel LoggerProvider, in the current span's context (OTEL_LOGS_EXPORTER)."""
+
+    def __init__(self, provider: Any, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self._provider = provider
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            severity = next((n for level, n in _SEVERITY if record.levelno >= level), SeverityNumber.TRACE)
+            attributes: dict[str, Any] = {
+                "code.file.path": record.pathname,
+                "code.line.number": record.lineno,
+                "code.function.name": record.funcName,
+            }
+            exception = record.exc_info[1] if record.exc_info else None
+            self._provider.get_logger(record.name).emit(
+                timestamp=int(record.created * 1e9),
+                observed_timestamp=time.time_ns(),
+                severity_number=severity,
+                severity_text=record.levelname,
+                body=record.getMessage(),
+                attributes=attributes,
+                exception=exception,
+            )
+        except Exception:
+            self.handleError(record)

@@ -276,8 +276,10 @@ def _metric_exporter(name: str, settings: TelemetrySettings) -> Any:
 
 def _logs(settings: TelemetrySettings, resource: Any) -> Any:
     """Send log records (with their trace context) to the log exporters via a root-logger handler."""
-    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    from gliclass_core.telemetry.logs import OtelLogHandler
 
     provider = LoggerProvider(resource=resource)
     for name in settings.logs:
@@ -294,5 +296,5 @@ def _logs(settings: TelemetrySettings, resource: Any) -> Any:
 
             exporter = OTLPLogExporter()
         provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
-    logging.getLogger().addHandler(LoggingHandler(logger_provider=provider))
+    logging.getLogger().addHandler(OtelLogHandler(provider))
     return provider

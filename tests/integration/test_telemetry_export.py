@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 import pytest
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
@@ -41,6 +42,7 @@ class Collected:
     def __init__(self) -> None:
         self.traces: list[Any] = []
         self.metrics: list[Any] = []
+        self.logs: list[Any] = []
 
 
 class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
@@ -61,12 +63,22 @@ class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
 
+class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
+    def __init__(self, out: Collected) -> None:
+        self.out = out
+
+    def Export(self, request: Any, context: Any) -> Any:
+        self.out.logs.append(request)
+        return logs_service_pb2.ExportLogsServiceResponse()
+
+
 @pytest.fixture
 def grpc_collector() -> Iterator[tuple[str, Collected]]:
     out = Collected()
     server = grpc.server(futures.ThreadPoolExecutor(2))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Traces(out), server)
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Metrics(out), server)
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_Logs(out), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     yield f"http://127.0.0.1:{port}", out
@@ -86,6 +98,9 @@ def http_collector() -> Iterator[tuple[str, Collected]]:
             elif self.path == "/v1/metrics":
                 out.metrics.append(metrics_service_pb2.ExportMetricsServiceRequest.FromString(body))
                 reply = metrics_service_pb2.ExportMetricsServiceResponse()
+            elif self.path == "/v1/logs":
+                out.logs.append(logs_service_pb2.ExportLogsServiceRequest.FromString(body))
+                reply = logs_service_pb2.ExportLogsServiceResponse()
             else:
                 self.send_response(404)
                 self.end_headers()
@@ -137,6 +152,7 @@ def test_setup_exports_spans_and_metrics_over_otlp(
             "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
             "OTEL_SERVICE_NAME": "probe-svc",
             "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
+            "OTEL_LOGS_EXPORTER": "otlp",
         }
     )
     spans = [
@@ -160,6 +176,15 @@ def test_setup_exports_spans_and_metrics_over_otlp(
         for point in metric.sum.data_points
     ]
     assert points and points[-1] == 3
+    records = [
+        record
+        for request in collected.logs
+        for rl in request.resource_logs
+        for sl in rl.scope_logs
+        for record in sl.log_records
+        if record.body.string_value == "inside the span"
+    ]
+    assert [r.trace_id.hex() for r in records] == [span.trace_id.hex()]  # log records carry the span context
 
 
 def test_setup_console_exporter_and_default_service_name() -> None:
