@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 
 from gliclass_core.classifier import Classifier
@@ -80,17 +81,12 @@ class Runtime:
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until every replica is warm (True), loading failed or `timeout` passed (False)."""
-        waiter = threading.Event()
-
-        def watch(event: threading.Event) -> None:
-            event.wait(timeout)
-            waiter.set()
-
-        if self.pool.ready.is_set():
-            return True
-        for event in (self.pool.ready, self.pool.failed):
-            threading.Thread(target=watch, args=(event,), daemon=True).start()
-        waiter.wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not (self.pool.ready.is_set() or self.pool.failed.is_set()):
+            remaining = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+            if remaining <= 0:
+                break
+            self.pool.ready.wait(remaining)
         return self.ready
 
     @property
