@@ -10,6 +10,7 @@ from gliclass_core.runtime.batching import (
     QueueState,
     form_batch,
 )
+from gliclass_core.runtime.bridge import gather_futures
 from gliclass_core.runtime.pool import Pool, resolve_devices
 from gliclass_core.runtime.runtime import Runtime
 from gliclass_core.runtime.scheduler import Batch, Scheduler
@@ -28,5 +29,6 @@ __all__ = [
     "Scheduler",
     "SchedulerStats",
     "form_batch",
+    "gather_futures",
     "resolve_devices",
 ]
