@@ -17,6 +17,8 @@ from torch import nn
 from torch.nn import functional as F
 
 SUPPORTED = ("bert",)
+# Run token-wise work packed when real tokens are less than this share of the padded grid.
+PACK_BELOW = 0.9
 
 
 def supports(model: nn.Module) -> bool:
@@ -48,13 +50,27 @@ def bert_forward(
     emb = model.embeddings
     mask = attention_mask.bool()
     bsz, seq = mask.shape
-    flat = mask.reshape(-1).nonzero().squeeze(1)  # packed index of every real token
-    positions = torch.arange(seq, device=mask.device).repeat(bsz)[flat]
+    total = bsz * seq
+    real = mask.reshape(-1).nonzero().squeeze(1)  # grid index of every real token
+    # Pack only when it saves enough: with little padding the gathers cost more than they save.
+    flat: torch.Tensor | None = real if real.numel() < PACK_BELOW * total else None
+
+    def to_grid(t: torch.Tensor) -> torch.Tensor:
+        if flat is None:
+            return t
+        grid = t.new_zeros(total, t.shape[-1])
+        grid[flat] = t
+        return grid
+
+    def from_grid(t: torch.Tensor) -> torch.Tensor:
+        return t if flat is None else t[flat]
+
+    positions = from_grid(torch.arange(seq, device=mask.device).repeat(bsz).unsqueeze(1)).squeeze(1)
     if inputs_embeds is not None:
-        words = inputs_embeds.reshape(bsz * seq, -1)[flat]
+        words = from_grid(inputs_embeds.reshape(total, -1))
     else:
         assert input_ids is not None
-        words = emb.word_embeddings(input_ids.reshape(-1)[flat])
+        words = emb.word_embeddings(from_grid(input_ids.reshape(total, 1)).squeeze(1))
     type_row = emb.token_type_embeddings.weight[0]
     x = _layer_norm(words + type_row + emb.position_embeddings(positions), emb.LayerNorm)
 
@@ -71,41 +87,27 @@ def bert_forward(
         att = layer.attention.self
         w = torch.cat([att.query.weight, att.key.weight, att.value.weight], 0)
         b = torch.cat([att.query.bias, att.key.bias, att.value.bias], 0)
-        qkv = x.new_zeros(bsz * seq, 3 * dim)
-        qkv[flat] = F.linear(x, w, b)
-        qkv = qkv.view(bsz, seq, 3, heads, head_dim)
+        qkv = to_grid(F.linear(x, w, b)).view(bsz, seq, 3, heads, head_dim)
         k = qkv[:, :, 1].transpose(1, 2)
         v = qkv[:, :, 2].transpose(1, 2)
         last = i == len(layers) - 1
-        if last and keep is not None and keep_flat is not None:
-            q = (
-                qkv.view(bsz * seq, 3, heads, head_dim)[keep_flat, 0]
-                .view(bsz, -1, heads, head_dim)
-                .transpose(1, 2)
-            )
+        if last and keep_flat is not None:
+            q = qkv.view(total, 3, heads, head_dim)[keep_flat, 0]
+            q = q.view(bsz, -1, heads, head_dim).transpose(1, 2)
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
             ctx = ctx.transpose(1, 2).reshape(-1, dim)
-            residual = _scatter_rows(x, flat, keep_flat, bsz * seq)
+            residual = to_grid(x)[keep_flat]
         else:
             q = qkv[:, :, 0].transpose(1, 2)
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
-            ctx = ctx.transpose(1, 2).reshape(bsz * seq, dim)[flat]
+            ctx = from_grid(ctx.transpose(1, 2).reshape(total, dim))
             residual = x
         out = layer.attention.output
         h = _layer_norm(F.linear(ctx, out.dense.weight, out.dense.bias) + residual, out.LayerNorm)
         inter = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(h))
         x = _layer_norm(layer.output.dense(inter) + h, layer.output.LayerNorm)
         if last and keep_flat is not None:
-            full = x.new_zeros(bsz * seq, dim)
+            full = x.new_zeros(total, dim)
             full[keep_flat] = x
             return full.view(bsz, seq, dim)
-    full = x.new_zeros(bsz * seq, dim)
-    full[flat] = x
-    return full.view(bsz, seq, dim)
-
-
-def _scatter_rows(x: torch.Tensor, flat: torch.Tensor, wanted: torch.Tensor, total: int) -> torch.Tensor:
-    """Rows of packed `x` at padded-grid indices `wanted` (zeros where a wanted index is padding)."""
-    grid = x.new_zeros(total, x.shape[-1])
-    grid[flat] = x
-    return grid[wanted]
+    return to_grid(x).view(bsz, seq, dim)
