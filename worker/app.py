@@ -25,7 +25,7 @@ class KafkaWorker:
         self.config: KafkaConfig = parse_kafka_config(app_config)
         self._label_sets = dict(app_config.label_sets)
         self._model_id = app_config.model.id
-        self._reload: tuple[KafkaConfig, dict[str, Any]] | None = None
+        self._reload: tuple[KafkaConfig, dict[str, Any], threading.Event] | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._drain_timeout = 30.0
@@ -72,25 +72,31 @@ class KafkaWorker:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def reload(self, app_config: AppConfig) -> None:
+    def reload(self, app_config: AppConfig, timeout: float = 10.0) -> bool:
         """Validate a new config and hand its routes and label sets to the loop (in-flight work is kept).
 
-        Raises ConfigError (and keeps the running config) when the new one is invalid.
+        Returns once the loop uses them (True), or after `timeout` (False: it will, at its next
+        iteration). Raises ConfigError (and keeps the running config) when the new one is invalid.
         """
         new = parse_kafka_config(app_config)
         kept = ("bootstrap_servers", "group_id", "delivery", "instance_id", "client", "consumer", "producer")
         changed = [k for k in kept if getattr(new, k) != getattr(self.config, k)]
         if changed:
             log.warning("reload: %s changed; those take effect after a restart", ", ".join(changed))
+        applied = threading.Event()
         with self._lock:
-            self._reload = (new, dict(app_config.label_sets))
+            self._reload = (new, dict(app_config.label_sets), applied)
+        if not self.running:
+            self.config, self._label_sets = new, dict(app_config.label_sets)
+            return True
+        return applied.wait(timeout)
 
     def _apply_reload(self, loop: WorkerLoop) -> None:
         with self._lock:
             pending, self._reload = self._reload, None
         if pending is None:
             return
-        new, label_sets = pending
+        new, label_sets, applied = pending
         old_topics = sorted(r.input for r in loop.config.routes)
         # Client settings stay as they were; routes, label sets and tuning change now.
         merged = KafkaConfig(
@@ -110,6 +116,7 @@ class KafkaWorker:
         if new_topics != old_topics:
             loop.consumer.subscribe(new_topics)
         log.info("reloaded: %d routes, %d label sets", len(merged.routes), len(label_sets))
+        applied.set()
 
     def _run(self) -> None:
         try:
