@@ -202,10 +202,20 @@ def test_exactly_once_across_kill_9(kafka, e2e_topics, group_id, tmp_path, glicl
         workers.append(Worker(config, tmp_path / "eos-first.log"))
         # Kill inside an open transaction that already holds records, after one commit.
         deadline = time.monotonic() + 120
-        while not (reader.poll() and len(peek.poll()) > len(reader.poll())):
+
+        def open_transaction_with_records() -> bool:
+            # Asked twice: records seen uncommitted, and still not committed a moment later.
+            return (
+                bool(reader.poll())
+                and len(peek.poll()) > len(reader.poll()) > 0
+                and (len(peek.records) > len(reader.poll()))
+            )
+
+        while not open_transaction_with_records():
             assert time.monotonic() < deadline, "no transaction with uncommitted records seen"
         workers[0].proc.kill()
         workers[0].proc.wait(10)
+        assert len(sources(reader.poll())) < 450, "the kill happened mid-stream"
         # Same transactional id: the restart fences the killed instance and aborts its open transaction.
         workers.append(Worker(config, tmp_path / "eos-second.log"))
         reader.until(lambda r: len(sources(r)) >= 450, timeout=180)
