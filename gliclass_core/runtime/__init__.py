@@ -13,7 +13,7 @@ from gliclass_core.runtime.batching import (
 from gliclass_core.runtime.bridge import gather_futures
 from gliclass_core.runtime.pool import Pool, resolve_devices
 from gliclass_core.runtime.runtime import Runtime
-from gliclass_core.runtime.scheduler import Batch, Scheduler
+from gliclass_core.runtime.scheduler import Batch, Scheduler, TimedFuture
 from gliclass_core.runtime.stats import Histogram, SchedulerStats
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "Runtime",
     "Scheduler",
     "SchedulerStats",
+    "TimedFuture",
     "form_batch",
     "gather_futures",
     "resolve_devices",

@@ -92,6 +92,7 @@ class Replica:
     def run_batch(self, batch: Batch) -> None:
         """Compute one batch and hand its results (or per-row errors) back to the scheduler."""
         results: Results
+        started = time.perf_counter()
         try:
             with batch_span(
                 batch.span_contexts,
@@ -106,7 +107,7 @@ class Replica:
         except BaseException as exc:  # the span machinery itself failed: still answer every row
             results = [exc] * len(batch.entries)
         self.batches += 1
-        self.scheduler.complete(batch, results, self.device)
+        self.scheduler.complete(batch, results, self.device, compute_s=time.perf_counter() - started)
 
     def forward_splitting(self, passes: Sequence[EncodedPass]) -> Results:
         """Forward the batch; on out-of-memory retry each half once, failing only what still fails."""

@@ -50,12 +50,27 @@ from gliclass_core.types import ClassifyItem, Prediction
 _INLINE_PREPARE_CHARS = 20_000
 
 
+class TimedFuture(Future[Prediction]):
+    """The future `submit` returns, carrying where its item's time went once it resolves.
+
+    `queue_s`: seconds from `submit` until the item's first pass was dispatched to a replica.
+    `compute_s`: wall seconds of the batches that computed its passes (summed when an item needed
+    several passes). Both are set before the future resolves; None while queued or when the item
+    never reached a replica (expired, cancelled, shut down).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue_s: float | None = None
+        self.compute_s: float | None = None
+
+
 @dataclass(eq=False)
 class _Item:
     """One submitted item: its future and the logits of its passes as they arrive."""
 
     prepared: PreparedItem
-    future: Future[Prediction]
+    future: TimedFuture
     priority: Priority
     enqueued_at: float
     span_context: SpanContext | None
@@ -223,7 +238,7 @@ class Scheduler:
                 raise Overloaded(f"queue full ({self._depth} of {self.max_queue} queued); retry later")
             queue = self._queues[priority]
             for prep, span_context in zip(prepared, contexts):
-                future: Future[Prediction] = Future()
+                future = TimedFuture()
                 item = _Item(
                     prep, future, priority, now, span_context, [None] * len(prep.passes), len(prep.passes)
                 )
@@ -246,6 +261,7 @@ class Scheduler:
                 self._stats.count("expired_items")
                 _fail(item.future, DeadlineExceeded("the deadline had passed when the item was submitted"))
             elif not item.prepared.passes:
+                item.future.queue_s = item.future.compute_s = 0.0  # nothing to compute
                 self._finish(item)
             else:
                 item.future.add_done_callback(functools.partial(self._on_future_done, item))
@@ -313,8 +329,21 @@ class Scheduler:
             if batch is not None:
                 return batch
 
-    def complete(self, batch: Batch, results: Sequence[np.ndarray | BaseException], device: str) -> None:
-        """Deliver a computed batch: logits (or the exception) per row, in batch order."""
+    def complete(
+        self,
+        batch: Batch,
+        results: Sequence[np.ndarray | BaseException],
+        device: str,
+        *,
+        compute_s: float | None = None,
+    ) -> None:
+        """Deliver a computed batch: logits (or the exception) per row, in batch order.
+
+        `compute_s` is the batch's wall time on the replica (default: since it was dispatched);
+        each item's future gets its queue and compute seconds (see `TimedFuture`) before resolving.
+        """
+        if compute_s is None:
+            compute_s = max(0.0, self._clock() - batch.dispatched_at)
         finished: list[_Item] = []
         failed: list[tuple[_Item, BaseException]] = []
         with self._cond:
@@ -326,6 +355,10 @@ class Scheduler:
                 item = entry.item
                 if item.done:
                     continue
+                future = item.future
+                if future.queue_s is None:
+                    future.queue_s = max(0.0, batch.dispatched_at - item.enqueued_at)
+                future.compute_s = (future.compute_s or 0.0) + compute_s
                 if isinstance(result, BaseException):
                     item.done = True
                     self._unqueue(item)

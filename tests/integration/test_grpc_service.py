@@ -33,6 +33,9 @@ def test_classify_scores_every_label_in_order_like_the_offline_model(
         assert [s.score for s in result.scores] == pytest.approx(list(expected.scores.values()), abs=1e-4)
         assert list(result.labels) == expected.labels
         assert result.timings.total_ms > 0 and result.label_chunks >= 1
+        # The scheduler reports where the time went: waiting in the queue, then the batch's forward pass.
+        t = result.timings
+        assert t.compute_ms > 0 and t.queue_ms >= 0 and t.total_ms >= t.compute_ms
         assert not result.HasField("error")
 
 
@@ -119,6 +122,8 @@ def test_stream_answers_each_item_in_order_and_reports_bad_items_inline(classifi
         [s.score for s in unary.results[0].scores], abs=1e-4
     )
     assert all(not r.result.HasField("error") for r in responses if r.result.id != "bad")
+    assert streamed.timings.compute_ms > 0 and streamed.timings.queue_ms >= 0
+    assert streamed.timings.total_ms >= streamed.timings.compute_ms
 
 
 def test_stream_with_no_items_ends_cleanly(classifier_stub: Any) -> None:
