@@ -2,7 +2,8 @@
 
 `GrpcServer` runs on an asyncio loop the caller owns (the `serve` command, or a test thread).
 `serve` is the whole `gliclass-stream serve` process: runtime, gRPC, the optional Kafka worker,
-and SIGTERM handling (health NOT_SERVING, in-flight work finishes within the grace period, exit 0).
+SIGTERM handling (health NOT_SERVING, in-flight work finishes within the grace period, exit 0) and
+SIGHUP reload (label sets for gRPC, routes and label sets for the worker; the rest needs a restart).
 """
 
 from __future__ import annotations
@@ -125,8 +126,12 @@ async def serve(
     *,
     on_started: Callable[[GrpcServer], None] | None = None,
     stop_event: asyncio.Event | None = None,
+    config_path: str | None = None,
 ) -> int:
-    """Run the runtime, the gRPC server and (with a [kafka] section) the Kafka worker until SIGTERM/SIGINT."""
+    """Run the runtime, the gRPC server and (with a [kafka] section) the Kafka worker until SIGTERM/SIGINT.
+
+    SIGHUP re-reads `config_path` (see `reload`).
+    """
     from gliclass_core.runtime import Runtime
 
     runtime = Runtime.from_config(app_config)
@@ -151,6 +156,16 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, stop.set)
+        reloads: set[asyncio.Task[bool]] = set()
+
+        def on_sighup() -> None:
+            # Off the loop: reading the file and waiting for the worker to pick up its routes block.
+            task = asyncio.create_task(asyncio.to_thread(reload, config_path, app_config, server, worker))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, AttributeError):
+            loop.add_signal_handler(signal.SIGHUP, on_sighup)
         stopped = asyncio.create_task(stop.wait())
         failed = asyncio.create_task(server.load_failed.wait())
         await asyncio.wait((stopped, failed), return_when=asyncio.FIRST_COMPLETED)
@@ -167,3 +182,28 @@ async def serve(
         await asyncio.gather(*stops)
         await asyncio.to_thread(runtime.stop, grace_s=grace)
     return 0
+
+
+def reload(path: str | None, running: AppConfig, server: GrpcServer, worker: Any = None) -> bool:
+    """Re-read the config file and apply its label sets (and the worker's routes); True when applied.
+
+    Everything is validated before anything changes: a bad file is logged and the running config
+    stays. `[model]`, `[batching]` and `[grpc]` changes take effect only after a restart.
+    """
+    from server.grpc_config import parse_grpc_config
+    from server.reload import reload_config
+
+    def apply(new: AppConfig) -> None:
+        parse_grpc_config(new.section("grpc"))  # so the file will also start the next time
+        if worker is not None:
+            worker.reload(new)  # validates [kafka] before it changes anything; raises when invalid
+        server.servicer.set_label_sets(new.label_sets)
+        restart_only = [s for s in ("model", "batching", "grpc") if new.raw.get(s) != running.raw.get(s)]
+        if restart_only:
+            log.warning("reload: [%s] changed; that takes effect after a restart", "], [".join(restart_only))
+        log.info("reloaded: %d label sets", len(new.label_sets))
+
+    applied = reload_config(path, apply)
+    if applied:
+        print("gliclass-stream serve: reloaded label sets", file=sys.stderr, flush=True)
+    return applied

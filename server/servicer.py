@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
+from gliclass_core.config import LabelSet
 from gliclass_core.errors import InvalidInput, NotReady
 from gliclass_core.runtime import Priority
 from gliclass_core.types import Prediction
@@ -74,13 +75,23 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
     def __init__(self, runtime: Any, config: GrpcConfig) -> None:
         self._runtime = runtime
         self._config = config
+        self._label_sets: Mapping[str, LabelSet] | None = None
         self.stats = StreamStats()
+
+    @property
+    def label_sets(self) -> Mapping[str, LabelSet]:
+        """The label sets items may name: the runtime's, until a reload replaces them."""
+        return self._runtime.label_sets if self._label_sets is None else self._label_sets
+
+    def set_label_sets(self, label_sets: Mapping[str, LabelSet]) -> None:
+        """Serve `label_sets` from the next request on (SIGHUP reload); calls in progress keep theirs."""
+        self._label_sets = dict(label_sets)
 
     async def Classify(
         self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClassifyResponse:
         received = time.perf_counter()
-        items = convert.items_from_proto(request.items, self._runtime.label_sets, self._config)
+        items = convert.items_from_proto(request.items, self.label_sets, self._config)
         submit_args = (items, Priority.INTERACTIVE, _deadline(context))
         if sum(len(item.text) for item in items) > INLINE_PREPARE_CHARS:
             # Tokenizing is CPU work; past a few thousand words keep it off the event loop.
@@ -178,7 +189,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
     def _submit_one(self, item: pb.Item, index: int, deadline: float | None) -> _Pending:
         received = time.perf_counter()
         try:
-            core_item = convert.item_from_proto(item, self._runtime.label_sets, self._config, index)
+            core_item = convert.item_from_proto(item, self.label_sets, self._config, index)
             (future,) = self._runtime.scheduler.submit(
                 [core_item], priority=Priority.INTERACTIVE, deadline=deadline
             )
@@ -225,7 +236,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
     async def ListLabelSets(
         self, request: pb.ListLabelSetsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListLabelSetsResponse:
-        return convert.label_sets_to_proto(self._runtime.label_sets)
+        return convert.label_sets_to_proto(self.label_sets)
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:

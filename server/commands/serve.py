@@ -29,6 +29,6 @@ def run(args: argparse.Namespace) -> int:
     if args.address:
         grpc_config = dataclasses.replace(grpc_config, address=args.address)
     try:
-        return asyncio.run(serve(app_config, grpc_config))
+        return asyncio.run(serve(app_config, grpc_config, config_path=args.config))
     finally:
         telemetry.shutdown()  # flush what is still buffered

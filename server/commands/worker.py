@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from gliclass_core.runtime import Runtime
     from gliclass_core.telemetry import observe_runtime
     from gliclass_core.telemetry import setup as setup_telemetry
+    from server.reload import reload_config
     from worker.app import KafkaWorker
     from worker.config import parse_kafka_config
 
@@ -57,13 +58,10 @@ def run(args: argparse.Namespace) -> int:
             if reload.is_set():
                 reload.clear()
                 stop.clear()
-                try:
-                    worker.reload(load_config(args.config))
+                if reload_config(args.config, worker.reload):
                     print(
                         "gliclass-stream worker: reloaded routes and label sets", file=sys.stderr, flush=True
                     )
-                except Exception as exc:
-                    log.error("reload failed, keeping the running config: %s", exc)
                 continue
             if stop.is_set():
                 break

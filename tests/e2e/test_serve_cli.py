@@ -39,8 +39,12 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "server.cli", *args]
 
 
+Served = tuple[subprocess.Popen[str], str, "queue.Queue[str]"]
+
+
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def served(tmp_path: Path) -> Iterator[Served]:
+    """A `serve` process on `tmp_path / "gliclass.toml"`: the process, its address, its output lines."""
     config = tmp_path / "gliclass.toml"
     config.write_text(CONFIG, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GLICLASS_")}
@@ -64,16 +68,15 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
             address = line.rsplit(" ", 1)[-1].strip()
     try:
         assert address, f"serve did not report its address (exit {proc.poll()})"
-        yield proc, address
+        yield proc, address, lines
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
 
 
-def test_serve_reports_health_serves_and_drains_on_sigterm(served: tuple[subprocess.Popen[str], str]) -> None:
-    proc, address = served
-    # The Docker HEALTHCHECK command: non-zero until the model is warm, then 0.
+def wait_healthy(proc: subprocess.Popen[str], address: str) -> None:
+    """Poll the Docker HEALTHCHECK command: non-zero until the model is warm, then 0."""
     end = time.monotonic() + 180
     while subprocess.run(
         cli("health", "--address", address, "--timeout", "5"), capture_output=True
@@ -81,6 +84,11 @@ def test_serve_reports_health_serves_and_drains_on_sigterm(served: tuple[subproc
         assert proc.poll() is None, "serve exited before becoming healthy"
         assert time.monotonic() < end, "serve never became SERVING"
         time.sleep(0.5)
+
+
+def test_serve_reports_health_serves_and_drains_on_sigterm(served: Served) -> None:
+    proc, address, _ = served
+    wait_healthy(proc, address)
 
     with grpc.insecure_channel(address) as channel:
         stub = classifier_pb2_grpc.ClassifierStub(channel)
@@ -107,6 +115,59 @@ def test_serve_reports_health_serves_and_drains_on_sigterm(served: tuple[subproc
         assert [r.result.id for r in after] == ["after0", "after1", "after2"]
         assert all(len(r.result.scores) == 3 and not r.result.HasField("error") for r in after)
 
+    assert proc.wait(timeout=60) == 0
+
+
+def wait_for_line(lines: queue.Queue[str], text: str) -> str:
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        with contextlib.suppress(queue.Empty):
+            line = lines.get(timeout=1)
+            if text in line:
+                return line
+    raise AssertionError(f"serve never printed {text!r}")
+
+
+def test_sighup_reloads_label_sets_and_keeps_the_old_config_on_a_bad_file(
+    served: Served, tmp_path: Path
+) -> None:
+    proc, address, lines = served
+    config = tmp_path / "gliclass.toml"
+    wait_healthy(proc, address)
+    with grpc.insecure_channel(address) as channel:
+        stub = classifier_pb2_grpc.ClassifierStub(channel)
+        urgent = pb.ClassifyRequest(items=[pb.Item(text="The site is down right now!", label_set="urgency")])
+        with pytest.raises(grpc.RpcError) as unknown:
+            stub.Classify(urgent, timeout=30)
+        assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+        # A broken file: the error names the problem, the running label sets keep serving.
+        config.write_text(CONFIG + "\n[label_sets.urgency]\nlabels = []\n", encoding="utf-8")
+        proc.send_signal(signal.SIGHUP)
+        error = wait_for_line(lines, "reload failed")
+        assert "[label_sets.urgency] labels must be a non-empty list" in error
+        assert proc.poll() is None
+        names = [s.name for s in stub.ListLabelSets(pb.ListLabelSetsRequest(), timeout=10).label_sets]
+        assert names == ["support"]
+        supported = stub.Classify(
+            pb.ClassifyRequest(items=[pb.Item(text="I was charged twice", label_set="support")]), timeout=30
+        )
+        assert len(supported.results[0].scores) == 3
+
+        # A good file: the new label set is listed and usable without a restart.
+        config.write_text(
+            CONFIG + '\n[label_sets.urgency]\nlabels = ["urgent", "not urgent"]\n', encoding="utf-8"
+        )
+        proc.send_signal(signal.SIGHUP)
+        wait_for_line(lines, "reloaded label sets")
+        listed = stub.ListLabelSets(pb.ListLabelSetsRequest(), timeout=10).label_sets
+        assert [s.name for s in listed] == ["support", "urgency"]
+        assert list(next(s for s in listed if s.name == "urgency").labels) == ["urgent", "not urgent"]
+        result = stub.Classify(urgent, timeout=30).results[0]
+        assert not result.HasField("error") and result.label_set == "urgency"
+        assert [s.label for s in result.scores] == ["urgent", "not urgent"]
+
+    proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
 
 
