@@ -17,7 +17,7 @@ import grpc
 
 from gliclass_core.config import LabelSet
 from gliclass_core.errors import InvalidInput, NotReady
-from gliclass_core.runtime import Priority
+from gliclass_core.runtime import Priority, bridge
 from gliclass_core.types import Prediction
 from server import convert
 from server.grpc_config import GrpcConfig
@@ -64,7 +64,8 @@ class _Pending:
     item_id: str
     label_set: str
     received: float
-    future: asyncio.Future[Any] | None = None
+    #: Done once the submitted future is (woken in bursts, see `bridge.when_done`); None when `ready`.
+    future: asyncio.Future[None] | None = None
     ready: pb.ItemResult | None = None
     submitted: list[concurrent.futures.Future[Prediction]] = field(default_factory=list)
 
@@ -150,8 +151,6 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
             for leftover in leftovers:
                 for f in leftover.submitted:
                     f.cancel()
-                if leftover.future is not None and leftover.future.done() and not leftover.future.cancelled():
-                    leftover.future.exception()  # mark retrieved: nobody will read this outcome
 
     async def _read_stream(
         self,
@@ -202,7 +201,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
             item_id=item.id,
             label_set=item.label_set,
             received=received,
-            future=asyncio.wrap_future(future),
+            future=bridge.when_done(future),
             submitted=[future],
         )
 
@@ -218,12 +217,13 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         if entry.ready is not None:
             return entry.ready
         assert entry.future is not None
-        try:
-            prediction = await entry.future
-        except Exception as exc:
-            return convert.error_to_proto(entry.item_id, exc, entry.label_set)
+        await entry.future
+        submitted = entry.submitted[0]
+        error = bridge.failure(submitted)
+        if error is not None:
+            return convert.error_to_proto(entry.item_id, error, entry.label_set)
         return convert.result_to_proto(
-            entry.item_id, prediction, _timings(entry.submitted[0], entry.received), entry.label_set
+            entry.item_id, submitted.result(), _timings(submitted, entry.received), entry.label_set
         )
 
     async def GetModelInfo(

@@ -59,6 +59,19 @@ def _bridge(loop: asyncio.AbstractEventLoop) -> _LoopBridge:
         return bridge
 
 
+def when_done(future: Future[Any]) -> asyncio.Future[None]:
+    """An asyncio future that completes (with None) once `future` is done, however it ended.
+
+    Unlike `asyncio.wrap_future` the loop is woken once per burst of completions, not once per
+    future; read the outcome from `future` itself (see `failure`). Call on the loop's thread.
+    """
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    bridge = _bridge(loop)
+    future.add_done_callback(lambda _: bridge.post(waiter))
+    return waiter
+
+
 async def gather_futures(futures: Sequence[Future[Any]], *, return_exceptions: bool = False) -> list[Any]:
     """Await concurrent futures from asyncio; results in order.
 
@@ -88,8 +101,8 @@ async def gather_futures(futures: Sequence[Future[Any]], *, return_exceptions: b
         results: list[Any] = []
         for future in futures:
             if not future.done():  # woken early by a failure: raise the first one
-                raise next(e for e in map(_failure, futures) if e is not None)
-            error = _failure(future)
+                raise next(e for e in map(failure, futures) if e is not None)
+            error = failure(future)
             if error is None:
                 results.append(future.result())
             elif return_exceptions:
@@ -103,7 +116,7 @@ async def gather_futures(futures: Sequence[Future[Any]], *, return_exceptions: b
         raise
 
 
-def _failure(future: Future[Any]) -> BaseException | None:
+def failure(future: Future[Any]) -> BaseException | None:
     """The error a done future ended with (cancellation as `Cancelled`); None if pending or fine."""
     if not future.done():
         return None
