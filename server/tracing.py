@@ -25,6 +25,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gliclass_core import telemetry
+from server.handlers import rewrap
 
 SKIPPED_PREFIXES = ("/grpc.health.v1.Health/",)
 SERVER_ERRORS = frozenset(
@@ -54,31 +55,7 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or (tracer is None and metrics is None) or method.startswith(SKIPPED_PREFIXES):
             return handler
         call = _Call(tracer, metrics, method, handler_call_details.invocation_metadata)
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                call.wrap_unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                call.wrap_stream(handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                call.wrap_unary(handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                call.wrap_stream(handler.stream_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return rewrap(handler, call.wrap_unary, call.wrap_stream)
 
 
 class _Call:
