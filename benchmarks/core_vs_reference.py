@@ -79,6 +79,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--window", type=int, default=128, help="texts per interleaved measurement window")
     ap.add_argument("--checkpoint", help="use this uni-encoder checkpoint instead of building one")
+    ap.add_argument(
+        "--no-malloc-tuning",
+        action="store_true",
+        help="leave glibc mmap/trim thresholds alone (default: raised for both sides, as serve does)",
+    )
     args = ap.parse_args()
 
     import torch
@@ -86,7 +91,10 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from gliclass_core import Classifier
+    from gliclass_core.runtime.host_memory import retain_freed_memory
 
+    # Process-wide, so the reference side gets the same allocator behaviour as ours.
+    tuned = False if args.no_malloc_tuning else retain_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
@@ -105,7 +113,10 @@ def main() -> None:
             tokenizer, args.mixed, [rng.randint(10, 400) for _ in range(args.mixed)], seed=2
         ),
     }
-    print(f"torch {torch.__version__}, threads={torch.get_num_threads()}, batch={args.batch_size}, fp32 CPU")
+    print(
+        f"torch {torch.__version__}, threads={torch.get_num_threads()}, batch={args.batch_size}, fp32 CPU,"
+        f" freed memory retained: {tuned}"
+    )
     for name, texts in workloads.items():
         # Warm-up both sides on a few texts (first-call allocations, lazy inits).
         pipe(texts[:8], LABELS, batch_size=args.batch_size)

@@ -11,6 +11,7 @@ from gliclass_core.classifier import Classifier
 from gliclass_core.config import AppConfig, LabelSet
 from gliclass_core.errors import NotReady
 from gliclass_core.runtime.batching import BatchPolicy
+from gliclass_core.runtime.host_memory import retain_freed_memory
 from gliclass_core.runtime.pool import Pool, resolve_devices
 from gliclass_core.runtime.scheduler import Scheduler
 from gliclass_core.runtime.stats import SchedulerStats
@@ -67,8 +68,9 @@ class Runtime:
         Also shortens the interpreter's GIL switch interval (process-wide) to `GIL_SWITCH_INTERVAL_S`
         unless it is already shorter: a replica thread re-takes the GIL between torch ops, and with
         Python's default 5 ms every op of an interactive forward pass can wait that long behind a
-        thread tokenizing bulk input.
+        thread tokenizing bulk input. And keeps freed host memory for reuse (`host_memory`).
         """
+        retain_freed_memory()
         if sys.getswitchinterval() > GIL_SWITCH_INTERVAL_S:
             sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self.pool.start(on_ready=self._open)

@@ -71,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
             validate_item(item, i)
 
     from gliclass_core import Classifier
+    from gliclass_core.runtime.host_memory import retain_freed_memory
+
+    retain_freed_memory()
 
     clf = Classifier.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     if args.texts:
