@@ -86,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
 
     from gliclass_core import Classifier
     from gliclass_core.config import AppConfig, BatchingConfig, ModelConfig
+    from gliclass_core.runtime.host_memory import retain_freed_memory
 
+    retain_freed_memory()  # as Runtime.start does, so offline runs before the pool starts get it too
     model = ModelConfig(
         id=args.model,
         device=args.device,
