@@ -55,10 +55,14 @@ def bert_forward(
     # Pack only when it saves enough: with little padding the gathers cost more than they save.
     flat: torch.Tensor | None = real if real.numel() < PACK_BELOW * total else None
 
+    pad = (~mask).reshape(-1).nonzero().squeeze(1) if flat is not None else None
+
     def to_grid(t: torch.Tensor) -> torch.Tensor:
         if flat is None:
             return t
-        grid = t.new_zeros(total, t.shape[-1])
+        # Zero only the padding rows (masked keys must still be finite), then scatter the real ones.
+        grid = t.new_empty(total, t.shape[-1])
+        grid[pad] = 0
         grid[flat] = t
         return grid
 
