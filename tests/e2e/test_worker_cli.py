@@ -211,11 +211,16 @@ def test_exactly_once_across_kill_9(kafka, e2e_topics, group_id, tmp_path, glicl
                 and (len(peek.records) > len(reader.poll()))
             )
 
-        # Prefer a kill inside an open transaction; on a slow machine a window may not be caught,
-        # so after the deadline any mid-stream moment (some output committed, not all) will do.
+        # Prefer a kill inside an open transaction; a window may not be caught (a fast worker, or a
+        # slow machine), so 2 s after the first committed output any mid-stream moment will do.
+        first_output = None
         while not open_transaction_with_records():
-            if time.monotonic() > deadline and 0 < len(sources(reader.poll())) < 400:
+            done = len(sources(reader.poll()))
+            if done and first_output is None:
+                first_output = time.monotonic()
+            if first_output is not None and time.monotonic() > first_output + 2 and 0 < done < 400:
                 break
+            assert done < 400, f"the worker finished ({done} outputs) before a kill point was caught"
             assert time.monotonic() < deadline + 120, "the worker committed no output"
         workers[0].proc.kill()
         workers[0].proc.wait(10)
