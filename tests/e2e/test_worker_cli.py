@@ -193,7 +193,9 @@ def test_exactly_once_across_kill_9(kafka, e2e_topics, group_id, tmp_path, glicl
         # Long transactions, so the kill can land inside an open one with records in it.
         commit_interval_ms=3000,
     )
-    produce(kafka, src, 450)
+    # 90 events first; the other 360 once some output is committed, so that a fast worker cannot
+    # score all 450 in its first transaction and leave no mid-stream moment to kill it in.
+    produce(kafka, src, 90)
     reader = Reader(kafka, out, 3, **{"isolation.level": "read_committed"})
     # Sees records of open transactions too: tells us when a transaction holds uncommitted output.
     peek = Reader(kafka, out, 3, **{"isolation.level": "read_uncommitted"})
@@ -212,16 +214,20 @@ def test_exactly_once_across_kill_9(kafka, e2e_topics, group_id, tmp_path, glicl
             )
 
         # Prefer a kill inside an open transaction; a window may not be caught (a fast worker, or a
-        # slow machine), so 2 s after the first committed output any mid-stream moment will do.
+        # slow machine), so 2 s after the first committed output (and the rest of the input) any
+        # mid-stream moment will do.
         first_output = None
         while not open_transaction_with_records():
             done = len(sources(reader.poll()))
             if done and first_output is None:
                 first_output = time.monotonic()
+                produce(kafka, src, 360, start=90)
             if first_output is not None and time.monotonic() > first_output + 2 and 0 < done < 400:
                 break
             assert done < 400, f"the worker finished ({done} outputs) before a kill point was caught"
             assert time.monotonic() < deadline + 120, "the worker committed no output"
+        if first_output is None:  # the window came with the first output: the rest still goes in
+            produce(kafka, src, 360, start=90)
         workers[0].proc.kill()
         workers[0].proc.wait(10)
         assert len(sources(reader.poll())) < 450, "the kill happened mid-stream"
