@@ -1,8 +1,9 @@
 """The training loop: AdamW with separate encoder/head learning rates, warmup + linear decay,
 a progress bar on stderr (loss, examples/s), evaluation each epoch and early stopping.
 
-Models plug in through `Trainable` (see `gliclass_core.training.adapters`), so GLiClass and
-GliZNet share one loop.
+Models plug in through the `Trainable` protocol below (implemented by
+`gliclass_core.training.gliclass_trainable` and `gliclass_core.training.gliznet_trainable`), so
+GLiClass and GliZNet share one loop.
 """
 
 from __future__ import annotations
