@@ -342,10 +342,15 @@ class Scheduler:
                             self._cond.wait(timeout)
                 finally:
                     self._idle -= 1
-            for item in expired:
-                _fail(item.future, DeadlineExceeded("the deadline passed while the item was queued"))
-            if expired:
-                self._stats.count("expired_items", len(expired))
+            try:
+                for item in expired:
+                    _fail(item.future, DeadlineExceeded("the deadline passed while the item was queued"))
+                if expired:
+                    self._stats.count("expired_items", len(expired))
+            except BaseException as exc:
+                if batch is not None:  # taken from the queue but never handed out: fail it, not lose it
+                    self.abandon(batch, exc, "the scheduler")
+                raise
             if batch is not None:
                 return batch
 

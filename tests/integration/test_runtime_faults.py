@@ -20,7 +20,14 @@ import pytest
 
 from gliclass_core import Classifier, ClassifyItem
 from gliclass_core.config import AppConfig, BatchingConfig, ModelConfig
-from gliclass_core.errors import BatchFailed, GliclassError, InvalidInput, NotReady, Overloaded
+from gliclass_core.errors import (
+    BatchFailed,
+    DeadlineExceeded,
+    GliclassError,
+    InvalidInput,
+    NotReady,
+    Overloaded,
+)
 from gliclass_core.runtime import BatchPolicy, Priority, Runtime, Scheduler
 from gliclass_core.runtime import replica as replica_module
 from gliclass_core.runtime import scheduler as scheduler_module
@@ -225,4 +232,30 @@ def test_an_item_needing_more_passes_than_the_queue_holds_is_invalid_input(own_c
         scheduler.submit([ClassifyItem(TEXTS[0], few)])
     stats = scheduler.stats()
     assert stats.queue_depth == limit and stats.rejected_items == 1
+    scheduler.close(grace_s=0)
+
+
+def test_a_fault_after_a_batch_was_taken_but_before_it_was_handed_out_fails_it(
+    classifier: Classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scheduler = Scheduler(BatchPolicy(max_wait_s=0), max_queue=16)
+    scheduler.open(classifier, replicas=1)
+    late = scheduler.submit([ClassifyItem(TEXTS[0], LABELS)], deadline=time.monotonic() + 0.01)
+    waiting = scheduler.submit([ClassifyItem(TEXTS[1], LABELS)], priority=Priority.BULK)
+    time.sleep(0.05)  # the first item's deadline passes while it is queued
+    count = scheduler._stats.count
+
+    # Fault hook: counting the expired item raises, after the batch was taken from the queue.
+    def faulty_count(name: str, n: int = 1) -> None:
+        if name == "expired_items":
+            raise RuntimeError("injected fault while counting")
+        count(name, n)
+
+    monkeypatch.setattr(scheduler._stats, "count", faulty_count)
+    with pytest.raises(RuntimeError, match="injected"):
+        scheduler.next_batch()  # as a replica's loop would call it
+    settle(late + waiting, timeout=1)
+    assert isinstance(late[0].exception(), DeadlineExceeded)
+    assert isinstance(waiting[0].exception(), BatchFailed)
+    assert scheduler.stats().in_flight_batches == 0
     scheduler.close(grace_s=0)
