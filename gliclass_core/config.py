@@ -3,9 +3,11 @@
 Loaded once at start-up into frozen dataclasses; nothing here is read at import time.
 
 Environment overrides use `__` between levels: `GLICLASS_BATCHING__MAX_BATCH_SIZE=32`,
-`GLICLASS_MODEL__DEVICE=cpu`. Under `kafka.client` (librdkafka settings) single underscores
-become dots: `GLICLASS_KAFKA__CLIENT__SASL_PASSWORD=...` sets `sasl.password`. Values are parsed
-as TOML literals when they parse (numbers, booleans, arrays), else taken as strings.
+`GLICLASS_MODEL__DEVICE=cpu`. Under `kafka.client`, `kafka.consumer` and `kafka.producer`
+(librdkafka settings) single underscores become dots: `GLICLASS_KAFKA__CLIENT__SASL_PASSWORD=...`
+sets `sasl.password`. Values are parsed as TOML literals when they parse (numbers, booleans,
+arrays), else taken as strings; values for librdkafka (those three tables) and for secret-named keys
+are always taken as strings, so a password `1_000` or `true` arrives exactly as written.
 
 Each edge parses its own section (`grpc`, `kafka`) from `AppConfig.raw`; the core owns
 `model`, `batching` and `label_sets`.
@@ -14,6 +16,7 @@ Each edge parses its own section (`grpc`, `kafka`) from `AppConfig.raw`; the cor
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -23,7 +26,17 @@ from typing import Any
 from gliclass_core.errors import GliclassError
 
 ENV_PREFIX = "GLICLASS_"
-SECRET_MARKERS = ("password", "secret", "token", "key", "credential")
+#: A key is secret-named when one of its words (split at `.`, `_`, `-`) ends with one of these
+#: (`tokens` is left out on purpose: `max_batch_tokens` is a count).
+SECRET_MARKERS = (
+    *("password", "passwords", "passwd", "secret", "secrets", "token"),
+    *("key", "keys", "credential", "credentials"),
+)
+#: Secret-bearing librdkafka settings whose names carry no marker word.
+SECRET_KEYS = frozenset({"sasl.oauthbearer.config", "sasl.oauthbearer.extensions", "sasl.jaas.config"})
+#: Tables passed to librdkafka, which parses its own values from strings.
+_LIBRDKAFKA_TABLES = frozenset({"client", "consumer", "producer"})
+_WORD = re.compile(r"[^a-z0-9]+")
 
 
 class ConfigError(GliclassError):
@@ -98,7 +111,8 @@ def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> None:
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
-        if len(parts) >= 3 and parts[0] == "kafka" and parts[1] == "client":
+        verbatim = len(parts) >= 3 and parts[0] == "kafka" and parts[1] in _LIBRDKAFKA_TABLES
+        if verbatim:
             parts = [*parts[:2], ".".join(parts[2:]).replace("_", ".")]
         node = data
         for part in parts[:-1]:
@@ -106,7 +120,15 @@ def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> None:
             if not isinstance(child, dict):
                 raise ConfigError(f"{name}: '{part}' is not a table")
             node = child
-        node[parts[-1]] = _parse_literal(value)
+        node[parts[-1]] = value if verbatim or is_secret_key(parts[-1]) else _parse_literal(value)
+
+
+def is_secret_key(key: str) -> bool:
+    """True for keys that hold secrets (`sasl.password`, `ssl.key.pem`, `api_key`, `sasl.jaas.config`)."""
+    lowered = key.lower()
+    if lowered in SECRET_KEYS:
+        return True
+    return any(word.endswith(SECRET_MARKERS) for word in _WORD.split(lowered) if word)
 
 
 def _parse_literal(value: str) -> Any:
@@ -162,13 +184,18 @@ def parse_config(data: Mapping[str, Any]) -> AppConfig:
 
 
 def redact(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Copy a settings mapping with secret-looking values replaced, for logs."""
-    out: dict[str, Any] = {}
-    for key, value in settings.items():
-        if isinstance(value, Mapping):
-            out[key] = redact(value)
-        elif any(marker in key.lower() for marker in SECRET_MARKERS):
-            out[key] = "***"
-        else:
-            out[key] = value
-    return out
+    """Copy a settings mapping for logs: every value under a secret-named key becomes `***`.
+
+    Recurses into nested tables and lists (a secret-named key hides its whole value, table or not).
+    """
+    return {
+        key: "***" if is_secret_key(str(key)) else _redact_value(value) for key, value in settings.items()
+    }
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return redact(value)
+    if isinstance(value, list | tuple):
+        return [_redact_value(item) for item in value]
+    return value

@@ -95,9 +95,23 @@ class GrpcServer:
                 for service in ("", SERVICE_NAME):
                     await self.health.set(service, SERVING)
                 log.info("model pool is warm: health SERVING")
+                await self._watch_pool()
                 return
             error = getattr(self.runtime, "error", None)
             if error is not None:
+                self.load_error = error
+                self.load_failed.set()
+                return
+            await asyncio.sleep(READY_POLL_S)
+
+    async def _watch_pool(self) -> None:
+        """While SERVING: if the pool stops (a replica gave up), go NOT_SERVING and report it."""
+        while not self._stopping:
+            error = getattr(self.runtime, "error", None)
+            if error is not None:
+                for service in ("", SERVICE_NAME):
+                    await self.health.set(service, NOT_SERVING)
+                log.error("model pool stopped: health NOT_SERVING (%s)", error)
                 self.load_error = error
                 self.load_failed.set()
                 return

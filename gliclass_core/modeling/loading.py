@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
@@ -74,11 +74,7 @@ def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
     if (directory / "model.safetensors").is_file():
         files = [directory / "model.safetensors"]
     elif index.is_file():
-        try:
-            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{index}: unreadable shard index ({exc})") from exc
-        files = [directory / n for n in names]
+        files = shard_files(directory, index)
     elif (directory / "pytorch_model.bin").is_file():
         try:
             loaded = torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
@@ -98,6 +94,31 @@ def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
         except Exception as exc:
             raise CheckpointError(f"{f}: corrupt or unreadable safetensors file ({exc})") from exc
     return state
+
+
+def shard_files(directory: Path, index: Path) -> list[Path]:
+    """The shard files an index's `weight_map` names; CheckpointError for any name leaving `directory`.
+
+    A name must be a relative path without `..` whose folder, symlinks resolved, is inside
+    `directory`. The shard file itself may be a symlink, as every file in a hub cache snapshot is.
+    """
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{index}: unreadable shard index ({exc})") from exc
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index}: weight_map must be a non-empty object of tensor name -> shard file")
+    if not all(isinstance(name, str) and name for name in weight_map.values()):
+        raise CheckpointError(f"{index}: every weight_map value must be a shard file name")
+    root = directory.resolve()
+    files: list[Path] = []
+    for name in sorted(set(weight_map.values())):
+        relative = PurePosixPath(name)
+        path = directory / relative
+        if relative.is_absolute() or ".." in relative.parts or not path.parent.resolve().is_relative_to(root):
+            raise CheckpointError(f"{index}: shard {name!r} is outside the checkpoint directory")
+        files.append(path)
+    return files
 
 
 def load_network(directory: Path, cfg: GLiClassConfig) -> GLiClassNetwork:

@@ -1,4 +1,9 @@
-"""The replica pool: which devices, how many model copies, and loading them in the background."""
+"""The replica pool: which devices, how many model copies, and loading them in the background.
+
+A replica that stops for good after repeated faults (see `replica`) takes the whole pool out of
+ready: `error` says why, the scheduler closes and fails what is queued with NotReady, so no
+caller waits forever and the process can be restarted.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from dataclasses import dataclass
 
 from gliclass_core.classifier import Classifier
 from gliclass_core.config import ConfigError, ModelConfig
+from gliclass_core.errors import NotReady
 from gliclass_core.runtime.replica import Replica
 from gliclass_core.runtime.scheduler import Scheduler
 
@@ -139,13 +145,25 @@ class Pool:
             )
             replica = Replica(spec.name, spec.device, self.scheduler, load, cpu_threads=threads)
             self.replicas.append(replica)
-            replica.start(report)
+            replica.start(report, self._replica_stopped)
 
     def _fail(self, exc: BaseException) -> None:
         with self._lock:
             if self.error is None:
                 self.error = exc
         self.failed.set()
+
+    def _replica_stopped(self, replica: Replica, exc: BaseException) -> None:
+        error = NotReady(
+            f"replica {replica.name} on {replica.device} stopped after {replica.faults} faults "
+            f"({type(exc).__name__}: {exc}); the pool is out of service"
+        )
+        error.__cause__ = exc
+        log.error("%s", error)
+        self._fail(error)
+        self.ready.clear()
+        failed = self.scheduler.close(0.0, drain=False)
+        log.error("the pool stopped: failed %d queued items", failed)
 
     def join(self, timeout: float) -> bool:
         """Wait for every replica thread to end (after the scheduler closed); True when all did."""

@@ -2,7 +2,9 @@
 
 The forward pass runs here and only here (never on an event loop), under
 `torch.inference_mode()`. A failing batch fails only its own items; CUDA out-of-memory splits
-the batch in two and retries each half once.
+the batch in two and retries each half once. A fault outside a batch's own guard (in the queue or
+bookkeeping code) fails the batch held at the time and restarts the loop; a replica that keeps
+faulting stops and reports it, so the pool leaves ready instead of leaving futures waiting.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -24,6 +27,12 @@ log = logging.getLogger(__name__)
 WARM_UP_ITEM = ClassifyItem(text="Warm-up text for the model replica.", labels=("first", "second"))
 
 Results = list[np.ndarray | BaseException]
+
+#: A replica whose loop faults this many times within `FAULT_WINDOW_S` stops for good.
+MAX_FAULTS = 5
+FAULT_WINDOW_S = 60.0
+#: Pause before restarting the loop after a fault, doubling with each recent fault.
+RESTART_DELAY_S = 0.05
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -50,14 +59,23 @@ class Replica:
         self.scheduler = scheduler
         self.classifier: Classifier | None = None
         self.batches = 0
+        self.faults = 0
         self._load = load
         self._cpu_threads = cpu_threads
         self._thread: threading.Thread | None = None
 
-    def start(self, on_ready: Callable[[Replica, BaseException | None], None]) -> None:
-        """Load and warm up in the replica's thread, report via `on_ready`, then serve batches."""
+    def start(
+        self,
+        on_ready: Callable[[Replica, BaseException | None], None],
+        on_stopped: Callable[[Replica, BaseException], None] | None = None,
+    ) -> None:
+        """Load and warm up in the replica's thread, report via `on_ready`, then serve batches.
+
+        `on_stopped(replica, exc)` is called (on the replica's thread) if the replica gives up
+        after faulting `MAX_FAULTS` times within `FAULT_WINDOW_S`.
+        """
         self._thread = threading.Thread(
-            target=self._main, args=(on_ready,), name=f"gliclass-{self.name}", daemon=True
+            target=self._main, args=(on_ready, on_stopped), name=f"gliclass-{self.name}", daemon=True
         )
         self._thread.start()
 
@@ -68,7 +86,11 @@ class Replica:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def _main(self, on_ready: Callable[[Replica, BaseException | None], None]) -> None:
+    def _main(
+        self,
+        on_ready: Callable[[Replica, BaseException | None], None],
+        on_stopped: Callable[[Replica, BaseException], None] | None,
+    ) -> None:
         import torch
 
         try:
@@ -86,8 +108,46 @@ class Replica:
             on_ready(self, exc)
             return
         on_ready(self, None)
-        while (batch := self.scheduler.next_batch()) is not None:
-            self.run_batch(batch)
+        self.serve(on_stopped)
+
+    def serve(self, on_stopped: Callable[[Replica, BaseException], None] | None = None) -> None:
+        """Compute batches until the scheduler closes, surviving faults outside a batch's guard.
+
+        A fault fails the batch held at the time (`Scheduler.abandon`), then the loop starts again
+        after a short pause; at `MAX_FAULTS` within `FAULT_WINDOW_S` the replica stops and calls
+        `on_stopped`.
+        """
+        recent: deque[float] = deque(maxlen=MAX_FAULTS)
+        while True:
+            batch: Batch | None = None
+            try:
+                while (batch := self.scheduler.next_batch()) is not None:
+                    self.run_batch(batch)
+                    batch = None
+                return
+            except BaseException as exc:
+                self.faults += 1
+                log.exception("replica %s on %s faulted outside a batch", self.name, self.device)
+                if batch is not None:
+                    self._abandon(batch, _unpinned(exc))
+                    batch = None
+                now = time.monotonic()
+                recent.append(now)
+                if len(recent) == MAX_FAULTS and now - recent[0] <= FAULT_WINDOW_S:
+                    log.error("replica %s on %s stops after %d faults", self.name, self.device, MAX_FAULTS)
+                    if on_stopped is not None:
+                        on_stopped(self, exc)
+                    return
+            # Outside the except block, so the traceback no longer pins the batch while waiting.
+            time.sleep(RESTART_DELAY_S * 2 ** (sum(now - t <= FAULT_WINDOW_S for t in recent) - 1))
+
+    def _abandon(self, batch: Batch, exc: BaseException) -> None:
+        try:
+            failed = self.scheduler.abandon(batch, exc, self.device)
+        except BaseException:
+            log.exception("replica %s: failing the faulted batch's items failed too", self.name)
+            return
+        log.error("replica %s on %s: failed %d items of the faulted batch", self.name, self.device, failed)
 
     def run_batch(self, batch: Batch) -> None:
         """Compute one batch and hand its results (or per-row errors) back to the scheduler."""

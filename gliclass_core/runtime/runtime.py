@@ -98,7 +98,7 @@ class Runtime:
 
     @property
     def error(self) -> BaseException | None:
-        """Why loading failed, if it did."""
+        """Why the pool failed (loading, or a replica that stopped after repeated faults), if it did."""
         return self.pool.error
 
     @property

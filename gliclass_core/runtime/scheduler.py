@@ -153,6 +153,7 @@ class Scheduler:
         self._last_interactive_at = float("-inf")
         self._last_bulk_dispatch_at = float("-inf")
         self._bulk_in_flight = 0
+        self._running: dict[int, Batch] = {}  # dispatched, not yet completed or abandoned
         # Batch forming looks at the oldest passes only, so its cost does not grow with the queue.
         self._window = max(4 * policy.max_batch_size, 256)
         self._stats = StatsRecorder()
@@ -206,8 +207,9 @@ class Scheduler:
     ) -> list[Future[Prediction]]:
         """Queue items; return one future per item, in order.
 
-        Raises (enqueuing nothing) InvalidInput naming the item, Overloaded when the queue has
-        no room for all of them, NotReady before warm-up or after shutdown began.
+        Raises (enqueuing nothing) InvalidInput naming the item (also when an item, or the call,
+        needs more passes than the whole queue holds: it could never fit), Overloaded when the
+        queue has no room for all of them now, NotReady before warm-up or after shutdown began.
         `deadline` is an absolute `time.monotonic()` time. `span_contexts` (one per item) are
         what each item's batch span links to; by default every item links to the caller's span.
         """
@@ -225,7 +227,7 @@ class Scheduler:
             )
         prepared = [classifier.prepare(item, index) for index, item in enumerate(items)]
         contexts = span_contexts or [capture_span_context()] * len(items)
-        rows = sum(len(p.passes) for p in prepared)
+        rows = self._check_fits(prepared)
         now = self._clock()
         expired_now = deadline is not None and deadline <= now
         futures: list[Future[Prediction]] = []
@@ -266,6 +268,24 @@ class Scheduler:
             else:
                 item.future.add_done_callback(functools.partial(self._on_future_done, item))
         return futures
+
+    def _check_fits(self, prepared: Sequence[PreparedItem]) -> int:
+        """Count the passes; InvalidInput (not Overloaded) for an item or call that could never fit."""
+        for index, item in enumerate(prepared):
+            if len(item.passes) > self.max_queue:
+                raise InvalidInput(
+                    f"its {len(item.item.labels)} labels need {len(item.passes)} passes; "
+                    f"the queue holds at most {self.max_queue}",
+                    field="labels",
+                    index=index,
+                )
+        rows = sum(len(item.passes) for item in prepared)
+        if rows > self.max_queue:
+            raise InvalidInput(
+                f"the {len(prepared)} items need {rows} passes; the queue holds at most {self.max_queue}",
+                field="items",
+            )
+        return rows
 
     async def classify(
         self,
@@ -322,10 +342,15 @@ class Scheduler:
                             self._cond.wait(timeout)
                 finally:
                     self._idle -= 1
-            for item in expired:
-                _fail(item.future, DeadlineExceeded("the deadline passed while the item was queued"))
-            if expired:
-                self._stats.count("expired_items", len(expired))
+            try:
+                for item in expired:
+                    _fail(item.future, DeadlineExceeded("the deadline passed while the item was queued"))
+                if expired:
+                    self._stats.count("expired_items", len(expired))
+            except BaseException as exc:
+                if batch is not None:  # taken from the queue but never handed out: fail it, not lose it
+                    self.abandon(batch, exc, "the scheduler")
+                raise
             if batch is not None:
                 return batch
 
@@ -347,6 +372,8 @@ class Scheduler:
         finished: list[_Item] = []
         failed: list[tuple[_Item, BaseException]] = []
         with self._cond:
+            if self._running.pop(id(batch), None) is None:
+                return  # abandoned: its items were failed already
             self._in_flight -= 1
             if batch.decision.priority is Priority.BULK:
                 self._bulk_in_flight -= 1
@@ -384,6 +411,30 @@ class Scheduler:
             _fail(item.future, _as_batch_failure(exc, device))
         if failed:
             self._stats.count("failed_items", len(failed))
+
+    def abandon(self, batch: Batch, exc: BaseException, device: str) -> int:
+        """Fail every unresolved item of `batch` after its replica faulted outside the batch's guard.
+
+        Safe whether or not `complete` ran part-way first; a later `complete` of the batch is
+        ignored. The items get `exc` as a BatchFailed (their other passes are dropped from the
+        queue). Returns how many futures this failed.
+        """
+        items: dict[int, _Item] = {}
+        with self._cond:
+            if self._running.pop(id(batch), None) is not None:
+                self._in_flight -= 1
+                if batch.decision.priority is Priority.BULK:
+                    self._bulk_in_flight -= 1
+            for entry in batch.entries:
+                item = entry.item
+                item.done = True
+                self._unqueue(item)
+                items[id(item)] = item
+            self._cond.notify_all()
+        failure = _as_batch_failure(exc, f"{device} (the replica faulted outside the batch)")
+        failed = sum(_fail(item.future, failure) for item in items.values())
+        self._stats.count("failed_items", failed)
+        return failed
 
     def record_compute(self, seconds: float) -> None:
         """Count the wall time of one forward pass (called by replicas)."""
@@ -457,7 +508,9 @@ class Scheduler:
             self._last_bulk_dispatch_at = now
             self._bulk_in_flight += 1
         self._in_flight += 1
-        return Batch(tuple(entries), decision, now)
+        batch = Batch(tuple(entries), decision, now)
+        self._running[id(batch)] = batch
+        return batch
 
     def _take_all(self) -> list[_Item]:
         items: dict[int, _Item] = {}
@@ -498,11 +551,13 @@ class Scheduler:
         self._stats.count("completed_items")
 
 
-def _fail(future: Future[Any], exc: BaseException) -> None:
+def _fail(future: Future[Any], exc: BaseException) -> bool:
+    """Resolve `future` with `exc`; False when it was resolved (or cancelled) already."""
     try:
         future.set_exception(exc)
     except InvalidStateError:
-        pass  # cancelled or already resolved: nobody is waiting for this outcome
+        return False  # cancelled or already resolved: nobody is waiting for this outcome
+    return True
 
 
 def _as_batch_failure(exc: BaseException, where: str) -> BaseException:

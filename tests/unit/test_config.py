@@ -91,3 +91,47 @@ def test_redact_hides_secrets_only() -> None:
     assert out["client"]["sasl.password"] == "***"
     assert out["client"]["sasl.username"] == "svc"
     assert out["ssl.key.location"] == "***"
+
+
+def test_env_values_for_librdkafka_and_secrets_stay_strings(tmp_path: Path) -> None:
+    env = {
+        "GLICLASS_KAFKA__CLIENT__SASL_PASSWORD": "1_000",
+        "GLICLASS_KAFKA__CLIENT__ENABLE_SSL_CERTIFICATE_VERIFICATION": "true",
+        "GLICLASS_KAFKA__PRODUCER__LINGER_MS": "10",
+        "GLICLASS_GRPC__TLS__KEY_PASSWORD": "0x1F",
+        "GLICLASS_TELEMETRY__API_TOKEN": "[1, 2]",
+        "GLICLASS_BATCHING__MAX_BATCH_TOKENS": "4096",  # "tokens" is a count, not a token: parsed
+        "GLICLASS_LABEL_SETS__SUPPORT__MULTI_LABEL": "false",
+    }
+    cfg = load_config(write(tmp_path, EXAMPLE), env=env)
+    client = cfg.section("kafka")["client"]
+    assert client["sasl.password"] == "1_000"
+    assert client["enable.ssl.certificate.verification"] == "true"
+    assert cfg.section("kafka")["producer"]["linger.ms"] == "10"
+    assert cfg.section("grpc")["tls"]["key_password"] == "0x1F"
+    assert cfg.section("telemetry")["api_token"] == "[1, 2]"
+    assert cfg.batching.max_batch_tokens == 4096
+    assert cfg.label_sets["support"].multi_label is False
+
+
+def test_redact_recurses_into_tables_and_lists() -> None:
+    settings = {
+        "bootstrap.servers": "b:9092",
+        "sasl.oauthbearer.config": "principal=svc clientSecret=oauth-s3cret",
+        "ssl.key.password": "pem-pass",
+        "ssl.key.pem": "-----BEGIN PRIVATE KEY-----",
+        "kafka": {
+            "client": {"sasl.password": "hunter2", "sasl.jaas.config": "jaas-s3cret"},
+            "routes": [{"input": "a", "api_key": "route-key"}, [{"access_token": "deep-token"}]],
+        },
+        "secrets": {"nested": "whole-table"},
+        "max_batch_tokens": 4096,
+    }
+    out = redact(settings)
+    text = repr(out)
+    secrets = ("oauth-s3cret", "pem-pass", "PRIVATE KEY", "hunter2", "jaas-s3cret", "route-key", "deep-token")
+    for secret in (*secrets, "whole-table"):
+        assert secret not in text
+    assert out["kafka"]["routes"][0] == {"input": "a", "api_key": "***"}
+    assert out["bootstrap.servers"] == "b:9092" and out["max_batch_tokens"] == 4096
+    assert settings["kafka"]["client"]["sasl.password"] == "hunter2"  # the input is not changed
