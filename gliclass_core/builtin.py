@@ -65,8 +65,7 @@ def materialize(name: str) -> Path:
     src = package_dir()
     # Every constant is in the name: a changed calibration is a new directory, never a stale one.
     target = cache_root() / (
-        f"builtin-minilm-v{VERSION}-s{LOGIT_SCALE:g}-b{LOGIT_BIAS:g}"
-        f"-m{MARGIN_WEIGHT:g}-r{LONE_LABEL_LOGIT:g}"
+        f"builtin-minilm-v{VERSION}-s{LOGIT_SCALE:g}-b{LOGIT_BIAS:g}-m{MARGIN_WEIGHT:g}-r{LONE_LABEL_LOGIT:g}"
     )
     if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
         return target
@@ -79,7 +78,13 @@ def materialize(name: str) -> Path:
             os.replace(tmp, target)
         except OSError:
             if not (target / "model.safetensors").is_file():
-                raise
+                # An incomplete directory (e.g. weights deleted by hand) is replaced, not trusted.
+                shutil.rmtree(target, ignore_errors=True)
+                try:
+                    os.replace(tmp, target)
+                except OSError:
+                    if not (target / "model.safetensors").is_file():
+                        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

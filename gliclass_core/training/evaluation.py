@@ -196,10 +196,11 @@ def format_report(report: EvalReport) -> str:
         f"macro  P {report.macro_precision:.4f}  R {report.macro_recall:.4f}  F1 {report.macro_f1:.4f}",
         f"predicted labels per text: {report.mean_predicted_labels:.2f}",
     ]
-    if report.gold_predicted_share is not None:
-        lines.append(f"gold labels all predicted: {report.gold_predicted_share:.4f} of texts with a true label")
-    if report.mean_predicted_labels_no_gold is not None:
-        lines.append(f"predicted labels per text with no true label: {report.mean_predicted_labels_no_gold:.2f}")
+    gold, no_gold = report.gold_predicted_share, report.mean_predicted_labels_no_gold
+    if gold is not None:
+        lines.append(f"gold labels all predicted: {gold:.4f} of texts with a true label")
+    if no_gold is not None:
+        lines.append(f"predicted labels per text with no true label: {no_gold:.2f}")
     lines += [
         f"expected calibration error: {report.expected_calibration_error:.4f}",
         "",

@@ -18,7 +18,9 @@ ITEMS = [
     ClassifyItem("I was charged twice for my subscription", ("billing", "sport", "weather", "cooking")),
     ClassifyItem("The match went to extra time and penalties.", ("sport", "finance")),
     ClassifyItem("Storm warning for the coast tonight", ("weather",)),
-    ClassifyItem("A much longer text about interest rates and the central bank " * 5, ("finance", "sport", "food")),
+    ClassifyItem(
+        "A much longer text about interest rates and the central bank " * 5, ("finance", "sport", "food")
+    ),
 ]
 # Names are this file's own: the own_checkpoint factory caches by name for the whole session.
 VARIANTS = {
