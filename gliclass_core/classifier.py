@@ -60,6 +60,7 @@ class Classifier:
 
     def __init__(self, network: Any, config: Any, tokenizer: Any, packer: Any, device: str, dtype: Any,
                  model_id: str, label_cache_size: int = 8192) -> None:  # fmt: skip
+        from gliclass_core.processing import relative
         from gliclass_core.processing.tokens import LRUCache
 
         self.network = network
@@ -73,6 +74,8 @@ class Classifier:
         self.label_cache_size = label_cache_size
         # Bi-encoder label vectors depend only on the label text: cached per replica (on its device).
         self.label_vectors = LRUCache(label_cache_size)
+        # Optional: logits relative to the item's other labels (config "relative_scoring").
+        self.relative = relative.from_config(getattr(config, "raw", {}) or {})
         self.info = ModelInfo(
             model_id=model_id,
             architecture=config.architecture,
@@ -176,6 +179,8 @@ class Classifier:
         labels = tuple(item.labels)
         if flat.shape[0] != len(labels):
             raise ValueError(f"expected {len(labels)} logits, got {flat.shape[0]}")
+        if self.relative is not None:
+            flat = self.relative.apply(flat)
         scores = scores_from_logits(flat, item.multi_label)
         predicted = decide(labels, scores, item.multi_label, item.threshold, item.top_k)
         return Prediction(

@@ -1,5 +1,9 @@
 """Evaluation metrics: accuracy, micro/macro F1, per-label precision/recall/F1 and calibration bins.
 
+Also what a user checking their own label set needs at a glance: the share of texts whose gold
+labels are all predicted, and how many labels are predicted per text (overall, and for texts with
+no true label, where the answer should be "none").
+
 Works on plain scores (`{label: probability}` per example), so any model — GLiClass through
 `Classifier`, or a GliZNet under training — is evaluated the same way.
 """
@@ -55,6 +59,11 @@ class EvalReport:
     macro_recall: float
     macro_f1: float
     expected_calibration_error: float
+    # Among texts with at least one true label: the share with every true label predicted.
+    gold_predicted_share: float | None = None
+    # Predicted labels per text: over all texts, and over texts with no true label (None if none).
+    mean_predicted_labels: float = 0.0
+    mean_predicted_labels_no_gold: float | None = None
     per_label: dict[str, LabelMetrics] = field(default_factory=dict)
     calibration: list[CalibrationBin] = field(default_factory=list)
 
@@ -90,6 +99,7 @@ def compute_metrics(
         raise ValueError(f"{len(examples)} examples but {len(scores)} score rows")
     counts: dict[str, list[int]] = {}  # label -> [tp, fp, fn]
     exact = 0
+    with_gold = gold_hit = predicted = no_gold = no_gold_predicted = 0
     bin_n = [0] * bins
     bin_score = [0.0] * bins
     bin_pos = [0.0] * bins
@@ -97,6 +107,13 @@ def compute_metrics(
         gold = set(ex.true_labels)
         pred = decide(row, threshold, multi_label)
         exact += int(pred == gold)
+        predicted += len(pred)
+        if gold:
+            with_gold += 1
+            gold_hit += int(gold <= pred)
+        else:
+            no_gold += 1
+            no_gold_predicted += len(pred)
         for lbl in ex.labels:
             c = counts.setdefault(lbl, [0, 0, 0])
             c[0] += int(lbl in pred and lbl in gold)
@@ -146,6 +163,9 @@ def compute_metrics(
         macro_recall=macro[1],
         macro_f1=macro[2],
         expected_calibration_error=ece,
+        gold_predicted_share=gold_hit / with_gold if with_gold else None,
+        mean_predicted_labels=predicted / len(examples) if examples else 0.0,
+        mean_predicted_labels_no_gold=no_gold_predicted / no_gold if no_gold else None,
         per_label=per_label,
         calibration=calibration,
     )
@@ -174,6 +194,14 @@ def format_report(report: EvalReport) -> str:
         f"accuracy (exact match): {report.accuracy:.4f}",
         f"micro  P {report.micro_precision:.4f}  R {report.micro_recall:.4f}  F1 {report.micro_f1:.4f}",
         f"macro  P {report.macro_precision:.4f}  R {report.macro_recall:.4f}  F1 {report.macro_f1:.4f}",
+        f"predicted labels per text: {report.mean_predicted_labels:.2f}",
+    ]
+    gold, no_gold = report.gold_predicted_share, report.mean_predicted_labels_no_gold
+    if gold is not None:
+        lines.append(f"gold labels all predicted: {gold:.4f} of texts with a true label")
+    if no_gold is not None:
+        lines.append(f"predicted labels per text with no true label: {no_gold:.2f}")
+    lines += [
         f"expected calibration error: {report.expected_calibration_error:.4f}",
         "",
     ]

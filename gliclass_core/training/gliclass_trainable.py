@@ -21,6 +21,7 @@ from torch import nn
 from gliclass_core.errors import UnsupportedModel
 from gliclass_core.modeling.config import parse_config
 from gliclass_core.modeling.heads import GLiClassNetwork, MarkerBatch
+from gliclass_core.processing.relative import from_config as relative_from_config
 from gliclass_core.training.datasets import LabelledExample
 from gliclass_core.training.losses import focal_loss
 
@@ -55,6 +56,8 @@ class GLiClassTrainable:
         self.max_length = min(DEFAULT_MAX_LENGTH, self.cfg.max_position_embeddings or DEFAULT_MAX_LENGTH)
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
         self._label_cache: dict[str, list[int]] = {}
+        # Logits relative to the row's other labels (config "relative_scoring"), as at inference.
+        self.relative = relative_from_config(self.cfg.raw)
 
     @classmethod
     def from_pretrained(cls, source: str, alpha: float = 0.5, gamma: float = 2.0) -> GLiClassTrainable:
@@ -107,7 +110,10 @@ class GLiClassTrainable:
             ids, mask = self._pad([self._encode(t, special=True, limit=self.max_length) for t in texts])
             out = self.network.bi_logits(ids.to(device), mask.to(device), per_row, label_mask.to(device))
         bias = getattr(self.cfg, "logit_bias", 0.0)  # a config-level offset (builtin:minilm), as at inference
-        return (out + bias if bias else out), label_mask.to(device)
+        out = out + bias if bias else out
+        if self.relative is not None:
+            out = self.relative.apply_torch(out, label_mask.to(device))
+        return out, label_mask.to(device)
 
     def compute_loss(self, batch: Sequence[LabelledExample]) -> tuple[torch.Tensor, dict[str, float]]:
         logits, mask = self.logits([e.text for e in batch], [e.labels for e in batch])

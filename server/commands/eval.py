@@ -1,8 +1,9 @@
 """`gliclass-stream eval`: score a model on labelled JSON lines.
 
-Prints accuracy, micro/macro F1 and a per-label precision/recall/F1 table; `--json` writes the
-full report (with calibration bins); `--reliability` draws a reliability diagram PNG (pure Python,
-no plotting library needed).
+Prints accuracy, micro/macro F1, the share of texts whose gold labels are all predicted, the mean
+number of predicted labels per text (and per text with no true label) and a per-label table;
+`--json` writes the full report (with calibration bins); `--reliability` draws a reliability
+diagram PNG (pure Python, no plotting library needed).
 """
 
 from __future__ import annotations

@@ -102,3 +102,22 @@ def test_calibration_bins_and_png(tmp_path: Path) -> None:
     idat_len = struct.unpack(">I", data[33:37])[0]
     raw = zlib.decompress(data[41 : 41 + idat_len])
     assert len(raw) == 120 * (1 + 120 * 3)
+
+
+def test_gold_predicted_share_and_predicted_labels_per_text() -> None:
+    labels = ["a", "b", "c"]
+    rows = [
+        (["a"], {"a": 0.9, "b": 0.6, "c": 0.1}),  # gold predicted, 2 labels
+        (["b"], {"a": 0.7, "b": 0.2, "c": 0.1}),  # gold missed, 1 label
+        (["a", "c"], {"a": 0.8, "b": 0.1, "c": 0.4}),  # one of two gold labels: not all predicted
+        ([], {"a": 0.2, "b": 0.9, "c": 0.95}),  # nothing true, 2 labels predicted
+    ]
+    examples = [parse_example({"text": "t", "all_labels": labels, "true_labels": g}) for g, _ in rows]
+    report = compute_metrics(examples, [s for _, s in rows], threshold=0.5)
+    assert report.gold_predicted_share == pytest.approx(1 / 3)
+    assert report.mean_predicted_labels == pytest.approx((2 + 1 + 1 + 2) / 4)
+    assert report.mean_predicted_labels_no_gold == pytest.approx(2.0)
+    assert compute_metrics(examples[:2], [s for _, s in rows[:2]]).mean_predicted_labels_no_gold is None
+    table = format_report(report)
+    assert "gold labels all predicted: 0.3333" in table and "predicted labels per text: 1.50" in table
+    assert "no true label: 2.00" in table
