@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Mapping
 
 from gliclass_core.errors import InvalidInput
@@ -10,6 +11,47 @@ from gliclass_core.processing.packing import MARKER_TEXTS
 from gliclass_core.types import ClassifyItem, Example
 
 MAX_LABELS = 1000
+# Characters that carry no content for a tokenizer: whitespace, controls (NUL...), format characters
+# (zero-width space, joiners, soft hyphen, BOM...), combining marks with no base, the replacement
+# character. A text made only of these is empty for every model.
+_NO_CONTENT_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp", "Mn", "Me"})
+_REPLACEMENT = "\ufffd"
+
+
+def lone_surrogate_at(value: str) -> int | None:
+    """Index of the first lone surrogate (a string that is not valid Unicode), else None."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def has_content(value: str) -> bool:
+    """True when `value` holds at least one character a tokenizer keeps (see _NO_CONTENT_CATEGORIES)."""
+    for char in value.strip():
+        if char != _REPLACEMENT and unicodedata.category(char) not in _NO_CONTENT_CATEGORIES:
+            return True
+    return False
+
+
+def control_at(value: str) -> int | None:
+    """Index of the first control character other than tab / newline / carriage return, else None."""
+    for i, char in enumerate(value):
+        if char not in "\t\n\r" and unicodedata.category(char) == "Cc":
+            return i
+    return None
+
+
+def _check_string(value: str, field: str, index: int | None, what: str) -> None:
+    at = lone_surrogate_at(value)
+    if at is not None:
+        raise InvalidInput(
+            f"{what} holds a lone surrogate {value[at]!r} at character {at} (not valid Unicode)",
+            field=field,
+            index=index,
+        )
+    _no_markers(value, field, index)
 
 
 def _no_markers(value: str, field: str, index: int | None) -> None:
@@ -24,9 +66,11 @@ def validate_item(item: object, index: int | None = None) -> ClassifyItem:
         raise InvalidInput(f"expected a ClassifyItem, got {type(item).__name__}", index=index)
     if not isinstance(item.text, str):
         raise InvalidInput(f"must be a string, got {type(item.text).__name__}", field="text", index=index)
-    if not item.text.strip():
-        raise InvalidInput("is empty", field="text", index=index)
-    _no_markers(item.text, "text", index)
+    _check_string(item.text, "text", index, "the text")
+    if not has_content(item.text):
+        raise InvalidInput(
+            "is empty (nothing but whitespace, control or zero-width characters)", field="text", index=index
+        )
     labels = item.labels
     if isinstance(labels, str) or not isinstance(labels, tuple | list):
         raise InvalidInput("must be a list of strings", field="labels", index=index)
@@ -40,11 +84,16 @@ def validate_item(item: object, index: int | None = None) -> ClassifyItem:
     for label in labels:
         if not isinstance(label, str):
             raise InvalidInput(f"label {label!r} is not a string", field="labels", index=index)
-        if not label.strip():
-            raise InvalidInput("contains an empty label", field="labels", index=index)
+        _check_string(label, "labels", index, "a label")
+        if not has_content(label):
+            raise InvalidInput(f"contains an empty label {label!r}", field="labels", index=index)
+        at = control_at(label)
+        if at is not None:
+            raise InvalidInput(
+                f"label {label!r} holds the control character {label[at]!r}", field="labels", index=index
+            )
         if label in seen:
             raise InvalidInput(f"duplicate label {label!r}", field="labels", index=index)
-        _no_markers(label, "labels", index)
         seen.add(label)
     _check_threshold(item.threshold, index)
     if not isinstance(item.multi_label, bool):
@@ -56,15 +105,20 @@ def validate_item(item: object, index: int | None = None) -> ClassifyItem:
     if item.prompt is not None:
         if not isinstance(item.prompt, str):
             raise InvalidInput("must be a string", field="prompt", index=index)
-        _no_markers(item.prompt, "prompt", index)
+        _check_string(item.prompt, "prompt", index, "the prompt")
     if not isinstance(item.examples, tuple | list):
         raise InvalidInput("must be a list of examples", field="examples", index=index)
     for example in item.examples:
         if not isinstance(example, Example) or not isinstance(example.text, str):
             raise InvalidInput("each example needs a text and true_labels", field="examples", index=index)
-        if isinstance(example.true_labels, str) or not all(isinstance(x, str) for x in example.true_labels):
+        true_labels = example.true_labels
+        if isinstance(true_labels, str) or not isinstance(true_labels, tuple | list):
             raise InvalidInput("true_labels must be a list of strings", field="examples", index=index)
-        _no_markers(example.text, "examples", index)
+        if not all(isinstance(x, str) for x in true_labels):
+            raise InvalidInput("true_labels must be a list of strings", field="examples", index=index)
+        _check_string(example.text, "examples", index, "an example's text")
+        for label in true_labels:
+            _check_string(label, "examples", index, "an example's label")
     return item
 
 

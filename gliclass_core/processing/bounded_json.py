@@ -1,0 +1,72 @@
+"""JSON from untrusted sources (Kafka values, stdin lines): nesting depth is checked before parsing.
+
+`loads` refuses, with a `JsonRejected` naming the reason, values nested deeper than `max_depth`
+(found by a linear pre-scan over the raw bytes, so the recursive parser never goes deep), integers
+longer than MAX_INT_DIGITS digits (Python's own int-string limit would raise a bare ValueError),
+and non-finite numbers (`NaN`, `Infinity`, or a float literal that overflows a double).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import numpy as np
+
+MAX_DEPTH = 64
+MAX_INT_DIGITS = 64
+
+# A JSON string literal, or an unterminated one running to the end (so no quote is scanned twice).
+_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+# Bracket bytes become +1 / -1 (as int8); every other byte is dropped before the running sum.
+_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[{]}")
+
+
+class JsonRejected(ValueError):
+    """A value refused before or while parsing; `reason` is too_deep, invalid_number or invalid_json."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def deeper_than(raw: bytes, limit: int) -> bool:
+    """True when the brackets outside string literals of `raw` nest more than `limit` levels."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False  # cannot nest deeper than it has brackets: the common case costs two counts
+    brackets = _STRING.sub(b"", raw).translate(_STEP, _NOT_BRACKET)
+    step = np.frombuffer(brackets, dtype=np.int8)
+    return bool(step.size) and int(np.cumsum(step, dtype=np.int32).max()) > limit
+
+
+def _int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise JsonRejected(
+            "invalid_number", f"an integer of {len(digits)} digits; at most {MAX_INT_DIGITS} are accepted"
+        )
+    return int(digits)
+
+
+def _float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise JsonRejected("invalid_number", f"the number {literal[:40]!r} does not fit a double")
+    return value
+
+
+def _constant(name: str) -> Any:
+    raise JsonRejected("invalid_number", f"{name} is not a JSON number")
+
+
+def loads(text: str, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse `text` as JSON within the bounds above; raise JsonRejected naming what is wrong."""
+    if deeper_than(text.encode("utf-8", "surrogatepass"), max_depth):
+        raise JsonRejected("too_deep", f"JSON nested more than {max_depth} levels deep")
+    try:
+        return json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
+    except json.JSONDecodeError as exc:
+        raise JsonRejected("invalid_json", f"not valid JSON: {exc}") from exc
