@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 import unicodedata
 from collections.abc import Mapping
+from typing import cast
 
 from gliclass_core.errors import InvalidInput
 from gliclass_core.processing.packing import MARKER_TEXTS
@@ -16,6 +19,8 @@ MAX_LABELS = 1000
 # character. A text made only of these is empty for every model.
 _NO_CONTENT_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp", "Mn", "Me"})
 _REPLACEMENT = "\ufffd"
+# Category Cc is exactly U+0000-U+001F and U+007F-U+009F; tab, newline and CR are allowed.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def lone_surrogate_at(value: str) -> int | None:
@@ -36,11 +41,9 @@ def has_content(value: str) -> bool:
 
 
 def control_at(value: str) -> int | None:
-    """Index of the first control character other than tab / newline / carriage return, else None."""
-    for i, char in enumerate(value):
-        if char not in "\t\n\r" and unicodedata.category(char) == "Cc":
-            return i
-    return None
+    """Index of the first control character (category Cc) other than tab / newline / CR, else None."""
+    found = _CONTROL.search(value)
+    return found.start() if found else None
 
 
 def _check_string(value: str, field: str, index: int | None, what: str) -> None:
@@ -80,21 +83,7 @@ def validate_item(item: object, index: int | None = None) -> ClassifyItem:
         raise InvalidInput(
             f"{len(labels)} labels; at most {MAX_LABELS} per item", field="labels", index=index
         )
-    seen: set[str] = set()
-    for label in labels:
-        if not isinstance(label, str):
-            raise InvalidInput(f"label {label!r} is not a string", field="labels", index=index)
-        _check_string(label, "labels", index, "a label")
-        if not has_content(label):
-            raise InvalidInput(f"contains an empty label {label!r}", field="labels", index=index)
-        at = control_at(label)
-        if at is not None:
-            raise InvalidInput(
-                f"label {label!r} holds the control character {label[at]!r}", field="labels", index=index
-            )
-        if label in seen:
-            raise InvalidInput(f"duplicate label {label!r}", field="labels", index=index)
-        seen.add(label)
+    _check_labels(labels, index)
     _check_threshold(item.threshold, index)
     if not isinstance(item.multi_label, bool):
         raise InvalidInput("must be true or false", field="multi_label", index=index)
@@ -120,6 +109,37 @@ def validate_item(item: object, index: int | None = None) -> ClassifyItem:
         for label in true_labels:
             _check_string(label, "examples", index, "an example's label")
     return item
+
+
+def _check_labels(labels: tuple[object, ...] | list[object], index: int | None) -> None:
+    for label in labels:
+        if not isinstance(label, str):
+            raise InvalidInput(f"label {label!r} is not a string", field="labels", index=index)
+    try:
+        _valid_labels(tuple(cast(list[str], labels)))
+    except InvalidInput as exc:
+        raise InvalidInput(exc.bare_message, field="labels", index=index) from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _valid_labels(labels: tuple[str, ...]) -> None:
+    """Check a list of string labels (cached: a route's or label set's labels repeat on every item)."""
+    seen: set[str] = set()
+    for label in labels:
+        if not has_content(label):
+            raise InvalidInput(f"contains an empty label {label!r}")
+        if label in seen:
+            raise InvalidInput(f"duplicate label {label!r}")
+        seen.add(label)
+    # Whole-list checks in one pass over the joined labels; the offending label is looked up after.
+    joined = "\n".join(labels)
+    if lone_surrogate_at(joined) is not None or any(marker in joined for marker in MARKER_TEXTS):
+        for label in labels:
+            _check_string(label, "labels", None, "a label")
+    if control_at(joined) is not None:
+        label = next(x for x in labels if control_at(x) is not None)
+        at = control_at(label) or 0
+        raise InvalidInput(f"label {label!r} holds the control character {label[at]!r}")
 
 
 def _check_threshold(threshold: object, index: int | None) -> None:
