@@ -80,7 +80,7 @@ def decode_event(value: bytes | None, max_bytes: int = MAX_VALUE_BYTES) -> Event
             raise BadEvent("empty_text", "value is empty (only whitespace, control or zero-width characters)")
         return Event(text=raw)
     try:
-        obj = bounded_loads(raw, MAX_DEPTH)
+        obj = bounded_loads(raw, MAX_DEPTH, value)
     except JsonRejected as exc:
         raise BadEvent(exc.reason, f"value starts with '{{': {exc.message}") from exc
     if not isinstance(obj, dict):
@@ -132,15 +132,17 @@ def _labels(labels: object) -> tuple[str, ...] | None:
         raise BadEvent("invalid_labels", "'labels' must be a non-empty list of non-empty strings")
     if len(labels) > MAX_LABELS:
         raise BadEvent("invalid_labels", f"'labels' has {len(labels)} entries; at most {MAX_LABELS}")
-    size = 0
     for i, label in enumerate(labels):
-        if lone_surrogate_at(label) is not None:
-            raise BadEvent("invalid_labels", f"label {i} holds a lone surrogate (not valid Unicode)")
         if not has_content(label):
             raise BadEvent("invalid_labels", f"label {i} is empty (only whitespace or invisible characters)")
-        if control_at(label) is not None:
-            raise BadEvent("invalid_labels", f"label {i} holds a control character")
-        size += len(label.encode("utf-8"))
+    joined = "\n".join(labels)  # one pass for the checks below; the offending label is found after
+    if lone_surrogate_at(joined) is not None:
+        i = next(i for i, x in enumerate(labels) if lone_surrogate_at(x) is not None)
+        raise BadEvent("invalid_labels", f"label {i} holds a lone surrogate (not valid Unicode)")
+    if control_at(joined) is not None:
+        i = next(i for i, x in enumerate(labels) if control_at(x) is not None)
+        raise BadEvent("invalid_labels", f"label {i} holds a control character")
+    size = len(joined.encode("utf-8")) - (len(labels) - 1)
     if size > MAX_LABEL_BYTES:
         raise BadEvent("invalid_labels", f"'labels' total {size} bytes of UTF-8; at most {MAX_LABEL_BYTES}")
     if len(set(labels)) != len(labels):
