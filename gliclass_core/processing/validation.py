@@ -15,9 +15,10 @@ from gliclass_core.types import ClassifyItem, Example
 
 MAX_LABELS = 1000
 # Characters that carry no content for a tokenizer: whitespace, controls (NUL...), format characters
-# (zero-width space, joiners, soft hyphen, BOM...), combining marks with no base, the replacement
+# (zero-width space, joiners, soft hyphen, BOM...), private-use and unassigned code points (BERT's
+# normaliser drops every "other" category), combining marks with no base, the replacement
 # character. A text made only of these is empty for every model.
-_NO_CONTENT_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp", "Mn", "Me"})
+_NO_CONTENT_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp", "Mn", "Me"})
 _REPLACEMENT = "\ufffd"
 # Category Cc is exactly U+0000-U+001F and U+007F-U+009F; tab, newline and CR are allowed.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")

@@ -41,7 +41,11 @@ REASONS = {
     "invalid_json", "invalid_text", "invalid_id", "invalid_labels", "unknown_label_set",
 }  # fmt: skip
 PROPERTY = settings(
-    derandomize=True, max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    derandomize=True,
+    database=None,
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 
 
@@ -102,7 +106,7 @@ def test_event_shaped_objects_with_any_field_types(value: dict) -> None:
         assert result.reason in {"missing_text", "invalid_number", "invalid_json"}
 
 
-@settings(derandomize=True, max_examples=40, deadline=None)
+@settings(derandomize=True, database=None, max_examples=40, deadline=None)
 @given(deep_json)
 def test_any_nesting_depth_is_bounded_before_parsing(shape: tuple[int, str]) -> None:
     depth, kind = shape

@@ -25,6 +25,7 @@ from gliclass_core.types import ClassifyItem, Example
 
 PROPERTY = settings(
     derandomize=True,
+    database=None,
     max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
@@ -89,6 +90,10 @@ def prepare_all(models: list[Any], items: list[ClassifyItem]) -> None:
             assert lone_surrogate_at(item.text) is None and has_content(item.text)
             assert all(lone_surrogate_at(x) is None and has_content(x) for x in item.labels)
             assert prepared.passes and all(p.num_tokens > 0 for p in prepared.passes)
+            # "No content once tokenized" is decided before tokenizing: the tokenizer agrees.
+            assert clf.tokenizer(item.text, add_special_tokens=False)["input_ids"], repr(item.text)
+            for label in item.labels:
+                assert clf.tokenizer(label, add_special_tokens=False)["input_ids"], repr(label)
 
 
 @PROPERTY
