@@ -10,19 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 import numpy as np
 
 MAX_DEPTH = 64
 MAX_INT_DIGITS = 64
-
-# A JSON string literal, or an unterminated one running to the end (so no quote is scanned twice).
-_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
-# Bracket bytes become +1 / -1 (as int8); every other byte is dropped before the running sum.
-_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
-_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[{]}")
 
 
 class JsonRejected(ValueError):
@@ -44,9 +37,26 @@ def deeper_than(raw: bytes, limit: int) -> bool:
         opening = int(np.count_nonzero((np.frombuffer(raw, dtype=np.uint8) | 0x20) == 0x7B))
     if opening <= limit:
         return False
-    brackets = _STRING.sub(b"", raw).translate(_STEP, _NOT_BRACKET)
-    step = np.frombuffer(brackets, dtype=np.int8)
-    return bool(step.size) and int(np.cumsum(step, dtype=np.int32).max()) > limit
+    return _max_depth(np.frombuffer(raw, dtype=np.uint8)) > limit
+
+
+def _max_depth(data: np.ndarray) -> int:
+    """Deepest bracket nesting outside string literals, in vectorised passes (no per-byte Python)."""
+    if not data.size:
+        return 0
+    index = np.arange(data.size, dtype=np.int32 if data.size < 2**31 else np.int64)
+    # A quote is escaped when an odd run of backslashes ends right before it.
+    backslash = data == ord("\\")
+    last_other = np.maximum.accumulate(np.where(backslash, -1, index))
+    run_before = np.empty_like(index)
+    run_before[0] = 0
+    run_before[1:] = index[:-1] - last_other[:-1]
+    quote = (data == ord('"')) & (run_before % 2 == 0)
+    outside = np.cumsum(quote) % 2 == 0  # even number of quotes so far: not inside a string
+    step = ((data == ord("[")) | (data == ord("{"))).astype(np.int32)
+    step -= (data == ord("]")) | (data == ord("}"))
+    step[~outside] = 0
+    return int(np.cumsum(step).max(initial=0))
 
 
 def _int(digits: str) -> int:

@@ -154,6 +154,8 @@ def test_depth_prescan_ignores_brackets_inside_strings() -> None:
     assert not deeper_than(value, 3)
     assert decode_event(value).text.startswith("[[[")
     assert deeper_than(b'["\\\\", [[[]]]]', 3)  # an escaped backslash ends the string before [[[
+    escaped = b"[" + b",".join([b'"x[\\"[{y"'] * 5000) + b"]"  # brackets after escaped quotes
+    assert not deeper_than(escaped, 3) and json.loads(escaped)[0] == 'x["[{y'
     with pytest.raises(JsonRejected) as info:
         loads('"' + '\\"' * 200_000)  # unterminated, full of escaped quotes: still linear
     assert info.value.reason == "invalid_json"
