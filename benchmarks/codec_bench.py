@@ -29,6 +29,8 @@ HOSTILE = {
     "100k-deep object (600 KB)": b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
     "5,000-digit id": b'{"id": ' + b"9" * 5000 + b', "text": "hello"}',
     "1 MB of bytes": bytes(range(256)) * 4096,
+    "999 KB of zero-width spaces": "\u200b".encode() * 333_000,
+    "999 KB of NUL": b"\x00" * 999_000,
 }
 
 

@@ -20,6 +20,12 @@ MAX_LABELS = 1000
 # character. A text made only of these is empty for every model.
 _NO_CONTENT_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp", "Mn", "Me"})
 _REPLACEMENT = "\ufffd"
+# Runs of common content-less characters, skipped at C speed (each is in one of the categories
+# above; tests check that against unicodedata): a megabyte of NUL or zero-width costs milliseconds.
+_SURELY_EMPTY_RUN = re.compile(
+    "[\\s\x00-\x1f\x7f-\x9f\u00ad\u0300-\u036f\u200b-\u200f\u2028-\u202e\u2060-\u206f"
+    "\ufe00-\ufe0f\ufeff\ufff0-\ufffb\ufffd\ue000-\uf8ff\ud800-\udfff]*"
+)
 # Category Cc is exactly U+0000-U+001F and U+007F-U+009F; tab, newline and CR are allowed.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
@@ -35,10 +41,15 @@ def lone_surrogate_at(value: str) -> int | None:
 
 def has_content(value: str) -> bool:
     """True when `value` holds at least one character a tokenizer keeps (see _NO_CONTENT_CATEGORIES)."""
-    for char in value.strip():
+    pos, end = 0, len(value)
+    while True:
+        pos = _SURELY_EMPTY_RUN.match(value, pos).end()  # type: ignore[union-attr]  # `*` always matches
+        if pos >= end:
+            return False
+        char = value[pos]
         if char != _REPLACEMENT and unicodedata.category(char) not in _NO_CONTENT_CATEGORIES:
             return True
-    return False
+        pos += 1
 
 
 def control_at(value: str) -> int | None:

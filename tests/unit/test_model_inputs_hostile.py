@@ -164,3 +164,21 @@ def test_wrong_argument_types_name_their_field(models: list[Any], kwargs: dict, 
     with pytest.raises(InvalidInput) as info:
         models[1].classify(["fine"], ["a", "b"], **kwargs)
     assert info.value.field == field
+
+
+def test_content_rule_is_the_unicode_categories_for_every_code_point() -> None:
+    import unicodedata
+
+    from gliclass_core.processing.validation import _NO_CONTENT_CATEGORIES
+
+    def reference(text: str) -> bool:
+        return any(c != "\ufffd" and unicodedata.category(c) not in _NO_CONTENT_CATEGORIES for c in text)
+
+    wrong = [
+        hex(cp)
+        for cp in range(0x110000)
+        if has_content(chr(cp)) != reference(chr(cp))
+        or has_content("\u200b\x00 " + chr(cp)) != reference(chr(cp))
+    ]
+    assert not wrong
+    assert not has_content("\x00" * 1_000_000) and has_content("\u200b" * 300_000 + "a")
