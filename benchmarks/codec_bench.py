@@ -1,7 +1,8 @@
 """Cost of the bounded event decoding, next to plain `json.loads` of the same bytes, in one run.
 
 Prints microseconds per event for `worker.codec.decode_event` (size bound, depth pre-scan, integer
-and finiteness checks, field checks) and for `json.loads` alone (no checks at all), plus the time
+and finiteness checks, field checks) and for `json.loads` alone (no checks at all; for a plain-text
+value, which is not parsed, just the prefix test), plus the time
 decode_event takes to refuse the hostile values (100k-deep nesting, a 5,000-digit id, 1 MB of bytes).
 
 Usage:  python benchmarks/codec_bench.py [--repeat 20000]
