@@ -240,10 +240,14 @@ def build_items(
         raise InvalidInput(f"{len(labels)} label lists for {n} texts", field="labels")
     if isinstance(prompt, str) or prompt is None:
         prompts: list[str | None] = [prompt] * n
-    else:
+    elif isinstance(prompt, Sequence):
         prompts = list(prompt)
         if len(prompts) != n:
             raise InvalidInput(f"{len(prompts)} prompts for {n} texts", field="prompt")
+    else:
+        raise InvalidInput("must be a string, a list with one per text, or None", field="prompt")
+    if examples is not None and (isinstance(examples, str) or not isinstance(examples, Sequence)):
+        raise InvalidInput("must be a list of examples", field="examples")
     ex = tuple(examples or ())
     items = []
     for i, text in enumerate(texts):

@@ -61,13 +61,49 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or not handler_call_details.method.startswith(SERVICE_PREFIX):
             return handler
-        return rewrap(handler, _wrap_unary, _wrap_stream)
+        return rewrap(handler, _wrap_unary, _wrap_stream, _lenient)
+
+
+class _Unparsable:
+    """Stands in for a request message protobuf refused (e.g. a string field that is not UTF-8)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = InvalidInput(f"the request message cannot be parsed ({error}); strings must be UTF-8")
+
+
+def _lenient(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """A deserializer that hands a refused message on as `_Unparsable`, so the call ends INVALID_ARGUMENT
+    (grpc's own handling would answer UNKNOWN or INTERNAL)."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:
+            return _Unparsable(exc)
+
+    return parse
+
+
+def _checked(request: Any) -> Any:
+    """Raise for an unparsable request; wrap a request stream so an unparsable message raises when read."""
+    if isinstance(request, _Unparsable):
+        raise request.error
+    if hasattr(request, "__aiter__"):
+        return _checked_stream(request)
+    return request
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, _Unparsable):
+            raise request.error
+        yield request
 
 
 def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return await behavior(request, context)
+            return await behavior(_checked(request), context)
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
@@ -80,7 +116,7 @@ def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaita
 def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
     async def stream(request_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
-            async for response in behavior(request_iterator, context):
+            async for response in behavior(_checked(request_iterator), context):
                 yield response
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):

@@ -18,16 +18,24 @@ _SHAPES = (
 )
 
 
-def rewrap(handler: grpc.RpcMethodHandler, wrap_unary: Wrap, wrap_stream: Wrap) -> grpc.RpcMethodHandler:
+def rewrap(
+    handler: grpc.RpcMethodHandler,
+    wrap_unary: Wrap,
+    wrap_stream: Wrap,
+    wrap_deserializer: Wrap | None = None,
+) -> grpc.RpcMethodHandler:
     """Return `handler` with its behaviour wrapped: `wrap_unary` where it returns one response,
-    `wrap_stream` where it yields responses."""
+    `wrap_stream` where it yields responses (and its request deserializer by `wrap_deserializer`)."""
     for attr, factory, returns in _SHAPES:
         behavior = getattr(handler, attr)
         if behavior is not None:
             wrap = wrap_unary if returns == "unary" else wrap_stream
+            deserializer = handler.request_deserializer
+            if wrap_deserializer is not None and deserializer is not None:
+                deserializer = wrap_deserializer(deserializer)
             return factory(
                 wrap(behavior),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
     return handler

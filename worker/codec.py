@@ -2,6 +2,10 @@
 
 Input values are UTF-8. A value whose first non-blank character is `{` is a JSON object
 (`{"id", "text", "labels"?, "label_set"?}`); any other value is the text itself.
+
+Decoding is bounded before it starts: the value's size (MAX_VALUE_BYTES), the JSON nesting depth
+(a linear pre-scan, see gliclass_core.processing.bounded_json), integer length and finiteness.
+Every refusal is a BadEvent whose `reason` names the problem (the DLQ's `error.reason`).
 """
 
 from __future__ import annotations
@@ -9,10 +13,23 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from gliclass_core.processing.bounded_json import JsonRejected
+from gliclass_core.processing.bounded_json import loads as bounded_loads
+from gliclass_core.processing.validation import MAX_LABELS, control_at, has_content, lone_surrogate_at
 from gliclass_core.types import Prediction
 
 Headers = list[tuple[str, bytes]]
+
+MAX_VALUE_BYTES = 1_000_000  # librdkafka's default message.max.bytes
+MAX_DEPTH = 32
+MAX_ID_CHARS = 1024
+# Inline labels come back twice in the output (scores and predicted labels): bounded so the
+# output record stays well under the producer's message.max.bytes.
+MAX_LABEL_BYTES = 64 * 1024
+# Room kept for the headers the dead letter adds (error.*, source.*, trace context, transaction).
+DLQ_RESERVE = 16 * 1024
 
 
 class BadEvent(Exception):
@@ -22,6 +39,11 @@ class BadEvent(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+def unforeseen(exc: BaseException) -> BadEvent:
+    """The dead letter of a failure nobody foresaw: reason internal_error, the exception type named."""
+    return BadEvent("internal_error", f"{type(exc).__name__}: {exc}")
 
 
 @dataclass(frozen=True)
@@ -43,50 +65,154 @@ class Source:
     offset: int
 
 
-def decode_event(value: bytes | None) -> Event:
+def decode_event(value: bytes | None, max_bytes: int = MAX_VALUE_BYTES) -> Event:
     """Decode one record value. Raises BadEvent naming what is wrong."""
     if value is None:
         raise BadEvent("missing_text", "record has no value (tombstone)")
+    if len(value) > max_bytes:
+        raise BadEvent("too_large", f"value is {len(value)} bytes; at most {max_bytes} are decoded")
     try:
         raw = value.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadEvent("undecodable", f"value is not valid UTF-8: {exc}") from exc
     if not raw.lstrip().startswith("{"):
-        if not raw.strip():
-            raise BadEvent("empty_text", "value is empty")
+        if not has_content(raw):
+            raise BadEvent("empty_text", "value is empty (only whitespace, control or zero-width characters)")
         return Event(text=raw)
     try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise BadEvent("invalid_json", f"value starts with '{{' but is not valid JSON: {exc}") from exc
+        obj = bounded_loads(raw, MAX_DEPTH, value)
+    except JsonRejected as exc:
+        raise BadEvent(exc.reason, f"value starts with '{{': {exc.message}") from exc
     if not isinstance(obj, dict):
         raise BadEvent("invalid_json", "JSON value must be an object")
+    return Event(
+        text=_text(obj),
+        id=_event_id(obj.get("id")),
+        labels=_labels(obj.get("labels")),
+        label_set=_label_set(obj.get("label_set")),
+    )
+
+
+def _text(obj: dict[str, Any]) -> str:
     if "text" not in obj:
         raise BadEvent("missing_text", "JSON event has no 'text' field")
     text = obj["text"]
     if not isinstance(text, str):
-        raise BadEvent("missing_text", f"'text' must be a string, got {type(text).__name__}")
-    if not text.strip():
-        raise BadEvent("empty_text", "'text' is empty")
-    event_id = obj.get("id")
-    if event_id is not None and not isinstance(event_id, str | int):
-        raise BadEvent("invalid_json", "'id' must be a string or an integer")
-    labels = obj.get("labels")
-    if labels is not None:
-        if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
-            raise BadEvent("invalid_labels", "'labels' must be a non-empty list of non-empty strings")
-        if len(set(labels)) != len(labels):
-            raise BadEvent("invalid_labels", "'labels' contains duplicates")
-        labels = tuple(labels)
-    label_set = obj.get("label_set")
-    if label_set is not None and (not isinstance(label_set, str) or not label_set):
-        raise BadEvent("unknown_label_set", "'label_set' must be a non-empty string")
-    return Event(
-        text=text,
-        id=None if event_id is None else str(event_id),
-        labels=labels,
-        label_set=label_set,
+        raise BadEvent("missing_text", f"'text' must be a string, got {_kind(text)}")
+    at = lone_surrogate_at(text)
+    if at is not None:
+        raise BadEvent("invalid_text", f"'text' holds a lone surrogate at character {at} (not valid Unicode)")
+    if not has_content(text):
+        raise BadEvent("empty_text", "'text' is empty (only whitespace, control or zero-width characters)")
+    return text
+
+
+def _event_id(event_id: object) -> str | None:
+    if event_id is None:
+        return None
+    if isinstance(event_id, bool) or not isinstance(event_id, str | int):
+        raise BadEvent("invalid_id", f"'id' must be a string or an integer, got {_kind(event_id)}")
+    if isinstance(event_id, int):
+        if not -(2**63) <= event_id < 2**64:
+            raise BadEvent("invalid_id", "an integer 'id' must fit in 64 bits")
+        return str(event_id)
+    if len(event_id) > MAX_ID_CHARS:
+        raise BadEvent("invalid_id", f"'id' has {len(event_id)} characters; at most {MAX_ID_CHARS}")
+    if lone_surrogate_at(event_id) is not None:
+        raise BadEvent("invalid_id", "'id' holds a lone surrogate (not valid Unicode)")
+    if control_at(event_id) is not None:
+        raise BadEvent("invalid_id", "'id' holds a control character")
+    return event_id
+
+
+def _labels(labels: object) -> tuple[str, ...] | None:
+    if labels is None:
+        return None
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
+        raise BadEvent("invalid_labels", "'labels' must be a non-empty list of non-empty strings")
+    if len(labels) > MAX_LABELS:
+        raise BadEvent("invalid_labels", f"'labels' has {len(labels)} entries; at most {MAX_LABELS}")
+    for i, label in enumerate(labels):
+        if not has_content(label):
+            raise BadEvent("invalid_labels", f"label {i} is empty (only whitespace or invisible characters)")
+    joined = "\n".join(labels)  # one pass for the checks below; the offending label is found after
+    if lone_surrogate_at(joined) is not None:
+        i = next(i for i, x in enumerate(labels) if lone_surrogate_at(x) is not None)
+        raise BadEvent("invalid_labels", f"label {i} holds a lone surrogate (not valid Unicode)")
+    if control_at(joined) is not None:
+        i = next(i for i, x in enumerate(labels) if control_at(x) is not None)
+        raise BadEvent("invalid_labels", f"label {i} holds a control character")
+    size = len(joined.encode("utf-8")) - (len(labels) - 1)
+    if size > MAX_LABEL_BYTES:
+        raise BadEvent("invalid_labels", f"'labels' total {size} bytes of UTF-8; at most {MAX_LABEL_BYTES}")
+    if len(set(labels)) != len(labels):
+        raise BadEvent("invalid_labels", "'labels' contains duplicates")
+    return tuple(labels)
+
+
+def _label_set(label_set: object) -> str | None:
+    if label_set is None:
+        return None
+    if not isinstance(label_set, str) or not label_set:
+        raise BadEvent("unknown_label_set", f"'label_set' must be a non-empty string, got {_kind(label_set)}")
+    if len(label_set) > MAX_ID_CHARS or lone_surrogate_at(label_set) is not None:
+        raise BadEvent("unknown_label_set", "'label_set' is not a configured label-set name")
+    return label_set
+
+
+def _kind(value: object) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
     )
+
+
+def record_bytes(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:
+    """The size librdkafka checks against message.max.bytes: key, value and headers."""
+    header_size = sum(len(k.encode("utf-8", "replace")) + len(v) for k, v in headers)
+    return len(key or b"") + len(value or b"") + header_size
+
+
+def check_record_size(
+    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]], limit: int
+) -> None:
+    """Raise BadEvent("too_large") for a record whose output or dead letter could not be produced.
+
+    The dead letter repeats key, value and headers plus DLQ_RESERVE bytes of its own headers; the
+    output repeats key and headers next to the result, so those may use at most half of `limit`.
+    """
+    size = record_bytes(key, value, headers)
+    if size + DLQ_RESERVE > limit:
+        raise BadEvent(
+            "too_large",
+            f"record is {size} bytes; the worker takes at most {limit - DLQ_RESERVE} "
+            f"(the producer's message.max.bytes {limit} less room for the dead-letter headers)",
+        )
+    kept = size - len(value or b"")
+    if kept > limit // 2:
+        raise BadEvent("too_large", f"key and headers are {kept} bytes; at most {limit // 2}")
+
+
+def fit_dead_letter(
+    key: bytes | None, value: bytes | None, headers: Headers, limit: int
+) -> tuple[bytes | None, bytes | None, Headers]:
+    """Shrink a too-large record so its dead letter can be produced: value cut first, then headers dropped.
+
+    A cut value gets an `error.value_bytes` header with the original length.
+    """
+    budget = limit - DLQ_RESERVE
+    if record_bytes(key, value, headers) <= budget:
+        return key, value, headers
+    if record_bytes(key, None, headers) > budget // 2:
+        headers = []
+    if len(key or b"") > budget // 2:
+        key = (key or b"")[: budget // 2]
+    if value is not None:
+        original = len(value)
+        room = max(0, budget - record_bytes(key, None, headers) - 64)
+        if original > room:
+            value = value[:room]
+            headers = [*headers, ("error.value_bytes", str(original).encode())]
+    return key, value, headers
 
 
 def encode_result(
@@ -129,7 +255,7 @@ def dead_letter_headers(
         "source.offset": str(source.offset),
     }
     kept = [(k, v) for k, v in carry_headers(headers) if k not in extra]
-    return kept + [(k, v.encode("utf-8")) for k, v in extra.items()]
+    return kept + [(k, v.encode("utf-8", "backslashreplace")) for k, v in extra.items()]
 
 
 def header_map(headers: Sequence[tuple[str, bytes | None]] | None) -> Mapping[str, str]:

@@ -10,6 +10,7 @@ half of it has drained.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -23,13 +24,17 @@ from gliclass_core.config import LabelSet
 from gliclass_core.errors import BatchFailed, GliclassError, InvalidInput, NotReady, Overloaded
 from gliclass_core.types import Prediction
 from worker.codec import (
+    MAX_VALUE_BYTES,
     BadEvent,
     Event,
     Source,
     carry_headers,
+    check_record_size,
     dead_letter_headers,
     decode_event,
     encode_result,
+    fit_dead_letter,
+    unforeseen,
 )
 from worker.config import KafkaConfig, Route
 from worker.consumer import TP, InputConsumer, OutputProducer
@@ -175,25 +180,45 @@ class WorkerLoop:
     # ---------------------------------------------------------------- intake
 
     def accept(self, msg: Message) -> Slot | None:
-        """Turn a record into a slot in its lane (decoded and resolved, or marked bad)."""
+        """Turn a record into a slot in its lane (decoded and resolved, or marked bad).
+
+        Never raises for a record: a failure nobody foresaw becomes an `internal_error` dead letter.
+        """
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         tp = (topic, partition)
         route = self.config.route_for(topic)
         if route is None or tp not in self.lanes:
             return None  # a record of a topic dropped by a reload, or of a revoked partition
-        slot = Slot(tp, offset, msg.key(), msg.value(), carry_headers(msg.headers()), route, time.monotonic())
+        slot = Slot(tp, offset, msg.key(), msg.value(), [], route, time.monotonic())
         try:
+            slot.headers = carry_headers(msg.headers())
+            check_record_size(slot.key, slot.value, slot.headers, self.max_record_bytes)
             slot.event = decode_event(slot.value)
             resolved = resolve(slot.event, route, self.label_sets)
             slot.item, slot.label_set = resolved.item, resolved.label_set
         except BadEvent as bad:
             slot.bad = bad
+        except Exception as exc:
+            log.exception("unexpected failure decoding %s@%d; dead-lettered", tp, offset)
+            slot.bad = unforeseen(exc)
+        if slot.bad is not None and slot.bad.reason == "too_large":
+            slot.key, slot.value, slot.headers = fit_dead_letter(
+                slot.key, slot.value, slot.headers, self.max_record_bytes
+            )
         self.stats.consumed += 1
         self.tracker.track(tp, offset)
         self.rewind_to.setdefault(tp, offset)
         self.tracing.accepted(slot, msg)
         self.lanes[tp].push(slot)
         return slot
+
+    @functools.cached_property
+    def max_record_bytes(self) -> int:
+        """The producer's message.max.bytes: outputs and dead letters must fit in it."""
+        try:
+            return int(self.config.producer_settings().get("message.max.bytes", MAX_VALUE_BYTES))
+        except (TypeError, ValueError):
+            return MAX_VALUE_BYTES
 
     def take_unsubmitted(self) -> list[Slot]:
         if not self.unsubmitted or time.monotonic() < self.submit_blocked_until:
@@ -232,10 +257,25 @@ class WorkerLoop:
                 self.unsubmitted.extend(slots)
                 self.submit_blocked_until = time.monotonic() + 0.02
                 return False
+            except Exception as exc:  # a failure nobody foresaw while preparing an item
+                if len(slots) > 1:
+                    return self.submit_singly(slots)  # find the event that caused it
+                slot = slots[0]
+                log.exception("unexpected failure preparing %s@%d; dead-lettered", slot.tp, slot.offset)
+                slot.bad = unforeseen(exc)
+                return True
             for slot, future in zip(slots, futures):
                 slot.future = future
                 slot.attempts += 1
             return True
+        return True
+
+    def submit_singly(self, slots: list[Slot]) -> bool:
+        """Submit one slot at a time (after an unforeseen failure); False when the scheduler is busy."""
+        for i, slot in enumerate(slots):
+            if not self.submit_chunk([slot]):
+                self.unsubmitted.extend(slots[i + 1 :])
+                return False
         return True
 
     # ---------------------------------------------------------------- output

@@ -2,14 +2,71 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import re
+import unicodedata
 from collections.abc import Mapping
+from typing import cast
 
 from gliclass_core.errors import InvalidInput
 from gliclass_core.processing.packing import MARKER_TEXTS
 from gliclass_core.types import ClassifyItem, Example
 
 MAX_LABELS = 1000
+# Characters that carry no content for a tokenizer: whitespace, controls (NUL...), format characters
+# (zero-width space, joiners, soft hyphen, BOM...), private-use and unassigned code points (BERT's
+# normaliser drops every "other" category), combining marks with no base, the replacement
+# character. A text made only of these is empty for every model.
+_NO_CONTENT_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp", "Mn", "Me"})
+_REPLACEMENT = "\ufffd"
+# Runs of common content-less characters, skipped at C speed (each is in one of the categories
+# above; tests check that against unicodedata): a megabyte of NUL or zero-width costs milliseconds.
+_SURELY_EMPTY_RUN = re.compile(
+    "[\\s\x00-\x1f\x7f-\x9f\u00ad\u0300-\u036f\u200b-\u200f\u2028-\u202e\u2060-\u206f"
+    "\ufe00-\ufe0f\ufeff\ufff0-\ufffb\ufffd\ue000-\uf8ff\ud800-\udfff]*"
+)
+# Category Cc is exactly U+0000-U+001F and U+007F-U+009F; tab, newline and CR are allowed.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def lone_surrogate_at(value: str) -> int | None:
+    """Index of the first lone surrogate (a string that is not valid Unicode), else None."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def has_content(value: str) -> bool:
+    """True when `value` holds at least one character a tokenizer keeps (see _NO_CONTENT_CATEGORIES)."""
+    pos, end = 0, len(value)
+    while True:
+        pos = _SURELY_EMPTY_RUN.match(value, pos).end()  # type: ignore[union-attr]  # `*` always matches
+        if pos >= end:
+            return False
+        char = value[pos]
+        if char != _REPLACEMENT and unicodedata.category(char) not in _NO_CONTENT_CATEGORIES:
+            return True
+        pos += 1
+
+
+def control_at(value: str) -> int | None:
+    """Index of the first control character (category Cc) other than tab / newline / CR, else None."""
+    found = _CONTROL.search(value)
+    return found.start() if found else None
+
+
+def _check_string(value: str, field: str, index: int | None, what: str) -> None:
+    at = lone_surrogate_at(value)
+    if at is not None:
+        raise InvalidInput(
+            f"{what} holds a lone surrogate {value[at]!r} at character {at} (not valid Unicode)",
+            field=field,
+            index=index,
+        )
+    _no_markers(value, field, index)
 
 
 def _no_markers(value: str, field: str, index: int | None) -> None:
@@ -24,9 +81,11 @@ def validate_item(item: object, index: int | None = None) -> ClassifyItem:
         raise InvalidInput(f"expected a ClassifyItem, got {type(item).__name__}", index=index)
     if not isinstance(item.text, str):
         raise InvalidInput(f"must be a string, got {type(item.text).__name__}", field="text", index=index)
-    if not item.text.strip():
-        raise InvalidInput("is empty", field="text", index=index)
-    _no_markers(item.text, "text", index)
+    _check_string(item.text, "text", index, "the text")
+    if not has_content(item.text):
+        raise InvalidInput(
+            "is empty (nothing but whitespace, control or zero-width characters)", field="text", index=index
+        )
     labels = item.labels
     if isinstance(labels, str) or not isinstance(labels, tuple | list):
         raise InvalidInput("must be a list of strings", field="labels", index=index)
@@ -36,16 +95,7 @@ def validate_item(item: object, index: int | None = None) -> ClassifyItem:
         raise InvalidInput(
             f"{len(labels)} labels; at most {MAX_LABELS} per item", field="labels", index=index
         )
-    seen: set[str] = set()
-    for label in labels:
-        if not isinstance(label, str):
-            raise InvalidInput(f"label {label!r} is not a string", field="labels", index=index)
-        if not label.strip():
-            raise InvalidInput("contains an empty label", field="labels", index=index)
-        if label in seen:
-            raise InvalidInput(f"duplicate label {label!r}", field="labels", index=index)
-        _no_markers(label, "labels", index)
-        seen.add(label)
+    _check_labels(labels, index)
     _check_threshold(item.threshold, index)
     if not isinstance(item.multi_label, bool):
         raise InvalidInput("must be true or false", field="multi_label", index=index)
@@ -56,16 +106,52 @@ def validate_item(item: object, index: int | None = None) -> ClassifyItem:
     if item.prompt is not None:
         if not isinstance(item.prompt, str):
             raise InvalidInput("must be a string", field="prompt", index=index)
-        _no_markers(item.prompt, "prompt", index)
+        _check_string(item.prompt, "prompt", index, "the prompt")
     if not isinstance(item.examples, tuple | list):
         raise InvalidInput("must be a list of examples", field="examples", index=index)
     for example in item.examples:
         if not isinstance(example, Example) or not isinstance(example.text, str):
             raise InvalidInput("each example needs a text and true_labels", field="examples", index=index)
-        if isinstance(example.true_labels, str) or not all(isinstance(x, str) for x in example.true_labels):
+        true_labels = example.true_labels
+        if isinstance(true_labels, str) or not isinstance(true_labels, tuple | list):
             raise InvalidInput("true_labels must be a list of strings", field="examples", index=index)
-        _no_markers(example.text, "examples", index)
+        if not all(isinstance(x, str) for x in true_labels):
+            raise InvalidInput("true_labels must be a list of strings", field="examples", index=index)
+        _check_string(example.text, "examples", index, "an example's text")
+        for label in true_labels:
+            _check_string(label, "examples", index, "an example's label")
     return item
+
+
+def _check_labels(labels: tuple[object, ...] | list[object], index: int | None) -> None:
+    for label in labels:
+        if not isinstance(label, str):
+            raise InvalidInput(f"label {label!r} is not a string", field="labels", index=index)
+    try:
+        _valid_labels(tuple(cast(list[str], labels)))
+    except InvalidInput as exc:
+        raise InvalidInput(exc.bare_message, field="labels", index=index) from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _valid_labels(labels: tuple[str, ...]) -> None:
+    """Check a list of string labels (cached: a route's or label set's labels repeat on every item)."""
+    seen: set[str] = set()
+    for label in labels:
+        if not has_content(label):
+            raise InvalidInput(f"contains an empty label {label!r}")
+        if label in seen:
+            raise InvalidInput(f"duplicate label {label!r}")
+        seen.add(label)
+    # Whole-list checks in one pass over the joined labels; the offending label is looked up after.
+    joined = "\n".join(labels)
+    if lone_surrogate_at(joined) is not None or any(marker in joined for marker in MARKER_TEXTS):
+        for label in labels:
+            _check_string(label, "labels", None, "a label")
+    if control_at(joined) is not None:
+        label = next(x for x in labels if control_at(x) is not None)
+        at = control_at(label) or 0
+        raise InvalidInput(f"label {label!r} holds the control character {label[at]!r}")
 
 
 def _check_threshold(threshold: object, index: int | None) -> None:

@@ -6,19 +6,24 @@ plus "label_chunks" / "truncated" when the labels were split or the text was cut
 
 With TEXT arguments, any invalid input is an error (exit 2, message on stderr, no output).
 On stdin (one JSON object per line: {"text": ..., "labels"?: [...], "threshold"?, "prompt"?}), a bad
-line does not stop the stream: its output line is {"error": ..., "line": N} in the same position,
-the remaining lines are still classified, and the exit status is 1 if any line failed.
+line does not stop the stream: its output line is {"error": ..., "reason": ..., "field"?: ...,
+"line": N} in the same position, the remaining lines are still classified, and the exit status is 1
+if any line failed. Lines are bounded (MAX_LINE_CHARS, JSON nesting depth); bytes that are not
+UTF-8 make that line an error.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from collections.abc import Iterator
 from typing import IO, Any
 
 from gliclass_core.errors import InvalidInput
+
+MAX_LINE_CHARS = 4 * 1024 * 1024
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,13 +89,31 @@ def run(args: argparse.Namespace) -> int:
         for text, pred in zip(args.texts, preds):
             _emit(_result(text, pred), sys.stdout)
         return 0
-    return _stream(clf, sys.stdin, sys.stdout, labels, args, common)
+    # Undecodable bytes become lone surrogates, which validation rejects for their line only.
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape")
+    return _stream(clf, stdin, sys.stdout, labels, args, common)
 
 
-def _batches(stream: IO[str], size: int) -> Iterator[list[tuple[int, str]]]:
-    batch: list[tuple[int, str]] = []
-    for number, line in enumerate(stream, start=1):
-        if not line.strip():
+def _lines(stream: IO[str]) -> Iterator[tuple[int, str | None]]:
+    """(line number, line) pairs; None for a line over MAX_LINE_CHARS (its rest is skipped unread)."""
+    number = 0
+    while True:
+        line = stream.readline(MAX_LINE_CHARS + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_LINE_CHARS:
+            while line and not line.endswith("\n"):
+                line = stream.readline(MAX_LINE_CHARS)
+            yield number, None
+        else:
+            yield number, line
+
+
+def _batches(stream: IO[str], size: int) -> Iterator[list[tuple[int, str | None]]]:
+    batch: list[tuple[int, str | None]] = []
+    for number, line in _lines(stream):
+        if line is not None and not line.strip():
             continue
         batch.append((number, line))
         if len(batch) >= size:
@@ -98,6 +121,18 @@ def _batches(stream: IO[str], size: int) -> Iterator[list[tuple[int, str]]]:
             batch = []
     if batch:
         yield batch
+
+
+def _error_line(exc: Exception, number: int) -> dict[str, Any]:
+    if isinstance(exc, InvalidInput):
+        out: dict[str, Any] = {"error": str(exc), "reason": exc.reason}
+        if exc.field is not None:
+            out["field"] = exc.field
+    else:  # a failure nobody foresaw: still one line's error, never the end of the stream
+        out = {"error": f"internal error ({type(exc).__name__}): {exc}", "reason": "internal_error"}
+    out["error"] = out["error"].encode("utf-8", "backslashreplace").decode("utf-8")
+    out["line"] = number
+    return out
 
 
 def _stream(
@@ -112,13 +147,15 @@ def _stream(
         texts = []
         for number, line in batch:
             try:
+                if line is None:
+                    raise InvalidInput(f"line is longer than {MAX_LINE_CHARS} characters")
                 item = _item_from_line(line, labels, args, common, ClassifyItem)
                 prepared.append((len(slots), clf.prepare(item)))
                 texts.append(item.text)
                 slots.append(None)
-            except InvalidInput as exc:
+            except Exception as exc:
                 failed = True
-                slots.append({"error": str(exc), "line": number})
+                slots.append(_error_line(exc, number))
         passes = [(k, j) for k, (_, p) in enumerate(prepared) for j in range(len(p.passes))]
         passes.sort(key=lambda kj: prepared[kj[0]][1].passes[kj[1]].num_tokens)
         logits: dict[tuple[int, int], Any] = {}
@@ -136,10 +173,13 @@ def _stream(
 
 
 def _item_from_line(line: str, labels: list[str] | None, args: Any, common: dict, item_type: Any) -> Any:
+    from gliclass_core.processing.bounded_json import JsonRejected, loads
+
     try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"not valid JSON ({exc.msg})") from exc
+        obj = loads(line)
+    except JsonRejected as exc:
+        message = exc.message if exc.reason == "invalid_json" else f"not accepted as JSON: {exc.message}"
+        raise InvalidInput(message) from exc
     if not isinstance(obj, dict):
         raise InvalidInput('expected a JSON object like {"text": ...}')
     unknown = set(obj) - {"text", "labels", "threshold", "prompt", "id"}
