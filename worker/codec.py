@@ -1,7 +1,8 @@
 """Kafka bytes <-> worker data: the only module that decodes event values and encodes results.
 
 Input values are UTF-8. A value whose first non-blank character is `{` is a JSON object
-(`{"id", "text", "labels"?, "label_set"?}`); any other value is the text itself.
+(`{"id", "text", "labels"?, "label_set"?}`; `labels` may be a nested object of groups, flattened
+with "." as the reference does); any other value is the text itself.
 """
 
 from __future__ import annotations
@@ -9,8 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from gliclass_core.types import Prediction
+from gliclass_core.errors import InvalidInput
+from gliclass_core.processing.hierarchy import flatten, tree_from_labels
+from gliclass_core.types import LabelNode, Prediction
 
 Headers = list[tuple[str, bytes]]
 
@@ -32,6 +36,7 @@ class Event:
     id: str | None = None
     labels: tuple[str, ...] | None = None
     label_set: str | None = None
+    label_tree: tuple[LabelNode, ...] | None = None  # `labels` given as a nested object
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,13 @@ def decode_event(value: bytes | None) -> Event:
     if event_id is not None and not isinstance(event_id, str | int):
         raise BadEvent("invalid_json", "'id' must be a string or an integer")
     labels = obj.get("labels")
+    label_tree = None
+    if isinstance(labels, dict):
+        try:
+            label_tree = tree_from_labels(labels)
+        except InvalidInput as exc:
+            raise BadEvent("invalid_labels", f"'labels': {exc.bare_message}") from exc
+        labels = list(flatten(label_tree))
     if labels is not None:
         if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
             raise BadEvent("invalid_labels", "'labels' must be a non-empty list of non-empty strings")
@@ -86,6 +98,7 @@ def decode_event(value: bytes | None) -> Event:
         id=None if event_id is None else str(event_id),
         labels=labels,
         label_set=label_set,
+        label_tree=label_tree,
     )
 
 
@@ -109,7 +122,15 @@ def encode_result(
     }
     if prediction.truncated:
         out["truncated"] = True
+    if prediction.text_chunks > 1:
+        out["text_chunks"] = prediction.text_chunks
+    if prediction.hierarchy is not None:
+        out["hierarchy"] = _rounded(prediction.hierarchy)
     return json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _rounded(tree: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _rounded(v) if isinstance(v, Mapping) else round(float(v), 6) for k, v in tree.items()}
 
 
 def carry_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> Headers:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gliclass_core.classifier import Classifier, EncodedPass, PreparedItem
+from gliclass_core.classifier import Classifier, EncodedPass, PreparedItem, check_item_options
 from gliclass_core.errors import CheckpointError, InvalidInput
 from gliclass_core.types import ClassifyItem, ModelInfo
 
@@ -454,6 +454,11 @@ class GliZNetClassifier(Classifier):
         from gliclass_core.processing.validation import validate_item
 
         validate_item(item, index)
+        check_item_options(item, index)
+        if item.long_text.mode == "chunk":
+            from gliclass_core.processing.long_text import prepare_chunked
+
+            return prepare_chunked(self.prepare, item, index)  # type: ignore[no-any-return]
         if item.examples:
             raise InvalidInput(
                 "in-context examples are not supported by GliZNet models", field="examples", index=index
