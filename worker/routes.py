@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gliclass_core.config import LabelSet
+from gliclass_core.processing.hierarchy import DEFAULT_SEPARATOR, flatten, with_separator
 from gliclass_core.types import TRUNCATE, ClassifyItem
 from worker.codec import BadEvent, Event
 from worker.config import Route
@@ -39,6 +40,9 @@ def resolve(event: Event, route: Route, label_sets: Mapping[str, LabelSet]) -> R
             raise BadEvent("unknown_label_set", f"label set {set_name!r} is not configured")
     if event.labels is not None:
         labels, name, tree = event.labels, None, event.label_tree
+        if tree is not None and route.label_separator != DEFAULT_SEPARATOR:
+            tree = with_separator(tree, route.label_separator)
+            labels = flatten(tree)
     elif event.label_set is not None and label_set is not None:
         labels, name, tree = label_set.labels, set_name, label_set.label_tree
     elif route.labels is not None:

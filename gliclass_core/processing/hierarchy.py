@@ -148,6 +148,15 @@ def hierarchy_of(tree: Sequence[LabelNode] | None, scores: Mapping[str, float]) 
     return build(tree)
 
 
+def with_separator(tree: Sequence[LabelNode], separator: str) -> tuple[LabelNode, ...]:
+    """The same tree with its leaves' flattened names joined by `separator` instead."""
+
+    def pairs(nodes: Sequence[LabelNode]) -> list[tuple[str, list[Any]]]:
+        return [(n.name, pairs(n.children)) for n in nodes]
+
+    return tree_from_nodes(pairs(tree), separator)
+
+
 def check_tree(item: ClassifyItem, index: int | None = None) -> None:
     """Raise InvalidInput unless the item's label tree (if any) flattens to exactly its labels."""
     if not isinstance(item.return_hierarchical, bool):

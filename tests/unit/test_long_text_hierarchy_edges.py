@@ -177,6 +177,8 @@ def test_kafka_event_with_nested_labels_and_hierarchical_output() -> None:
     cfg = parse_kafka_config(app(routes=[{"input": "in", "output": "out", "return_hierarchical": True}]))
     item = resolve(event, cfg.routes[0], {}).item
     assert item.label_tree == event.label_tree and item.return_hierarchical
+    slash = parse_kafka_config(app(routes=[{"input": "in", "output": "out", "label_separator": "/"}]))
+    assert resolve(event, slash.routes[0], {}).item.labels == ("mood/happy", "mood/sad")
     with pytest.raises(BadEvent) as err:
         decode_event(json.dumps({"text": "t", "labels": {"mood": []}}).encode())
     assert err.value.reason == "invalid_labels"
