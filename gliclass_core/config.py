@@ -192,9 +192,10 @@ def _label_set_options(name: str, table: Mapping[str, Any]) -> tuple[dict[str, A
     from gliclass_core.processing.hierarchy import flatten, tree_from_labels
 
     where = f"label_sets.{name}"
+    if "label_tree" in table:  # derived from a nested `labels` table, never set directly
+        raise ConfigError(f"[{where}] unknown key(s): label_tree")
     plain = {k: v for k, v in table.items() if k not in LONG_TEXT_KEYS}
     extra: dict[str, Any] = {"long_text": parse_long_text(table, where)}
-    plain.pop("long_text", None)
     separator = plain.get("label_separator", ".")
     if not isinstance(separator, str) or not separator:
         raise ConfigError(f"[{where}] label_separator must be a non-empty string")

@@ -53,6 +53,7 @@ def test_label_set_with_nested_labels_and_chunking() -> None:
         ({"labels": {"g": []}}, "no labels"),
         ({"label_separator": ""}, "label_separator"),
         ({"return_hierarchical": "yes"}, "return_hierarchical"),
+        ({"label_tree": ["x"]}, "unknown key"),
     ],
 )
 def test_bad_label_set_settings_name_the_key(extra: dict, words: str) -> None:
