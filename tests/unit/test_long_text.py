@@ -72,6 +72,20 @@ def _reference(checkpoint: Path, multi_label: bool, prompt: str | None = None) -
     return out
 
 
+def test_chunk_mode_matches_the_reference_with_labels_after_the_text(reference_checkpoint: Any) -> None:
+    from gliclass_core import Classifier
+
+    checkpoint = reference_checkpoint(
+        "uni-avg-mlp-norm", pooling_strategy="avg", scorer_type="mlp", normalize_features=True,
+        prompt_first=False,
+    )  # fmt: skip
+    expected = _reference(checkpoint, multi_label=True)
+    clf = Classifier.from_pretrained(str(checkpoint), device="cpu")
+    preds = clf.classify(TEXTS, LABELS, long_text="chunk", **CHUNKING)
+    for want, got in zip(expected, preds):
+        np.testing.assert_allclose([got.scores[k] for k in LABELS], [want[k] for k in LABELS], atol=1e-5)
+
+
 @pytest.mark.parametrize("multi_label", [True, False], ids=["multi", "single"])
 @pytest.mark.parametrize("prompt", [None, "Classify the topic:"], ids=["no-prompt", "prompt"])
 def test_chunk_mode_matches_the_reference_pipeline(
