@@ -14,6 +14,7 @@ Contract with the runtime (gliclass_core.runtime), which batches across callers:
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -21,7 +22,7 @@ from typing import Any, cast
 import numpy as np
 
 from gliclass_core.errors import InvalidInput
-from gliclass_core.types import ClassifyItem, Example, ModelInfo, Prediction
+from gliclass_core.types import TRUNCATE, ClassifyItem, Example, LongText, ModelInfo, Prediction
 
 DEFAULT_MAX_LENGTH = 1024
 _DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
@@ -51,6 +52,8 @@ class PreparedItem:
     item: ClassifyItem
     passes: tuple[EncodedPass, ...]
     truncated: bool = False
+    # long_text "chunk": how many of `passes` belong to each text chunk, in order (empty otherwise).
+    text_chunks: tuple[int, ...] = ()
 
 
 class Classifier:
@@ -151,6 +154,11 @@ class Classifier:
         from gliclass_core.processing.validation import validate_item
 
         validate_item(item, index)
+        check_item_options(item, index)
+        if item.long_text.mode == "chunk":
+            from gliclass_core.processing.long_text import prepare_chunked
+
+            return prepare_chunked(self.prepare, item, index)
         labels = tuple(item.labels)
         examples = tuple(item.examples)
         if self.config.architecture == "bi-encoder":
@@ -175,19 +183,35 @@ class Classifier:
         item = prepared.item
         if len(logits) != len(prepared.passes):
             raise ValueError(f"expected logits for {len(prepared.passes)} passes, got {len(logits)}")
-        flat = np.concatenate([np.asarray(x, dtype=np.float32).reshape(-1) for x in logits])
         labels = tuple(item.labels)
-        if flat.shape[0] != len(labels):
-            raise ValueError(f"expected {len(labels)} logits, got {flat.shape[0]}")
-        if self.relative is not None:
-            flat = self.relative.apply(flat)
-        scores = scores_from_logits(flat, item.multi_label)
+        text_chunks = prepared.text_chunks or (len(prepared.passes),)
+        total = sum(int(np.asarray(x).size) for x in logits)
+        if total != len(labels) * len(text_chunks):
+            raise ValueError(f"expected {len(labels) * len(text_chunks)} logits, got {total}")
+        relative = self.relative.apply if self.relative is not None else None
+        if prepared.text_chunks:
+            from gliclass_core.processing.long_text import chunked_scores
+
+            scores = chunked_scores(prepared.text_chunks, logits, item.multi_label, relative)
+        else:
+            flat = np.concatenate([np.asarray(x, dtype=np.float32).reshape(-1) for x in logits])
+            if relative is not None:
+                flat = relative(flat)
+            scores = scores_from_logits(flat, item.multi_label)
         predicted = decide(labels, scores, item.multi_label, item.threshold, item.top_k)
+        by_label = {label: float(s) for label, s in zip(labels, scores)}
+        hierarchy = None
+        if item.return_hierarchical:
+            from gliclass_core.processing.hierarchy import hierarchy_of
+
+            hierarchy = hierarchy_of(item.label_tree, by_label)
         return Prediction(
-            scores={label: float(s) for label, s in zip(labels, scores)},
+            scores=by_label,
             labels=predicted,
-            label_chunks=len(prepared.passes),
+            label_chunks=max(text_chunks),
             truncated=prepared.truncated,
+            text_chunks=len(text_chunks),
+            hierarchy=hierarchy,
         )
 
     def classify(
@@ -200,9 +224,41 @@ class Classifier:
         examples: Sequence[Example] | None = None,
         top_k: int | None = None,
         batch_size: int = 32,
+        *,
+        long_text: str | LongText = "truncate",
+        text_chunk_size: int | None = None,
+        text_chunk_overlap: int | None = None,
+        labels_chunk_size: int | None = None,
+        return_hierarchical: bool = False,
+        label_separator: str = ".",
     ) -> list[Prediction]:
-        """Classify texts offline (length-sorted batches, input order restored)."""
+        """Classify texts offline (length-sorted batches, input order restored).
+
+        `labels` may also be a nested mapping (or one per text), flattened with `label_separator`
+        (`{"sports": ["football"]}` scores "sports.football"); `return_hierarchical` adds the scores
+        nested the same way (`Prediction.hierarchy`). `long_text="chunk"` scores long texts in
+        overlapping chunks (see `gliclass_core.processing.long_text`) instead of truncating them.
+        """
+        from gliclass_core.processing.hierarchy import split_labels
+        from gliclass_core.processing.long_text import long_text_options
+
+        options = long_text_options(long_text, text_chunk_size, text_chunk_overlap, labels_chunk_size)
+        if not isinstance(return_hierarchical, bool):
+            raise InvalidInput("must be true or false", field="return_hierarchical")
+        trees: list[Any] = []
+        if isinstance(labels, Mapping):
+            flat, tree = split_labels(labels, label_separator)
+            labels, trees = list(flat), [tree]
+        elif isinstance(labels, Sequence) and labels and all(isinstance(x, Mapping) for x in labels):
+            pairs = [split_labels(x, label_separator, index=i) for i, x in enumerate(labels)]
+            labels, trees = [list(f) for f, _ in pairs], [t for _, t in pairs]
         items = build_items(texts, labels, threshold, multi_label, prompt, examples, top_k)
+        if options is not TRUNCATE or trees or return_hierarchical:
+            items = [
+                dataclasses.replace(item, long_text=options, return_hierarchical=return_hierarchical,
+                                    label_tree=(trees[i] if len(trees) > 1 else trees[0]) if trees else None)
+                for i, item in enumerate(items)
+            ]  # fmt: skip
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInput("must be a positive integer", field="batch_size")
         prepared = [self.prepare(item, i) for i, item in enumerate(items)]
@@ -259,6 +315,15 @@ def build_items(
                                   multi_label=multi_label, top_k=top_k, prompt=prompts[i],
                                   examples=ex))  # fmt: skip
     return items
+
+
+def check_item_options(item: ClassifyItem, index: int | None) -> None:
+    """Check the long-text and hierarchical-label settings of a validated item."""
+    from gliclass_core.processing.hierarchy import check_tree
+    from gliclass_core.processing.long_text import check_long_text
+
+    check_long_text(item.long_text, index=index)
+    check_tree(item, index)
 
 
 def _resolve_device(device: str) -> str:

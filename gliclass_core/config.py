@@ -23,7 +23,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from gliclass_core.errors import GliclassError
+from gliclass_core.errors import GliclassError, InvalidInput
+from gliclass_core.types import TRUNCATE, LabelNode, LongText
 
 ENV_PREFIX = "GLICLASS_"
 #: A key is secret-named when one of its words (split at `.`, `_`, `-`) ends with one of these
@@ -71,6 +72,11 @@ class LabelSet:
     multi_label: bool = True
     top_k: int | None = None
     prompt: str | None = None
+    # `labels = {group = [...], ...}` (a nested table): the tree; `labels` holds its flattened names.
+    label_tree: tuple[LabelNode, ...] | None = None
+    label_separator: str = "."
+    return_hierarchical: bool = False
+    long_text: LongText = TRUNCATE
 
 
 @dataclass(frozen=True)
@@ -169,18 +175,63 @@ def parse_config(data: Mapping[str, Any]) -> AppConfig:
     for name, table in raw_sets.items():
         if not isinstance(table, Mapping):
             raise ConfigError(f"[label_sets.{name}] must be a table")
-        labels = table.get("labels")
+        table, extra = _label_set_options(name, table)
+        labels = extra.get("labels", table.get("labels"))
         if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
             raise ConfigError(f"[label_sets.{name}] labels must be a non-empty list of non-empty strings")
         if len(set(labels)) != len(labels):
             raise ConfigError(f"[label_sets.{name}] labels contain duplicates")
         label_sets[name] = _build(
-            LabelSet, {**table, "name": name, "labels": tuple(labels)}, f"label_sets.{name}"
+            LabelSet, {**table, **extra, "name": name, "labels": tuple(labels)}, f"label_sets.{name}"
         )
         threshold = label_sets[name].threshold
         if not isinstance(threshold, int | float) or not 0.0 <= threshold <= 1.0:
             raise ConfigError(f"[label_sets.{name}] threshold must be a number in [0, 1]")
     return AppConfig(model=model, batching=batching, label_sets=label_sets, raw=dict(data))
+
+
+LONG_TEXT_KEYS = ("long_text", "text_chunk_size", "text_chunk_overlap", "labels_chunk_size")
+
+
+def parse_long_text(table: Mapping[str, Any], where: str, base: LongText = TRUNCATE) -> LongText:
+    """Read `long_text = "truncate" | "chunk"` and the chunk sizes of a config table."""
+    from gliclass_core.processing.long_text import long_text_options
+
+    try:
+        return long_text_options(
+            table.get("long_text"),
+            table.get("text_chunk_size"),
+            table.get("text_chunk_overlap"),
+            table.get("labels_chunk_size"),
+            base=base,
+        )
+    except InvalidInput as exc:
+        raise ConfigError(f"[{where}] {exc.field or 'long_text'}: {exc.bare_message}") from exc
+
+
+def _label_set_options(name: str, table: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a label-set table into plain keys and the parsed long-text / hierarchical settings."""
+    from gliclass_core.processing.hierarchy import flatten, tree_from_labels
+
+    where = f"label_sets.{name}"
+    if "label_tree" in table:  # derived from a nested `labels` table, never set directly
+        raise ConfigError(f"[{where}] unknown key(s): label_tree")
+    plain = {k: v for k, v in table.items() if k not in LONG_TEXT_KEYS}
+    extra: dict[str, Any] = {"long_text": parse_long_text(table, where)}
+    separator = plain.get("label_separator", ".")
+    if not isinstance(separator, str) or not separator:
+        raise ConfigError(f"[{where}] label_separator must be a non-empty string")
+    hierarchical = plain.get("return_hierarchical", False)
+    if not isinstance(hierarchical, bool):
+        raise ConfigError(f"[{where}] return_hierarchical must be true or false")
+    labels = plain.get("labels")
+    if isinstance(labels, Mapping):
+        try:
+            tree = tree_from_labels(labels, separator)
+        except InvalidInput as exc:
+            raise ConfigError(f"[{where}] labels: {exc.bare_message}") from exc
+        extra.update(label_tree=tree, labels=list(flatten(tree)))
+    return plain, extra
 
 
 def redact(settings: Mapping[str, Any]) -> dict[str, Any]:

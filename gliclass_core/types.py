@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -12,6 +13,41 @@ class Example:
 
     text: str
     true_labels: tuple[str, ...]
+
+
+LONG_TEXT_MODES = ("truncate", "chunk")
+
+
+@dataclass(frozen=True)
+class LongText:
+    """What to do with a text longer than the model's maximum length.
+
+    `"truncate"`: cut the text to fit (the result says `truncated`). `"chunk"`: the reference's
+    long-document mode — the text is split into `text_chunk_size`-character chunks overlapping by
+    `text_chunk_overlap` characters, the labels into groups of `labels_chunk_size`, every
+    (chunk, group) is one pass, and each label's score is its maximum over the chunks.
+    Defaults are the reference pipeline's.
+    """
+
+    mode: str = "truncate"
+    text_chunk_size: int = 8192
+    text_chunk_overlap: int = 256
+    labels_chunk_size: int = 8
+
+
+TRUNCATE = LongText()
+
+
+@dataclass(frozen=True)
+class LabelNode:
+    """One node of a hierarchical label set: a group (with children) or a leaf label.
+
+    `label` is a leaf's flattened name (`sports.football`), the name it is scored and reported under.
+    """
+
+    name: str
+    children: tuple[LabelNode, ...] = ()
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -29,6 +65,9 @@ class ClassifyItem:
     top_k: int | None = None
     prompt: str | None = None
     examples: tuple[Example, ...] = ()
+    long_text: LongText = TRUNCATE
+    label_tree: tuple[LabelNode, ...] | None = None
+    return_hierarchical: bool = False
 
 
 @dataclass(frozen=True)
@@ -38,12 +77,17 @@ class Prediction:
     `scores` holds every given label in the given order; `labels` the predicted ones, best first.
     `label_chunks` > 1 means the labels did not fit one pass and were scored in that many passes.
     `truncated` means the text was cut to fit the model's maximum length.
+    `text_chunks` > 1 means the text was scored in that many chunks (`long_text` mode "chunk").
+    `hierarchy` is set when the item asked for `return_hierarchical`: the scores nested like the
+    item's label tree (`{"sentiment": {"positive": 0.9, ...}, ...}`), or `{label: score}` for flat labels.
     """
 
     scores: dict[str, float]
     labels: list[str]
     label_chunks: int = 1
     truncated: bool = False
+    text_chunks: int = 1
+    hierarchy: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

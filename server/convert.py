@@ -9,12 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from gliclass_core.config import LabelSet
 from gliclass_core.errors import InvalidInput
-from gliclass_core.types import ClassifyItem, ModelInfo, Prediction
+from gliclass_core.processing.hierarchy import DEFAULT_SEPARATOR, flatten, tree_from_nodes
+from gliclass_core.processing.long_text import long_text_options
+from gliclass_core.types import TRUNCATE, ClassifyItem, LabelNode, LongText, ModelInfo, Prediction
 from server.errors import status_for
 from server.grpc_config import GrpcConfig
 from server.proto import classifier_pb2 as pb
@@ -56,9 +59,16 @@ def item_from_proto(
             f"{len(item.text)} characters, the limit is {config.max_text_chars}", field="text", index=index
         )
     label_set: LabelSet | None = None
+    tree = None
     if item.labels and item.label_set:
         raise InvalidInput("give either 'labels' or 'label_set', not both", field="label_set", index=index)
-    if item.label_set:
+    if item.label_tree and (item.labels or item.label_set):
+        raise InvalidInput("give only one of 'labels', 'label_set' and 'label_tree'", field="label_tree",
+                           index=index)  # fmt: skip
+    if item.label_tree:
+        tree = _tree_from_proto(item, index)
+        labels = flatten(tree)
+    elif item.label_set:
         label_set = label_sets.get(item.label_set)
         if label_set is None:
             known = ", ".join(sorted(label_sets)) or "none configured"
@@ -105,6 +115,11 @@ def item_from_proto(
     prompt = label_set.prompt if label_set else None
     if item.HasField("prompt"):
         prompt = item.prompt or None
+    if label_set is not None and label_set.label_tree is not None:
+        tree = label_set.label_tree
+    hierarchical = label_set.return_hierarchical if label_set else False
+    if item.HasField("return_hierarchical"):
+        hierarchical = item.return_hierarchical
     return ClassifyItem(
         text=item.text,
         labels=labels,
@@ -112,6 +127,32 @@ def item_from_proto(
         multi_label=multi_label,
         top_k=top_k,
         prompt=prompt,
+        long_text=_long_text_from_proto(item, label_set, index),
+        label_tree=tree,
+        return_hierarchical=hierarchical,
+    )
+
+
+def _tree_from_proto(item: pb.Item, index: int) -> tuple[LabelNode, ...]:
+    separator = item.label_separator if item.HasField("label_separator") else DEFAULT_SEPARATOR
+
+    def pairs(nodes: Iterable[pb.LabelNode]) -> list[tuple[str, list[Any]]]:
+        return [(n.name, pairs(n.children)) for n in nodes]
+
+    # protobuf itself bounds the nesting depth of a parsed message (100 levels); the tree builder
+    # bounds it again, and the node count, before anything recursive runs on it.
+    return tree_from_nodes(pairs(item.label_tree), separator, field="label_tree", index=index)
+
+
+def _long_text_from_proto(item: pb.Item, label_set: LabelSet | None, index: int) -> LongText:
+    base = label_set.long_text if label_set else TRUNCATE
+    return long_text_options(
+        item.long_text or None,
+        item.text_chunk_size if item.HasField("text_chunk_size") else None,
+        item.text_chunk_overlap if item.HasField("text_chunk_overlap") else None,
+        item.labels_chunk_size if item.HasField("labels_chunk_size") else None,
+        base=base,
+        index=index,
     )
 
 
@@ -139,7 +180,19 @@ def result_to_proto(
         label_chunks=prediction.label_chunks,
         truncated=prediction.truncated,
         label_set=label_set,
+        hierarchy=_hierarchy_to_proto(prediction.hierarchy) if prediction.hierarchy is not None else [],
+        text_chunks=prediction.text_chunks,
     )
+
+
+def _hierarchy_to_proto(tree: Mapping[str, Any]) -> list[pb.LabelScore]:
+    out = []
+    for name, value in tree.items():
+        if isinstance(value, Mapping):
+            out.append(pb.LabelScore(label=name, children=_hierarchy_to_proto(value)))
+        else:
+            out.append(pb.LabelScore(label=name, score=float(value)))
+    return out
 
 
 def _finite(value: float) -> float:

@@ -1,7 +1,8 @@
 """Kafka bytes <-> worker data: the only module that decodes event values and encodes results.
 
 Input values are UTF-8. A value whose first non-blank character is `{` is a JSON object
-(`{"id", "text", "labels"?, "label_set"?}`); any other value is the text itself.
+(`{"id", "text", "labels"?, "label_set"?}`; `labels` may be a nested object of groups, flattened
+with "." as the reference does); any other value is the text itself.
 
 Decoding is bounded before it starts: the value's size (MAX_VALUE_BYTES), the JSON nesting depth
 (a linear pre-scan, see gliclass_core.processing.bounded_json), integer length and finiteness.
@@ -15,10 +16,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gliclass_core.errors import InvalidInput
 from gliclass_core.processing.bounded_json import JsonRejected
 from gliclass_core.processing.bounded_json import loads as bounded_loads
+from gliclass_core.processing.hierarchy import flatten, tree_from_labels
 from gliclass_core.processing.validation import MAX_LABELS, control_at, has_content, lone_surrogate_at
-from gliclass_core.types import Prediction
+from gliclass_core.types import LabelNode, Prediction
 
 Headers = list[tuple[str, bytes]]
 
@@ -54,6 +57,7 @@ class Event:
     id: str | None = None
     labels: tuple[str, ...] | None = None
     label_set: str | None = None
+    label_tree: tuple[LabelNode, ...] | None = None  # `labels` given as a nested object
 
 
 @dataclass(frozen=True)
@@ -85,11 +89,22 @@ def decode_event(value: bytes | None, max_bytes: int = MAX_VALUE_BYTES) -> Event
         raise BadEvent(exc.reason, f"value starts with '{{': {exc.message}") from exc
     if not isinstance(obj, dict):
         raise BadEvent("invalid_json", "JSON value must be an object")
+    text = _text(obj)  # the text is judged first: a bad text is the reason even when labels are bad too
+    event_id = _event_id(obj.get("id"))
+    labels = obj.get("labels")
+    label_tree = None
+    if isinstance(labels, dict):
+        try:
+            label_tree = tree_from_labels(labels)
+        except InvalidInput as exc:
+            raise BadEvent("invalid_labels", f"'labels': {exc.bare_message}") from exc
+        labels = list(flatten(label_tree))
     return Event(
-        text=_text(obj),
-        id=_event_id(obj.get("id")),
-        labels=_labels(obj.get("labels")),
+        text=text,
+        id=event_id,
+        labels=_labels(labels),
         label_set=_label_set(obj.get("label_set")),
+        label_tree=label_tree,
     )
 
 
@@ -235,7 +250,15 @@ def encode_result(
     }
     if prediction.truncated:
         out["truncated"] = True
+    if prediction.text_chunks > 1:
+        out["text_chunks"] = prediction.text_chunks
+    if prediction.hierarchy is not None:
+        out["hierarchy"] = _rounded(prediction.hierarchy)
     return json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _rounded(tree: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _rounded(v) if isinstance(v, Mapping) else round(float(v), 6) for k, v in tree.items()}
 
 
 def carry_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> Headers:

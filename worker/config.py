@@ -7,7 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gliclass_core.config import AppConfig, ConfigError
+from gliclass_core.config import LONG_TEXT_KEYS, AppConfig, ConfigError, parse_long_text
+from gliclass_core.errors import InvalidInput
+from gliclass_core.processing.hierarchy import flatten, tree_from_labels
+from gliclass_core.types import LabelNode, LongText
 
 DELIVERY_MODES = ("at-least-once", "exactly-once")
 OVER_LENGTH = ("truncate", "reject")
@@ -37,6 +40,11 @@ class Route:
     max_text_chars: int | None = None
     over_length: str = "truncate"
     partitioning: str = "input"
+    # Long-text and hierarchical settings; None: the label set's (else the defaults).
+    long_text: LongText | None = None
+    return_hierarchical: bool | None = None
+    label_separator: str = "."
+    label_tree: tuple[LabelNode, ...] | None = None  # from `labels = {group = [...]}`, not a key
 
 
 @dataclass(frozen=True)
@@ -134,7 +142,7 @@ def _settings(table: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
     return dict(value)
 
 
-ROUTE_KEYS = set(Route.__dataclass_fields__)
+ROUTE_KEYS = (set(Route.__dataclass_fields__) - {"label_tree"}) | set(LONG_TEXT_KEYS)
 KAFKA_KEYS = set(KafkaConfig.__dataclass_fields__)
 
 
@@ -153,7 +161,15 @@ def parse_route(table: Any, index: int, label_sets: Mapping[str, Any]) -> Route:
     label_set = _str(table, "label_set", where)
     if label_set is not None and label_set not in label_sets:
         raise ConfigError(f"[{where}] label_set {label_set!r} is not defined in [label_sets]")
+    separator = _str(table, "label_separator", where, ".") or "."
     labels = table.get("labels")
+    label_tree = None
+    if isinstance(labels, Mapping):
+        try:
+            label_tree = tree_from_labels(labels, separator)
+        except InvalidInput as exc:
+            raise ConfigError(f"[{where}] labels: {exc.bare_message}") from exc
+        labels = list(flatten(label_tree))
     if labels is not None:
         if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
             raise ConfigError(f"[{where}] labels must be a non-empty list of non-empty strings")
@@ -182,7 +198,18 @@ def parse_route(table: Any, index: int, label_sets: Mapping[str, Any]) -> Route:
         max_text_chars=_positive_int(table, "max_text_chars", where, None),
         over_length=_choice(table, "over_length", where, OVER_LENGTH),
         partitioning=_choice(table, "partitioning", where, PARTITIONING),
+        long_text=parse_long_text(table, where) if any(k in table for k in LONG_TEXT_KEYS) else None,
+        return_hierarchical=_bool(table, "return_hierarchical", where),
+        label_separator=separator,
+        label_tree=label_tree,
     )
+
+
+def _bool(table: Mapping[str, Any], key: str, where: str) -> bool | None:
+    value = table.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"[{where}] {key} must be true or false")
+    return value
 
 
 def parse_kafka_config(app_config: AppConfig) -> KafkaConfig:

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gliclass_core.config import LabelSet
-from gliclass_core.types import ClassifyItem
+from gliclass_core.processing.hierarchy import DEFAULT_SEPARATOR, flatten, with_separator
+from gliclass_core.types import TRUNCATE, ClassifyItem
 from worker.codec import BadEvent, Event
 from worker.config import Route
 
@@ -38,13 +39,16 @@ def resolve(event: Event, route: Route, label_sets: Mapping[str, LabelSet]) -> R
         if label_set is None:
             raise BadEvent("unknown_label_set", f"label set {set_name!r} is not configured")
     if event.labels is not None:
-        labels, name = event.labels, None
+        labels, name, tree = event.labels, None, event.label_tree
+        if tree is not None and route.label_separator != DEFAULT_SEPARATOR:
+            tree = with_separator(tree, route.label_separator)
+            labels = flatten(tree)
     elif event.label_set is not None and label_set is not None:
-        labels, name = label_set.labels, set_name
+        labels, name, tree = label_set.labels, set_name, label_set.label_tree
     elif route.labels is not None:
-        labels, name = route.labels, None
+        labels, name, tree = route.labels, None, route.label_tree
     elif label_set is not None:
-        labels, name = label_set.labels, set_name
+        labels, name, tree = label_set.labels, set_name, label_set.label_tree
     else:
         raise BadEvent("missing_labels", "event has no labels or label_set, and its route has none")
     threshold = route.threshold
@@ -61,5 +65,12 @@ def resolve(event: Event, route: Route, label_sets: Mapping[str, LabelSet]) -> R
         multi_label=multi_label,
         top_k=top_k,
         prompt=label_set.prompt if label_set is not None else None,
+        long_text=route.long_text or (label_set.long_text if label_set is not None else TRUNCATE),
+        label_tree=tree,
+        return_hierarchical=(
+            route.return_hierarchical
+            if route.return_hierarchical is not None
+            else (label_set.return_hierarchical if label_set is not None else False)
+        ),
     )
     return Resolved(item=item, label_set=name)

@@ -3,10 +3,12 @@
 Layout `[CLS] text [SEP] label1 [LAB] label2 [LAB] ... labelK [LAB]`. The text vector is the
 CLS state through the text projector; label k's vector is the mean of its own tokens after the
 label projector (or the `[LAB]` state after it, `label_pooling="lab"`). Projectors are
-Linear + LayerNorm. Logit = cosine(t, l) * exp(clamp(s, -10, 10)), s learnable (init 2.0).
+Linear + LayerNorm (or identities, `use_projection_layernorm=false`). Logit (`similarity_metric`):
+cosine(t, l) * exp(clamp(s, -10, 10)) with s learnable (init 2.0), Linear(t * l), or Bilinear(t, l).
 
-A checkpoint is a directory: `config.json` (`"model_type": "gliznet"`), `model.safetensors`
-and the tokenizer files (with `[LAB]` added as a special token).
+A checkpoint is a directory as the authors' code saves it (see `gliznet_format`): `config.json`
+(`"model_type": "gliznet"`, `backbone_config`, ...), `model.safetensors` (`backbone.*`,
+`aggregator.*`) and the tokenizer files (with `[LAB]` added as a special token).
 
 Integration with `Classifier`: `is_gliznet_config(config_dict)` detects a checkpoint;
 `GliZNet.from_pretrained(path, device)` loads it; `GliZNet.pack(text, labels)` returns the
@@ -21,7 +23,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +32,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gliclass_core.classifier import Classifier, EncodedPass, PreparedItem
+from gliclass_core.classifier import Classifier, EncodedPass, PreparedItem, check_item_options
 from gliclass_core.errors import CheckpointError, InvalidInput
+from gliclass_core.modeling.gliznet_format import (
+    GLIZNET_MODEL_TYPE,
+    LABEL_POOLINGS,  # noqa: F401  (re-exported for callers of this module)
+    SIMILARITY_METRICS,  # noqa: F401
+    GliZNetConfig,
+    legacy_state_dict,
+)
 from gliclass_core.types import ClassifyItem, ModelInfo
 
-GLIZNET_MODEL_TYPE = "gliznet"
 LAB_TOKEN = "[LAB]"
-LABEL_POOLINGS = ("mean", "lab")
 # Labels are tokenized once and reused; bounded so an open-ended label stream cannot grow memory.
 LABEL_CACHE_SIZE = 4096
 # A pass never squeezes the text below this many tokens to fit more labels; extra labels go to another pass.
@@ -48,58 +55,58 @@ def is_gliznet_config(config: Mapping[str, Any]) -> bool:
     return str(config.get("model_type", "")).lower() == GLIZNET_MODEL_TYPE
 
 
-@dataclass
-class GliZNetConfig:
-    """Everything `config.json` records about a GliZNet model (plus its loss settings)."""
-
-    encoder_config: dict[str, Any]
-    lab_token_id: int
-    projected_dim: int
-    label_pooling: str = "mean"
-    logit_scale_init: float = 2.0
-    bce_scale_init: float = 5.0
-    dropout: float = 0.1
-    max_length: int = 512
-    ce_weight: float = 1.0
-    repulsion_weight: float = 0.1
-    bce_weight: float = 1.0
-    repulsion_threshold: float = 0.3
-    model_type: str = GLIZNET_MODEL_TYPE
-    architectures: list[str] = field(default_factory=lambda: ["GliZNetModel"])
-
-    def __post_init__(self) -> None:
-        if self.label_pooling not in LABEL_POOLINGS:
-            raise CheckpointError(
-                f"GliZNet label_pooling must be one of {LABEL_POOLINGS}, got {self.label_pooling!r}"
-            )
-        max_pos = int(self.encoder_config.get("max_position_embeddings", self.max_length))
-        if self.encoder_config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
-            max_pos -= 2  # these reserve the first positions for padding offsets
-        self.max_length = min(self.max_length, max_pos)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GliZNetConfig:
-        """Build from a parsed config.json, ignoring keys this version does not know."""
-        known = {f for f in cls.__dataclass_fields__}
-        try:
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except TypeError as exc:
-            raise CheckpointError(f"GliZNet config.json is incomplete: {exc}") from exc
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+def _projector(config: GliZNetConfig) -> nn.Module:
+    """Linear(H, P) + LayerNorm(P), or the identity when the checkpoint has no projection."""
+    if not config.use_projection_layernorm:
+        return nn.Identity()
+    return nn.Sequential(nn.Linear(config.hidden_size, config.vector_size), nn.LayerNorm(config.vector_size))
 
 
-class Projector(nn.Module):
-    """Linear(H, P) followed by LayerNorm(P)."""
+class SimilarityHead(nn.Module):
+    """Logit of a (text vector, label vector) pair: scaled cosine, a linear map of t*l, or bilinear."""
 
-    def __init__(self, hidden: int, projected: int) -> None:
+    def __init__(self, config: GliZNetConfig) -> None:
         super().__init__()
-        self.linear = nn.Linear(hidden, projected)
-        self.norm = nn.LayerNorm(projected)
+        self.metric = config.similarity_metric
+        scale = torch.tensor(float(config.logit_scale_init))
+        if config.learn_temperature:
+            self.logit_scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("logit_scale", scale)
+        dim = config.vector_size
+        if self.metric == "bilinear":
+            self.classifier: nn.Module = nn.Bilinear(dim, dim, 1)
+        elif self.metric == "dot":
+            self.classifier = nn.Linear(dim, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.linear(x))
+    def forward(self, text: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """`text` (B, D), `labels` (B, K, D) -> logits (B, K)."""
+        if self.metric == "cosine":
+            cosine = torch.einsum("bp,bkp->bk", F.normalize(text, dim=-1), F.normalize(labels, dim=-1))
+            return cosine * self.logit_scale.clamp(-10, 10).exp()
+        expanded = text.unsqueeze(1).expand_as(labels)
+        if self.metric == "dot":
+            return self.classifier(expanded * labels).squeeze(-1)  # type: ignore[no-any-return]
+        return self.classifier(expanded.contiguous(), labels).squeeze(-1)  # type: ignore[no-any-return]
+
+
+class Aggregator(nn.Module):
+    """The heads, named as in the authors' checkpoints (`aggregator.*`)."""
+
+    def __init__(self, config: GliZNetConfig) -> None:
+        super().__init__()
+        self.text_projector = _projector(config)
+        self.label_projector = _projector(config)
+        self.similarity_head = SimilarityHead(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+
+class LossScale(nn.Module):
+    """Holds the composite loss's BCE scale (`loss_fn.bce_scale`), so a resumed run keeps it."""
+
+    def __init__(self, init: float) -> None:
+        super().__init__()
+        self.bce_scale = nn.Parameter(torch.tensor(float(init)))
 
 
 @dataclass
@@ -114,7 +121,11 @@ class GliZNetOutput:
 
 
 class GliZNetModel(nn.Module):
-    """The torch module: encoder, two projectors, the logit scale s and the BCE loss scale."""
+    """The torch module: backbone, aggregator (projectors, similarity head), loss scale.
+
+    Parameter names are the authors' (`backbone.*`, `aggregator.*`, `loss_fn.bce_scale`), so a
+    state dict moves between their code and ours unchanged.
+    """
 
     def __init__(self, config: GliZNetConfig, encoder: nn.Module | None = None) -> None:
         super().__init__()
@@ -124,40 +135,58 @@ class GliZNetModel(nn.Module):
         if encoder is None:
             enc_cfg = AutoConfig.for_model(**config.encoder_config)
             encoder = AutoModel.from_config(enc_cfg)
-        self.encoder = encoder
-        hidden = int(config.encoder_config["hidden_size"])
-        self.text_projector = Projector(hidden, config.projected_dim)
-        self.label_projector = Projector(hidden, config.projected_dim)
-        self.dropout = nn.Dropout(config.dropout)
-        self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)))
-        # Only the composite loss reads this; it lives here so a resumed training run keeps it.
-        self.bce_scale = nn.Parameter(torch.tensor(float(config.bce_scale_init)))
+        self.backbone = encoder
+        self.aggregator = Aggregator(config)
+        self.loss_fn = LossScale(config.bce_scale_init)
+
+    # Short names the training code and tests use.
+    @property
+    def encoder(self) -> nn.Module:
+        return self.backbone
+
+    @property
+    def text_projector(self) -> nn.Module:
+        return self.aggregator.text_projector
+
+    @property
+    def label_projector(self) -> nn.Module:
+        return self.aggregator.label_projector
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.aggregator.similarity_head.logit_scale  # type: ignore[no-any-return]
+
+    @property
+    def bce_scale(self) -> nn.Parameter:
+        return self.loss_fn.bce_scale
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, label_spans: torch.Tensor
     ) -> GliZNetOutput:
         """Score a padded batch. `label_spans` is (B, K, 2) [start, end) token spans, -1 for empty slots."""
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        text = self.dropout(self.text_projector(hidden[:, 0]))
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        agg = self.aggregator
+        text = agg.dropout(agg.text_projector(hidden[:, 0]))
         label_mask = label_spans[..., 0] >= 0
         if self.config.label_pooling == "lab":
             # The [LAB] marker sits right after each label's span.
             lab_pos = label_spans[..., 1].clamp(min=0)
             states = torch.gather(hidden, 1, lab_pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-            labels = self.label_projector(states)
+            labels = agg.label_projector(states)
         else:
+            # Project every token, then average each label's own tokens (the authors' order).
             pos = torch.arange(hidden.shape[1], device=hidden.device)
             span = (pos >= label_spans[..., :1]) & (pos < label_spans[..., 1:]) & label_mask.unsqueeze(-1)
             span_f = span.to(hidden.dtype)
-            projected = self.label_projector(hidden)
+            projected = agg.label_projector(hidden)
             labels = torch.einsum("bkt,btp->bkp", span_f, projected) / span_f.sum(-1, keepdim=True).clamp(
                 min=1
             )
-        labels = self.dropout(labels)
+        labels = agg.dropout(labels)
         cosine = torch.einsum(
             "bp,bkp->bk", F.normalize(text, dim=-1, eps=1e-8), F.normalize(labels, dim=-1, eps=1e-8)
         )
-        logits = cosine * self.logit_scale.clamp(-10, 10).exp()
+        logits = agg.similarity_head(text, labels)
         return GliZNetOutput(logits, cosine, label_mask, text, labels)
 
 
@@ -212,7 +241,7 @@ class GliZNet:
             encoder = AutoModel.from_pretrained(str(encoder_dir))
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot load base encoder from {encoder_dir}: {exc}") from exc
-        tokenizer.add_tokens([LAB_TOKEN], special_tokens=True)
+        tokenizer.add_special_tokens({"additional_special_tokens": [LAB_TOKEN]})  # as the authors' tokenizer
         old = encoder.get_input_embeddings().weight.shape[0]
         encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         lab_id = tokenizer.convert_tokens_to_ids(LAB_TOKEN)
@@ -229,7 +258,8 @@ class GliZNet:
             lab_token_id=lab_id,
             projected_dim=projected_dim or int(enc_cfg["hidden_size"]),
             label_pooling=label_pooling,
-            max_length=int(min(getattr(tokenizer, "model_max_length", 512) or 512, 512)),
+            max_length=_tokenizer_max_length(tokenizer),
+            backbone_model=str(encoder_dir),
             **config_overrides,
         )
         return cls(GliZNetModel(config, encoder=encoder), tokenizer, device)
@@ -253,20 +283,34 @@ class GliZNet:
         weights = root / "model.safetensors"
         if not weights.is_file():
             raise CheckpointError(f"{root}: model.safetensors is missing")
-        model = GliZNetModel(config)
-        missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
-        # Tied/derived buffers (e.g. position_ids) may legitimately be absent; parameters may not.
-        params = {n for n, _ in model.named_parameters()}
-        if [k for k in missing if k in params] or unexpected:
-            raise CheckpointError(
-                f"{root}: weights do not match config (missing {missing}, unexpected {unexpected})"
-            )
         try:
             # Pass the encoder's config so transformers does not try to map model_type "gliznet".
             enc_cfg = AutoConfig.for_model(**config.encoder_config)
             tokenizer = AutoTokenizer.from_pretrained(str(root), config=enc_cfg)
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"{root}: cannot load tokenizer: {exc}") from exc
+        lab_id = tokenizer.convert_tokens_to_ids(LAB_TOKEN)
+        if not isinstance(lab_id, int) or lab_id == tokenizer.unk_token_id:
+            raise CheckpointError(f"{root}: the tokenizer has no {LAB_TOKEN} token")
+        if config.lab_token_id < 0:
+            config.lab_token_id = lab_id
+        elif config.lab_token_id != lab_id:
+            raise CheckpointError(f"{root}: tokenizer maps {LAB_TOKEN} to {lab_id}, config.json says "
+                                  f"{config.lab_token_id}")  # fmt: skip
+        if "max_length" not in raw:  # the authors' tokenizer: its model_max_length, at most 512
+            config.max_length = min(config.max_length, _tokenizer_max_length(tokenizer))
+        model = GliZNetModel(config)
+        state = legacy_state_dict(load_file(str(weights)))
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape mismatches: the config describes other heads
+            raise CheckpointError(f"{root}: weights do not match config: {exc}") from exc
+        # Tied/derived buffers (e.g. position_ids) may legitimately be absent; parameters may not.
+        params = {n for n, _ in model.named_parameters()}
+        if [k for k in missing if k in params] or unexpected:
+            raise CheckpointError(
+                f"{root}: weights do not match config (missing {missing}, unexpected {unexpected})"
+            )
         model.eval()
         if dtype is not None:
             model.to(dtype)
@@ -389,6 +433,12 @@ class GliZNet:
         return activate(logits_all, multi_label)
 
 
+def _tokenizer_max_length(tokenizer: Any) -> int:
+    """The authors' rule: the tokenizer's model_max_length, at most 512 (and 512 when it is unset)."""
+    limit = int(getattr(tokenizer, "model_max_length", 0) or 0)
+    return 512 if limit <= 0 or limit > 100_000 else min(limit, 512)
+
+
 def activate(logits: np.ndarray, multi_label: bool) -> np.ndarray:
     """Sigmoid (multi-label) or softmax over the last axis (single-label)."""
     if multi_label:
@@ -426,6 +476,7 @@ class GliZNetClassifier(Classifier):
             max_labels=1000,
             extra={
                 "label_pooling": net.config.label_pooling,
+                "similarity": net.config.similarity_metric,
                 "encoder": str(net.config.encoder_config.get("model_type")),
             },
         )
@@ -454,10 +505,21 @@ class GliZNetClassifier(Classifier):
         from gliclass_core.processing.validation import validate_item
 
         validate_item(item, index)
+        check_item_options(item, index)
+        if item.long_text.mode == "chunk":
+            from gliclass_core.processing.long_text import prepare_chunked
+
+            return prepare_chunked(self.prepare, item, index)  # type: ignore[no-any-return]
         if item.examples:
             raise InvalidInput(
                 "in-context examples are not supported by GliZNet models", field="examples", index=index
             )
+        # [LAB] in the input would be read as a label boundary.
+        for name, values in (("text", [item.text]), ("labels", item.labels), ("prompt", [item.prompt or ""])):
+            if any(LAB_TOKEN in v for v in values):
+                raise InvalidInput(
+                    f"must not contain the reserved marker {LAB_TOKEN}", field=name, index=index
+                )
         try:
             packed = self.net.pack(item.text, list(item.labels), item.prompt)
         except InvalidInput as exc:

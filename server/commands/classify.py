@@ -2,7 +2,9 @@
 
 Output is one JSON object per text on stdout:
     {"text": ..., "labels": [predicted, best first], "scores": {label: probability, ...}}
-plus "label_chunks" / "truncated" when the labels were split or the text was cut.
+plus "label_chunks" / "truncated" when the labels were split or the text was cut, "text_chunks"
+with `--long-text chunk`, and "hierarchy" with `--hierarchical`. `--labels` may be a JSON object of
+label groups (`{"sentiment": ["positive", "negative"]}`), scored as "sentiment.positive", ...
 
 With TEXT arguments, any invalid input is an error (exit 2, message on stderr, no output).
 On stdin (one JSON object per line: {"text": ..., "labels"?: [...], "threshold"?, "prompt"?}), a bad
@@ -15,6 +17,7 @@ UTF-8 make that line an error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import sys
@@ -37,12 +40,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: by device)")
     parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    parser.add_argument("--long-text", choices=("truncate", "chunk"), default="truncate",
+                        help="texts longer than the model: cut, or score overlapping chunks")  # fmt: skip
+    parser.add_argument("--text-chunk-size", type=int, default=None, help="chunk mode: characters per chunk")
+    parser.add_argument(
+        "--text-chunk-overlap", type=int, default=None, help="chunk mode: overlap in characters"
+    )
+    parser.add_argument("--labels-chunk-size", type=int, default=None, help="chunk mode: labels per pass")
+    parser.add_argument("--hierarchical", action="store_true",
+                        help='add "hierarchy": the scores nested like hierarchical labels')  # fmt: skip
+    parser.add_argument("--label-separator", default=".", help="joins hierarchical label names (default .)")
 
 
-def _parse_labels(value: str | None) -> list[str] | None:
+def _parse_labels(value: str | None) -> list[str] | dict[str, Any] | None:
+    """Comma-separated labels, or a JSON object of hierarchical labels (`{"sports": ["football"]}`)."""
     if value is None:
         return None
+    if value.lstrip().startswith("{"):
+        try:
+            tree = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(
+                f"starts with '{{' but is not valid JSON ({exc.msg})", field="--labels"
+            ) from exc
+        if not isinstance(tree, dict):
+            raise InvalidInput("must be a JSON object of label groups", field="--labels")
+        return tree
     return [part.strip() for part in value.split(",")]
+
+
+def _options(args: argparse.Namespace, labels: Any, index: int | None = None) -> dict[str, Any]:
+    """ClassifyItem fields for the long-text and hierarchical options (labels: flat list or mapping)."""
+    from gliclass_core.processing.hierarchy import split_labels
+    from gliclass_core.processing.long_text import long_text_options
+
+    flat, tree = split_labels(labels, args.label_separator, index=index)
+    long_text = long_text_options(
+        args.long_text, args.text_chunk_size, args.text_chunk_overlap, args.labels_chunk_size, index=index
+    )
+    return {"labels": tuple(flat), "label_tree": tree, "long_text": long_text,
+            "return_hierarchical": args.hierarchical}  # fmt: skip
 
 
 def _result(text: str, pred: Any) -> dict[str, Any]:
@@ -51,6 +88,10 @@ def _result(text: str, pred: Any) -> dict[str, Any]:
         out["label_chunks"] = pred.label_chunks
     if pred.truncated:
         out["truncated"] = True
+    if pred.text_chunks > 1:
+        out["text_chunks"] = pred.text_chunks
+    if pred.hierarchy is not None:
+        out["hierarchy"] = pred.hierarchy
     return out
 
 
@@ -70,10 +111,11 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInput("is required with TEXT arguments", field="--labels")
     common = {"multi_label": not args.single_label, "top_k": args.top_k}
     if args.texts:  # fail fast on bad arguments, before loading a model
+        options = _options(args, labels)
         for i, item in enumerate(
-            build_items(args.texts, labels or [], args.threshold, prompt=args.prompt, **common)
+            build_items(args.texts, list(options["labels"]), args.threshold, prompt=args.prompt, **common)
         ):
-            validate_item(item, i)
+            validate_item(dataclasses.replace(item, **options), i)
 
     from gliclass_core import Classifier
     from gliclass_core.runtime.host_memory import retain_freed_memory
@@ -84,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     if args.texts:
         preds = clf.classify(
             args.texts, labels or [], threshold=args.threshold, prompt=args.prompt,
-            batch_size=args.batch_size, **common,
+            batch_size=args.batch_size, long_text=options["long_text"],
+            return_hierarchical=args.hierarchical, label_separator=args.label_separator, **common,
         )  # fmt: skip
         for text, pred in zip(args.texts, preds):
             _emit(_result(text, pred), sys.stdout)
@@ -190,12 +233,12 @@ def _item_from_line(line: str, labels: list[str] | None, args: Any, common: dict
     item_labels = obj.get("labels", labels)
     if item_labels is None:
         raise InvalidInput("is missing (no --labels given)", field="labels")
-    if not isinstance(item_labels, list):
-        raise InvalidInput("must be a list of strings", field="labels")
+    if not isinstance(item_labels, list | dict):
+        raise InvalidInput("must be a list of strings or an object of label groups", field="labels")
     return item_type(
         text=obj["text"],
-        labels=tuple(item_labels),
         threshold=obj.get("threshold", args.threshold),
         prompt=obj.get("prompt", args.prompt),
+        **_options(args, item_labels),
         **common,
     )

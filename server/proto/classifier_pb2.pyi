@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Item(_message.Message):
-    __slots__ = ("id", "text", "labels", "label_set", "threshold", "multi_label", "top_k", "label_thresholds", "prompt")
+    __slots__ = ("id", "text", "labels", "label_set", "threshold", "multi_label", "top_k", "label_thresholds", "prompt", "long_text", "text_chunk_size", "text_chunk_overlap", "labels_chunk_size", "label_tree", "return_hierarchical", "label_separator")
     class LabelThresholdsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,13 @@ class Item(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     LABEL_THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
+    LONG_TEXT_FIELD_NUMBER: _ClassVar[int]
+    TEXT_CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_CHUNK_OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    LABELS_CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_TREE_FIELD_NUMBER: _ClassVar[int]
+    RETURN_HIERARCHICAL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_SEPARATOR_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
     labels: _containers.RepeatedScalarFieldContainer[str]
@@ -33,7 +40,22 @@ class Item(_message.Message):
     top_k: int
     label_thresholds: _containers.ScalarMap[str, float]
     prompt: str
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., label_set: _Optional[str] = ..., threshold: _Optional[float] = ..., multi_label: _Optional[bool] = ..., top_k: _Optional[int] = ..., label_thresholds: _Optional[_Mapping[str, float]] = ..., prompt: _Optional[str] = ...) -> None: ...
+    long_text: str
+    text_chunk_size: int
+    text_chunk_overlap: int
+    labels_chunk_size: int
+    label_tree: _containers.RepeatedCompositeFieldContainer[LabelNode]
+    return_hierarchical: bool
+    label_separator: str
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., label_set: _Optional[str] = ..., threshold: _Optional[float] = ..., multi_label: _Optional[bool] = ..., top_k: _Optional[int] = ..., label_thresholds: _Optional[_Mapping[str, float]] = ..., prompt: _Optional[str] = ..., long_text: _Optional[str] = ..., text_chunk_size: _Optional[int] = ..., text_chunk_overlap: _Optional[int] = ..., labels_chunk_size: _Optional[int] = ..., label_tree: _Optional[_Iterable[_Union[LabelNode, _Mapping]]] = ..., return_hierarchical: _Optional[bool] = ..., label_separator: _Optional[str] = ...) -> None: ...
+
+class LabelNode(_message.Message):
+    __slots__ = ("name", "children")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    children: _containers.RepeatedCompositeFieldContainer[LabelNode]
+    def __init__(self, name: _Optional[str] = ..., children: _Optional[_Iterable[_Union[LabelNode, _Mapping]]] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
     __slots__ = ("items",)
@@ -60,12 +82,14 @@ class ClassifyStreamResponse(_message.Message):
     def __init__(self, result: _Optional[_Union[ItemResult, _Mapping]] = ...) -> None: ...
 
 class LabelScore(_message.Message):
-    __slots__ = ("label", "score")
+    __slots__ = ("label", "score", "children")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
     label: str
     score: float
-    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+    children: _containers.RepeatedCompositeFieldContainer[LabelScore]
+    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., children: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("queue_ms", "compute_ms", "total_ms")
@@ -90,7 +114,7 @@ class ItemError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., status: _Optional[str] = ..., message: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...
 
 class ItemResult(_message.Message):
-    __slots__ = ("id", "scores", "labels", "timings", "label_chunks", "truncated", "label_set", "error")
+    __slots__ = ("id", "scores", "labels", "timings", "label_chunks", "truncated", "label_set", "error", "hierarchy", "text_chunks")
     ID_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +123,8 @@ class ItemResult(_message.Message):
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     LABEL_SET_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    HIERARCHY_FIELD_NUMBER: _ClassVar[int]
+    TEXT_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     id: str
     scores: _containers.RepeatedCompositeFieldContainer[LabelScore]
     labels: _containers.RepeatedScalarFieldContainer[str]
@@ -107,7 +133,9 @@ class ItemResult(_message.Message):
     truncated: bool
     label_set: str
     error: ItemError
-    def __init__(self, id: _Optional[str] = ..., scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., label_chunks: _Optional[int] = ..., truncated: _Optional[bool] = ..., label_set: _Optional[str] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
+    hierarchy: _containers.RepeatedCompositeFieldContainer[LabelScore]
+    text_chunks: int
+    def __init__(self, id: _Optional[str] = ..., scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., label_chunks: _Optional[int] = ..., truncated: _Optional[bool] = ..., label_set: _Optional[str] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ..., hierarchy: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., text_chunks: _Optional[int] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()
