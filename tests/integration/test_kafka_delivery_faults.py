@@ -123,25 +123,24 @@ def kafka_error(code: int, **flags: bool) -> KafkaException:
     return KafkaException(KafkaError(code, "injected at the librdkafka boundary", **flags))
 
 
-def raise_(exc: BaseException) -> Callable[..., Any]:
-    def fault(_real: Any, *_args: Any, **_kwargs: Any) -> Any:
-        raise exc
+def produce_inputs(kafka, src: str, start: int, stop: int) -> None:
+    producer = kafka.producer()
+    for i in range(start, stop):
+        # Every 10th record is bad, so dead letters travel in the same transactions.
+        good = json.dumps({"id": str(i), "text": f"refund order {i}"}).encode()
+        producer.produce(src, value=b"\xff\xfe" if i % 10 == 9 else good, partition=i % PARTITIONS)
+    assert producer.flush(30) == 0
 
-    return fault
+
+HALF = PARTITIONS * PER_PARTITION // 2
 
 
 @pytest.fixture
 def topics(kafka, topic_name):
+    """Input, output and DLQ topics; the first half of the input is produced (the test sends the rest)."""
     src, out, dlq = topic_name("df-in"), topic_name("df-out"), topic_name("df-dlq")
     kafka.create_topics({src: PARTITIONS, out: PARTITIONS, dlq: PARTITIONS})
-    producer = kafka.producer()
-    for i in range(PARTITIONS * PER_PARTITION):
-        # Every 10th record is bad, so dead letters travel in the same transactions.
-        value = (
-            b"\xff\xfe" if i % 10 == 9 else json.dumps({"id": str(i), "text": f"refund order {i}"}).encode()
-        )
-        producer.produce(src, value=value, partition=i % PARTITIONS)
-    assert producer.flush(30) == 0
+    produce_inputs(kafka, src, 0, HALF)
     return src, out, dlq
 
 
@@ -222,6 +221,7 @@ def test_a_crash_aborts_the_open_transaction_and_never_commits_it_without_offset
     loop.close()
     assert not boundary.violations, boundary.violations
     assert boundary.calls["commit_transaction"] == 0 and boundary.calls["abort_transaction"] == 1
+    produce_inputs(kafka, topics[0], HALF, 2 * HALF)
 
     # The restart (same transactional id) re-reads everything once; the crashed run left nothing.
     again, boundary2 = make_loop(kafka, kafka_runtime, group_id, topics, **{**eos, "commit_interval_ms": 200})
@@ -267,7 +267,13 @@ def test_transaction_faults_are_retried_or_aborted_and_the_loop_goes_on(
         instance_id=f"f-{fault}",
         retry_backoff_ms=50,
     )
-    boundary.inject(call, raise_(exc))
+
+    def fault(_real: Any, *_args: Any, **_kwargs: Any) -> Any:
+        # More input arrives while the transaction fails: none of it may enter that transaction.
+        produce_inputs(kafka, topics[0], HALF, 2 * HALF)
+        raise exc
+
+    boundary.inject(call, fault)
     try:
         run_to_end(loop, topics[0])  # raises if the loop died on the fault
     finally:
@@ -295,12 +301,12 @@ def test_a_failed_delivery_is_re_sent_before_the_records_after_it(kafka, kafka_r
 
     # The 6th output fails; the records produced after it are delivered by the broker.
     boundary.inject("produce", boundary.fail_delivery, when=sixth_output)
+    produce_inputs(kafka, topics[0], HALF, 2 * HALF)
     try:
         run_to_end(loop, topics[0])
     finally:
         loop.drain(5)
         loop.close()
-    assert loop.stats.delivery_retries == 1 and loop.stats.resent >= 1, "the retry path ran"
     records = kafka.read_all([out, dlq], PARTITIONS * PER_PARTITION, timeout=60)
     per_partition: dict[int, list[int]] = defaultdict(list)
     for m in sorted(records, key=lambda m: (m.topic(), m.partition(), m.offset())):
@@ -314,9 +320,11 @@ def test_a_failed_delivery_is_re_sent_before_the_records_after_it(kafka, kafka_r
         last = {o: i for i, o in enumerate(offsets)}
         assert sorted(last, key=last.__getitem__) == sorted(last), offsets
     assert any(len(v) != len(set(v)) for v in per_partition.values()), "a record was re-sent"
+    assert loop.stats.delivery_retries == 1 and loop.stats.resent >= 1, "the retry path ran"
 
 
 def test_a_replaced_producer_leaves_no_record_waiting(kafka, kafka_runtime, group_id, topics):
+    produce_inputs(kafka, topics[0], HALF, 2 * HALF)
     loop, boundary = make_loop(kafka, kafka_runtime, group_id, topics, retry_backoff_ms=50)
     # One record's delivery report never comes from the old producer (dropped unserved).
     boundary.inject("produce", lambda real, topic, **kwargs: None)
