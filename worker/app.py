@@ -144,6 +144,7 @@ class KafkaWorker:
             while not self._stopping.is_set():
                 self._apply_reload(loop)
                 loop.step()
+            log.info("kafka worker draining (up to %.1f s)", self._drain_timeout)
             started = time.monotonic()
             complete = loop.drain(self._drain_timeout)
             log.info(

@@ -2,8 +2,11 @@
 
 Each polled record becomes a `Slot` in its partition's `OrderedLane`. Valid events are submitted
 to the shared scheduler at bulk priority and the loop keeps polling while they are scored. A lane
-releases its ready prefix to the producer, so outputs keep input order per partition. Offsets are
-committed only up to the acknowledged prefix (`OffsetTracker`). When too much is in flight the
+releases its ready prefix to the producer, so outputs keep input order per partition; a failed
+delivery stops its partition until every report of it is in, then the failed record and those
+sent after it go back to the front of the lane (`requeue_failed`). Offsets are committed only up
+to the acknowledged prefix (`OffsetTracker`); in exactly-once mode `Transaction` (transaction.py)
+commits them with the outputs, or aborts and rewinds. When too much is in flight the
 whole assignment is paused (still polling, so the group membership stays alive) and resumed once
 half of it has drained.
 """

@@ -88,76 +88,109 @@ def test_worker_exits_non_zero_with_the_reason_when_its_loop_stops(
             worker.proc.kill()
 
 
-def test_serve_goes_not_serving_and_exits_non_zero_when_the_kafka_worker_stops(
-    kafka, e2e_topics, group_id, tmp_path, gliclass_cache
-):
-    src, out = e2e_topics
-    config = eos_config(tmp_path / "s.toml", kafka, group_id, src, out, "fenced-s", "127.0.0.1:0")
-    proc = subprocess.Popen(
-        [*cli(), "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("GLICLASS_")}
-        | {"PYTHONUNBUFFERED": "1"},
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    output: list[str] = []
-    threading.Thread(
-        target=lambda: [(lines.put(x), output.append(x)) for x in proc.stdout or ()], daemon=True
-    ).start()
-    statuses: list[int] = []
-    try:
+class Serve:
+    """A `serve` process: its gRPC address, its output, and the statuses a health Watch heard."""
+
+    def __init__(self, config: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GLICLASS_")}
+        self.proc = subprocess.Popen(
+            [*cli(), "serve", "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**env, "PYTHONUNBUFFERED": "1"},
+        )
+        self.output: list[str] = []
+        self.statuses: list[int] = []
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(
+            target=lambda: [(lines.put(x), self.output.append(x)) for x in self.proc.stdout or ()],
+            daemon=True,
+        ).start()
         address = None
         deadline = time.monotonic() + 180
         while address is None:
-            assert time.monotonic() < deadline and proc.poll() is None, "".join(output)[-3000:]
+            assert time.monotonic() < deadline and self.proc.poll() is None, self.log[-3000:]
             try:
                 line = lines.get(timeout=1)
             except queue.Empty:
                 continue
             if "listening on" in line:
                 address = line.rsplit(" ", 1)[-1].strip()
-        channel = grpc.insecure_channel(address)
-        stub = health_pb2_grpc.HealthStub(channel)
+        self.channel = grpc.insecure_channel(address)
+        self.watcher = threading.Thread(target=self._watch, daemon=True)
+        self.watcher.start()
 
-        def watch() -> None:
-            try:
-                for reply in stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=300):
-                    statuses.append(reply.status)
-            except grpc.RpcError:
-                pass  # the server went away
+    @property
+    def log(self) -> str:
+        return "".join(self.output)
 
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        produce(kafka, src, 30)
-        committed_outputs(kafka, out, 30)
-        deadline = time.monotonic() + 60
-        while SERVING not in statuses:
-            assert time.monotonic() < deadline, statuses
+    def _watch(self) -> None:
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        try:
+            for reply in stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=300):
+                self.statuses.append(reply.status)
+        except grpc.RpcError:
+            pass  # the server went away
+
+    def wait_serving(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while SERVING not in self.statuses:
+            assert time.monotonic() < deadline and self.proc.poll() is None, (self.statuses, self.log[-3000:])
             time.sleep(0.1)
 
+    def close(self) -> None:
+        self.channel.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def test_serve_goes_not_serving_and_exits_non_zero_when_the_kafka_worker_stops(
+    kafka, e2e_topics, group_id, tmp_path, gliclass_cache
+):
+    src, out = e2e_topics
+    serve = Serve(eos_config(tmp_path / "s.toml", kafka, group_id, src, out, "fenced-s", "127.0.0.1:0"))
+    try:
+        produce(kafka, src, 30)
+        committed_outputs(kafka, out, 30)
+        serve.wait_serving()
         fence(kafka, f"{group_id}.fenced-s")
         produce(kafka, src, 30, start=30)
-        code = proc.wait(120)
-        watcher.join(10)
-        log = "".join(output)
-        assert code != 0, log[-3000:]
-        assert "the kafka worker stopped" in log and "fenced" in log.lower(), log[-3000:]
+        code = serve.proc.wait(120)
+        serve.watcher.join(10)
+        assert code != 0, serve.log[-3000:]
+        assert "the kafka worker stopped" in serve.log and "fenced" in serve.log.lower(), serve.log[-3000:]
         # Health watchers heard NOT_SERVING after SERVING, before the port closed.
-        assert NOT_SERVING in statuses[statuses.index(SERVING) :], statuses
-        channel.close()
+        assert NOT_SERVING in serve.statuses[serve.statuses.index(SERVING) :], serve.statuses
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        serve.close()
+
+
+def test_serve_drains_its_kafka_worker_for_the_configured_time_and_exits_0(
+    kafka, e2e_topics, group_id, tmp_path, gliclass_cache
+):
+    src, out = e2e_topics
+    config = write_config(tmp_path / "d.toml", kafka, group_id, src, out, "support", drain_timeout_ms=7000)
+    config.write_text(config.read_text() + '\n[grpc]\naddress = "127.0.0.1:0"\nshutdown_grace_s = 2\n')
+    serve = Serve(config)
+    try:
+        produce(kafka, src, 30)
+        committed_outputs(kafka, out, 30)
+        serve.wait_serving()
+        serve.proc.send_signal(signal.SIGTERM)
+        assert serve.proc.wait(60) == 0, serve.log[-3000:]
+        # The worker's drain follows [kafka] drain_timeout_ms, not the gRPC grace period (2 s).
+        assert "kafka worker draining (up to 7.0 s)" in serve.log, serve.log[-3000:]
+    finally:
+        serve.close()
 
 
 def test_sigterm_right_after_sighup_still_stops_the_worker(
     kafka, e2e_topics, group_id, tmp_path, gliclass_cache
 ):
     src, out = e2e_topics
-    config = write_config(tmp_path / "r.toml", kafka, group_id, src, out, "support")
+    config = write_config(tmp_path / "r.toml", kafka, group_id, src, out, "support", drain_timeout_ms=7000)
     worker = Worker(config, tmp_path / "r.log")
     try:
         worker.wait_log("ready")
@@ -165,7 +198,8 @@ def test_sigterm_right_after_sighup_still_stops_the_worker(
         worker.proc.send_signal(signal.SIGHUP)
         worker.proc.send_signal(signal.SIGTERM)
         assert worker.proc.wait(90) == 0, worker.log.read_text()[-3000:]
-        assert "stopped" in worker.log.read_text()
+        log = worker.log.read_text()
+        assert "kafka worker draining (up to 7.0 s)" in log and "stopped" in log
     finally:
         if worker.proc.poll() is None:
             worker.proc.kill()
