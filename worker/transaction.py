@@ -13,6 +13,10 @@ producer API"):
 A fenced producer (a newer instance with the same transactional id) is treated as fatal even
 where librdkafka reports it as abortable: retrying or aborting cannot help, and two instances
 with one id must not both write.
+
+An abort that keeps timing out (a broker that cannot bump the producer epoch after timed-out
+deliveries, as tansu) is finished the way a restart would finish it: a new producer with the same
+transactional id runs `init_transactions`, which fences the old one and aborts its transaction.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaError, KafkaException
 
-from worker.consumer import TP
+from worker.consumer import TP, OutputProducer
 
 if TYPE_CHECKING:
     from worker.loop import WorkerLoop
@@ -30,8 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("gliclass.worker")
 
 FENCED = frozenset({KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH, KafkaError._FENCED})
-ABORT_ATTEMPTS = 3
-ABORT_TIMEOUT_S = 10.0
+ABORT_ATTEMPTS = 2
+ABORT_TIMEOUT_S = 5.0
 
 
 def must_stop(err: KafkaError) -> bool:
@@ -138,13 +142,27 @@ class Transaction:
                 producer.abort_transaction(ABORT_TIMEOUT_S)
             except KafkaException as exc:
                 err = exc.args[0]
-                if must_stop(err) or not err.retriable() or attempt == ABORT_ATTEMPTS - 1:
+                if must_stop(err) or not err.retriable():
                     raise
-                log.warning("transaction %s: abort will be retried: %s", self.name, err)
+                if attempt == ABORT_ATTEMPTS - 1:
+                    self.reinitialize(err)
+                else:
+                    log.warning("transaction %s: abort will be retried: %s", self.name, err)
         self.failed, self.commit_pending = None, False
         self.written.clear()
         loop.stats.aborts += 1
         loop.rewind()
+
+    def reinitialize(self, err: KafkaError) -> None:
+        """Replace the producer by a new one with the same transactional id (aborts what is open)."""
+        log.warning("transaction %s: abort did not finish (%s); re-initialising the producer", self.name, err)
+        old = self.loop.producer
+        old.purge()
+        fresh = OutputProducer(self.loop.config.producer_settings(), transactional=True)
+        fresh.init_transactions()  # fences `old`; the coordinator aborts its open transaction
+        fresh.remember_partitions(old.forget_partitions())
+        self.loop.producer = fresh
+        self.loop.stats.producer_restarts += 1
 
     def abandon(self) -> None:
         """On close without a drain (the loop stopped on an error): abort, never commit what is open."""

@@ -289,6 +289,40 @@ def test_transaction_faults_are_retried_or_aborted_and_the_loop_goes_on(
     assert set(kept) == EVERY_INPUT and set(kept.values()) == {1}, "each input once, read_committed"
 
 
+def test_an_abort_that_keeps_timing_out_is_finished_by_a_new_producer(kafka, kafka_runtime, group_id, topics):
+    loop, boundary = make_loop(
+        kafka,
+        kafka_runtime,
+        group_id,
+        topics,
+        delivery="exactly-once",
+        instance_id="abort-t",
+        retry_backoff_ms=50,
+    )
+
+    def refuse(_real: Any, *_args: Any, **_kwargs: Any) -> Any:
+        produce_inputs(kafka, topics[0], HALF, 2 * HALF)
+        raise kafka_error(KafkaError._STATE, txn_requires_abort=True)
+
+    def abort_times_out(_real: Any, *_args: Any) -> Any:
+        # As on a broker that never answers the epoch bump: the transaction stays open there.
+        boundary.aborted |= boundary.names
+        raise kafka_error(KafkaError._TIMED_OUT, retriable=True)
+
+    boundary.inject("produce", refuse)
+    boundary.inject("abort_transaction", abort_times_out)
+    boundary.inject("abort_transaction", abort_times_out)
+    try:
+        run_to_end(loop, topics[0])
+    finally:
+        loop.drain(5)
+        loop.close()
+    assert not boundary.faults["abort_transaction"], "both abort attempts failed"
+    assert loop.stats.producer_restarts == 1 and loop.stats.aborts == 1
+    kept = sources_in_committed_transactions(kafka, topics, boundary)
+    assert set(kept) == EVERY_INPUT and set(kept.values()) == {1}, "each input once, read_committed"
+
+
 def test_a_failed_delivery_is_re_sent_before_the_records_after_it(kafka, kafka_runtime, group_id, topics):
     _src, out, dlq = topics
     loop, boundary = make_loop(kafka, kafka_runtime, group_id, topics, retry_backoff_ms=50)
