@@ -355,6 +355,7 @@ class WorkerLoop:
                 self.stats.dead_lettered += 1
                 reasons = self.stats.dead_letter_reasons
                 reasons[slot.bad.reason] = reasons.get(slot.bad.reason, 0) + 1
+        slot.value = slot.value if slot.bad is not None else None  # free the input once encoded
         if self.config.exactly_once:
             # Inside a transaction the output and the offset commit atomically: queued = acknowledged.
             self.txn.wrote(slot.tp, slot.offset)
