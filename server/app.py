@@ -2,7 +2,8 @@
 
 `GrpcServer` runs on an asyncio loop the caller owns (the `serve` command, or a test thread).
 `serve` is the whole `gliclass-stream serve` process: runtime, gRPC, the optional Kafka worker,
-SIGTERM handling (health NOT_SERVING, in-flight work finishes within the grace period, exit 0) and
+SIGTERM handling (health NOT_SERVING, in-flight work finishes within the grace period, exit 0),
+supervision (a Kafka worker that stops turns health NOT_SERVING and exits non-zero) and
 SIGHUP reload (label sets for gRPC, routes and label sets for the worker; the rest needs a restart).
 """
 
@@ -37,6 +38,7 @@ SERVICE_NAME = classifier_pb2.DESCRIPTOR.services_by_name["Classifier"].full_nam
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 READY_POLL_S = 0.05
+WORKER_POLL_S = 0.2
 
 
 class ServeError(GliclassError):
@@ -182,20 +184,37 @@ async def serve(
             loop.add_signal_handler(signal.SIGHUP, on_sighup)
         stopped = asyncio.create_task(stop.wait())
         failed = asyncio.create_task(server.load_failed.wait())
-        await asyncio.wait((stopped, failed), return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        failed.cancel()
+        watched = [stopped, failed]
+        if worker is not None:
+            watched.append(asyncio.create_task(_worker_stopped(worker)))
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        for task in watched:
+            task.cancel()
         if server.load_error is not None:
             raise ServeError(f"the model failed to load: {server.load_error}") from server.load_error
+        if worker is not None and not worker.running and not stop.is_set():
+            # Half a server must not look healthy: NOT_SERVING now, then exit non-zero so that
+            # compose / Kubernetes restart the process (which re-reads from the committed offsets).
+            for service in ("", SERVICE_NAME):
+                await server.health.set(service, NOT_SERVING)
+            log.error("the kafka worker stopped: %s; health NOT_SERVING, exiting", worker.error)
+            raise ServeError(f"the kafka worker stopped: {worker.error}") from worker.error
         print("gliclass-stream serve: shutting down", file=sys.stderr, flush=True)
     finally:
         grace = config.shutdown_grace_s
         stops: list[Any] = [server.stop(grace)]
         if worker is not None:
-            stops.append(asyncio.to_thread(worker.stop, grace))
+            # The worker drains for its own [kafka] drain_timeout_ms, as `gliclass-stream worker` does.
+            stops.append(asyncio.to_thread(worker.stop))
         await asyncio.gather(*stops)
         await asyncio.to_thread(runtime.stop, grace_s=grace)
     return 0
+
+
+async def _worker_stopped(worker: Any) -> None:
+    """Return once the Kafka worker's loop thread has ended (for any reason)."""
+    while worker.running:
+        await asyncio.sleep(WORKER_POLL_S)
 
 
 def reload(path: str | None, running: AppConfig, server: GrpcServer, worker: Any = None) -> bool:

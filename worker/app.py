@@ -13,6 +13,8 @@ from worker.loop import WorkerLoop, WorkerStats
 
 log = logging.getLogger("gliclass.worker")
 
+CLOSE_MARGIN_S = 10.0
+
 
 class KafkaWorker:
     """The Kafka edge: `start()` spawns the loop thread, `stop()` drains and commits, `reload()` swaps routes.
@@ -28,7 +30,7 @@ class KafkaWorker:
         self._reload: tuple[KafkaConfig, dict[str, Any], threading.Event] | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._drain_timeout = 30.0
+        self._drain_timeout = self.config.drain_timeout_ms / 1000
         self._thread: threading.Thread | None = None
         self._loop: WorkerLoop | None = None
         self.error: BaseException | None = None
@@ -56,13 +58,18 @@ class KafkaWorker:
     def stats(self) -> WorkerStats:
         return self._loop.stats if self._loop is not None else WorkerStats()
 
-    def stop(self, timeout: float = 30.0) -> bool:
-        """Stop fetching, finish in-flight work, commit, close. True when it exited cleanly in time."""
-        self._drain_timeout = max(0.0, timeout - 5.0)
+    def stop(self, drain_timeout: float | None = None) -> bool:
+        """Stop fetching, finish in-flight work, commit, close. True when it exited cleanly in time.
+
+        In-flight work gets `drain_timeout` seconds ([kafka] drain_timeout_ms when None); closing
+        the clients (leaving the group, flushing) gets up to CLOSE_MARGIN_S more.
+        """
+        if drain_timeout is not None:
+            self._drain_timeout = max(0.0, drain_timeout)
         self._stopping.set()
         if self._thread is None:
             return True
-        self._thread.join(timeout)
+        self._thread.join(self._drain_timeout + CLOSE_MARGIN_S)
         return not self._thread.is_alive() and self.clean_exit
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -137,6 +144,7 @@ class KafkaWorker:
             while not self._stopping.is_set():
                 self._apply_reload(loop)
                 loop.step()
+            log.info("kafka worker draining (up to %.1f s)", self._drain_timeout)
             started = time.monotonic()
             complete = loop.drain(self._drain_timeout)
             log.info(

@@ -62,6 +62,7 @@ class KafkaConfig:
     commit_interval_ms: int = 200
     revoke_grace_ms: int = 5000
     retry_backoff_ms: int = 500
+    drain_timeout_ms: int = 30000
     client: Mapping[str, Any] = field(default_factory=dict)
     consumer: Mapping[str, Any] = field(default_factory=dict)
     producer: Mapping[str, Any] = field(default_factory=dict)
@@ -242,6 +243,7 @@ def parse_kafka_config(app_config: AppConfig) -> KafkaConfig:
             "commit_interval_ms",
             "revoke_grace_ms",
             "retry_backoff_ms",
+            "drain_timeout_ms",
         )
     }
     instance_id = _str(table, "instance_id", "kafka") or socket.gethostname()

@@ -152,6 +152,7 @@ class OutputProducer:
         self._producer = Producer({**settings, "error_cb": self._error, "logger": log})
         self.transactional = transactional
         self.in_transaction = False
+        self._offsets_sent = False  # the open transaction's offsets are in it (a commit retry skips them)
         self.fatal: KafkaError | None = None
         self._partitions: dict[str, int] = {}
 
@@ -175,12 +176,17 @@ class OutputProducer:
         """Begin a transaction (the caller checks `in_transaction` first)."""
         self._producer.begin_transaction()
         self.in_transaction = True
+        self._offsets_sent = False
 
     def commit_transaction(self, offsets: dict[TP, int], group_metadata: Any, timeout: float = 30.0) -> None:
-        """Add consumed offsets to the open transaction and commit it."""
-        if offsets:
+        """Add consumed offsets to the open transaction and commit it.
+
+        Called again after a retriable error, it resumes: offsets already added are not sent twice.
+        """
+        if offsets and not self._offsets_sent:
             parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
             self._producer.send_offsets_to_transaction(parts, group_metadata, timeout)
+            self._offsets_sent = True
         self._producer.commit_transaction(timeout)
         self.in_transaction = False
 

@@ -29,6 +29,10 @@ class OrderedLane(Generic[T]):
     def push(self, slot: T) -> None:
         self._slots.append(slot)
 
+    def requeue(self, slots: list[T]) -> None:
+        """Put already released slots back at the front, in the given (input) order."""
+        self._slots.extendleft(reversed(slots))
+
     def peek(self) -> T:
         """Return the oldest slot (the lane must not be empty)."""
         return self._slots[0]
@@ -78,6 +82,8 @@ class OffsetTracker:
         part = self._parts.get(tp)
         if part is None:
             return  # the partition was revoked or lost meanwhile: nothing to commit for it
+        if not part.pending or offset < part.pending[0]:
+            return  # already behind the commit position (a re-sent record acknowledged again)
         part.acked.add(offset)
         while part.pending and part.pending[0] in part.acked:
             done = part.pending.popleft()

@@ -2,8 +2,11 @@
 
 Each polled record becomes a `Slot` in its partition's `OrderedLane`. Valid events are submitted
 to the shared scheduler at bulk priority and the loop keeps polling while they are scored. A lane
-releases its ready prefix to the producer, so outputs keep input order per partition. Offsets are
-committed only up to the acknowledged prefix (`OffsetTracker`). When too much is in flight the
+releases its ready prefix to the producer, so outputs keep input order per partition; a failed
+delivery stops its partition until every report of it is in, then the failed record and those
+sent after it go back to the front of the lane (`requeue_failed`). Offsets are committed only up
+to the acknowledged prefix (`OffsetTracker`); in exactly-once mode `Transaction` (transaction.py)
+commits them with the outputs, or aborts and rewinds. When too much is in flight the
 whole assignment is paused (still polling, so the group membership stays alive) and resumed once
 half of it has drained.
 """
@@ -14,6 +17,7 @@ import functools
 import logging
 import time
 import uuid
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +45,7 @@ from worker.consumer import TP, InputConsumer, OutputProducer
 from worker.delivery import OffsetTracker, OrderedLane
 from worker.routes import resolve
 from worker.tracing import WorkerTracing
+from worker.transaction import Transaction
 
 log = logging.getLogger("gliclass.worker")
 
@@ -76,6 +81,9 @@ class Slot:
     future: Future[Prediction] | None = None
     bad: BadEvent | None = None
     attempts: int = 0
+    sends: int = 0  # times produced; a delivery report for an earlier copy is ignored
+    in_flight: bool = False  # produced, delivery report not yet served (at-least-once)
+    failed: bool = False  # its delivery failed; it is re-sent in order
 
     @property
     def source(self) -> Source:
@@ -94,9 +102,11 @@ class WorkerStats:
     dead_lettered: int = 0
     delivered: int = 0
     delivery_retries: int = 0
+    resent: int = 0
     commits: int = 0
     transactions: int = 0
     aborts: int = 0
+    commit_retries: int = 0
     pauses: int = 0
     producer_restarts: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
@@ -116,7 +126,11 @@ class WorkerLoop:
         self.lanes: dict[TP, OrderedLane[Slot]] = {}
         self.tracker = OffsetTracker()
         self.unsubmitted: list[Slot] = []
-        self.retries: list[tuple[float, Slot]] = []
+        # At-least-once: records produced per partition whose delivery is not yet confirmed (in
+        # order), partitions with a failed delivery to re-send, and partitions waiting on a backoff.
+        self.outstanding: dict[TP, deque[Slot]] = {}
+        self.resend: set[TP] = set()
+        self.lane_blocked_until: dict[TP, float] = {}
         self.paused = False
         self.submit_blocked_until = 0.0
         self.topic_blocked_until: dict[str, float] = {}
@@ -126,8 +140,7 @@ class WorkerLoop:
         self.tracing = WorkerTracing(config.group_id)  # spans and metrics; no-op while telemetry is off
         # Names each transaction in a header of the records it writes (TXN_HEADER), so duplicates
         # on a broker that shows aborted records to read_committed consumers can be traced.
-        self.instance = uuid.uuid4().hex[:12]
-        self.txn_seq = 0
+        self.txn = Transaction(self, uuid.uuid4().hex[:12])
         self.producer = OutputProducer(config.producer_settings(), transactional=config.exactly_once)
         if config.exactly_once:
             self.producer.init_transactions()
@@ -150,7 +163,10 @@ class WorkerLoop:
         self.submit(self.take_unsubmitted() + [s for s in fresh if s is not None and s.bad is None])
         self.produce_ready()
         self.producer.serve_deliveries(0)
-        if time.monotonic() - self.last_commit >= self.config.commit_interval_ms / 1000:
+        if self.txn.failed is not None:
+            self.txn.abort(self.txn.failed)  # at once: nothing more can be written into it
+        interval = self.config.retry_backoff_ms if self.txn.commit_pending else self.config.commit_interval_ms
+        if time.monotonic() - self.last_commit >= interval / 1000:
             self.commit()
 
     @property
@@ -281,15 +297,14 @@ class WorkerLoop:
     # ---------------------------------------------------------------- output
 
     def produce_ready(self) -> None:
+        """Send each partition's ready prefix, in input order; re-queue failed deliveries first."""
         now = time.monotonic()
-        if self.retries:
-            due = [s for t, s in self.retries if t <= now]
-            self.retries = [(t, s) for t, s in self.retries if t > now]
-            for slot in due:
-                if not self.send(slot, retry=True):
-                    self.retries.append((now + self.config.retry_backoff_ms / 1000, slot))
-        for lane in self.lanes.values():
-            while len(lane):
+        for tp in [tp for tp in self.resend if tp in self.lanes]:
+            self.requeue_failed(tp, now)
+        for tp, lane in self.lanes.items():
+            if tp in self.resend or self.lane_blocked_until.get(tp, 0.0) > now:
+                continue  # a partition never sends past a record whose delivery failed
+            while len(lane) and self.txn.can_send():
                 slot = lane.peek()
                 if not slot.ready() or not self.finish(slot) or not self.send(slot):
                     break
@@ -327,7 +342,7 @@ class WorkerLoop:
             return False, None
         return True, slot.tp[1] % count
 
-    def send(self, slot: Slot, retry: bool = False) -> bool:
+    def send(self, slot: Slot) -> bool:
         """Produce the slot's output or dead letter. False: could not queue it now (keep it)."""
         route = slot.route
         if slot.bad is None:
@@ -351,19 +366,29 @@ class WorkerLoop:
             return False
         headers = self.tracing.sending(slot, topic, headers)
         if self.config.exactly_once:
-            if not self.producer.in_transaction:
-                self.txn_seq += 1
-                self.producer.begin()
-            headers = [*headers, (TXN_HEADER, f"{self.instance}-{self.txn_seq}".encode())]
+            name = self.txn.ensure_open()
+            if name is None:
+                return False  # the transaction failed to begin: it is aborted on this step
+            headers = [*headers, (TXN_HEADER, name.encode())]
+        slot.sends += 1
         try:
             self.producer.produce(
-                topic, value, slot.key, headers, partition, lambda err, _msg, s=slot: self.delivered(s, err)
+                topic,
+                value,
+                slot.key,
+                headers,
+                partition,
+                lambda err, _msg, s=slot, n=slot.sends: self.delivered(s, n, err),
             )
         except BufferError:
+            slot.sends -= 1
             self.producer.serve_deliveries(0.05)
             return False
+        except KafkaException as exc:
+            slot.sends -= 1
+            return self.refused(slot, topic, exc.args[0])
         self.tracing.sent(slot)
-        if not retry:
+        if slot.sends == 1:
             if slot.bad is None:
                 self.stats.scored += 1
             else:
@@ -373,18 +398,47 @@ class WorkerLoop:
         slot.value = slot.value if slot.bad is not None else None  # free the input once encoded
         if self.config.exactly_once:
             # Inside a transaction the output and the offset commit atomically: queued = acknowledged.
+            self.txn.wrote(slot.tp, slot.offset)
             self.tracker.ack(slot.tp, slot.offset)
+        else:
+            slot.in_flight = True
+            self.outstanding.setdefault(slot.tp, deque()).append(slot)
         return True
 
-    def delivered(self, slot: Slot, err: KafkaError | None) -> None:
+    def refused(self, slot: Slot, topic: str, err: KafkaError) -> bool:
+        """The producer refused a record (not a full queue). Returns False: the slot stays queued."""
+        if self.config.exactly_once:
+            # Any refusal inside a transaction (librdkafka answers _STATE once the transaction is in
+            # an abortable state) fails the whole transaction: abort and re-read, never skip.
+            self.txn.fail(err)
+            return False
+        if err.fatal() or err.code() in PRODUCER_BROKEN:
+            self.producer.fatal = self.producer.fatal or err
+            return False
+        log.warning(
+            "producing to %r refused (%s); retrying in %d ms", topic, err, self.config.retry_backoff_ms
+        )
+        self.lane_blocked_until[slot.tp] = time.monotonic() + self.config.retry_backoff_ms / 1000
+        return False
+
+    def delivered(self, slot: Slot, send: int, err: KafkaError | None) -> None:
+        if send != slot.sends or (not slot.in_flight and not self.config.exactly_once):
+            return  # a report for an earlier copy, already settled (re-sent since)
         self.tracing.delivered(slot, err)
+        if self.config.exactly_once:
+            if err is None:
+                self.stats.delivered += 1
+            elif self.txn.failed is None:  # one line per transaction, not one per record
+                log.warning("delivery failed inside transaction %s (it will abort): %s", self.txn.name, err)
+                self.txn.fail(err)
+            return
+        slot.in_flight = False
         if err is None:
             self.stats.delivered += 1
-            if not self.config.exactly_once:
-                self.tracker.ack(slot.tp, slot.offset)
-            return
-        if self.config.exactly_once:
-            log.warning("delivery failed inside a transaction (it will abort): %s", err)
+            self.tracker.ack(slot.tp, slot.offset)
+            sent = self.outstanding.get(slot.tp)
+            while sent and not sent[0].in_flight and not sent[0].failed:
+                sent.popleft()
             return
         if err.fatal() or err.code() in PRODUCER_BROKEN:
             self.producer.fatal = self.producer.fatal or err
@@ -393,9 +447,30 @@ class WorkerLoop:
         now = time.monotonic()
         if now - self.last_retry_log >= 1.0:  # one line a second, not one per record
             self.last_retry_log = now
-            log.warning("delivery of %s@%d failed (%s); retrying with backoff", slot.tp, slot.offset, err)
+            log.warning("delivery of %s@%d failed (%s); re-sending in order", slot.tp, slot.offset, err)
+        slot.failed = True
         self.stats.delivery_retries += 1
-        self.retries.append((time.monotonic() + self.config.retry_backoff_ms / 1000, slot))
+        self.resend.add(slot.tp)
+
+    def requeue_failed(self, tp: TP, now: float) -> None:
+        """Once every report of the partition is in, put its first failed record and all after it back.
+
+        Records sent after the failed one are re-sent too (at-least-once allows the duplicates), so
+        the partition's outputs from the re-sent copy on are in input order again.
+        """
+        sent = self.outstanding.get(tp, deque())
+        if any(s.in_flight for s in sent):
+            return
+        while sent and not sent[0].failed:
+            sent.popleft()
+        again = list(sent)
+        sent.clear()
+        for s in again:
+            s.failed = False
+        self.lanes[tp].requeue(again)
+        self.resend.discard(tp)
+        self.lane_blocked_until[tp] = now + self.config.retry_backoff_ms / 1000
+        self.stats.resent += len(again)
 
     def replace_producer(self) -> None:
         """Swap a producer that hit a fatal error for a fresh one; its unacknowledged records are re-sent."""
@@ -408,7 +483,16 @@ class WorkerLoop:
             "replacing the kafka producer after a fatal error (%s); unacknowledged records are re-sent", err
         )
         old = self.producer
-        old.purge()  # their failed deliveries land in `retries`
+        old.purge()
+        # Serve the old producer's delivery reports (purged records report an error) before it is
+        # dropped; a record still without a report is treated as failed: no partition waits on it.
+        old.flush(1.0)
+        for tp, sent in self.outstanding.items():
+            for slot in sent:
+                if slot.in_flight:
+                    slot.in_flight, slot.failed = False, True
+                    self.stats.delivery_retries += 1
+                    self.resend.add(tp)
         self.producer = OutputProducer(self.config.producer_settings(), transactional=False)
         self.producer.remember_partitions(old.forget_partitions())
         self.stats.producer_restarts += 1
@@ -419,7 +503,7 @@ class WorkerLoop:
         """Commit acknowledged offsets (at-least-once) or commit the open transaction (exactly-once)."""
         self.last_commit = time.monotonic()
         if self.config.exactly_once:
-            self.commit_transaction()
+            self.txn.commit()
             return
         for tp in self.consumer.failed_commits:
             self.tracker.mark_committed({tp: -1})
@@ -431,31 +515,8 @@ class WorkerLoop:
             self.tracker.mark_committed(offsets)
             self.stats.commits += 1
 
-    def commit_transaction(self) -> None:
-        if not self.producer.in_transaction:
-            return
-        offsets = self.tracker.committable()
-        try:
-            self.producer.commit_transaction(offsets, self.consumer.group_metadata())
-        except KafkaException as exc:
-            err = exc.args[0]
-            if err.txn_requires_abort():
-                log.warning("transaction failed (%s); aborting and rewinding", err)
-                self.abort_and_rewind()
-                return
-            if err.retriable():
-                log.warning("transaction commit will be retried: %s", err)
-                return
-            raise  # fatal (e.g. fenced by a newer instance): the worker must stop
-        self.tracker.mark_committed(offsets)
-        for tp, offset in offsets.items():
-            self.rewind_to[tp] = offset
-        self.stats.transactions += 1
-
-    def abort_and_rewind(self) -> None:
-        """Abort the open transaction and re-read every partition from its last committed offset."""
-        self.producer.abort_transaction()
-        self.stats.aborts += 1
+    def rewind(self) -> None:
+        """Re-read every partition from its last committed offset (after an aborted transaction)."""
         for tp in list(self.lanes):
             self.abandon(tp)
             self.lanes[tp] = OrderedLane()
@@ -471,7 +532,10 @@ class WorkerLoop:
             if slot.future is not None:
                 slot.future.cancel()
         self.unsubmitted = [s for s in self.unsubmitted if s.tp != tp]
-        self.retries = [(t, s) for t, s in self.retries if s.tp != tp]
+        for slot in self.outstanding.pop(tp, ()):
+            slot.in_flight = False  # a late delivery report for it is ignored
+        self.resend.discard(tp)
+        self.lane_blocked_until.pop(tp, None)
         self.tracker.drop(tp)
 
     def on_assign(self, tps: list[TP]) -> None:
@@ -494,12 +558,14 @@ class WorkerLoop:
         deadline = time.monotonic() + self.config.revoke_grace_ms / 1000
         revoked = [tp for tp in tps if tp in self.lanes]
         while time.monotonic() < deadline and any(self.tracker.unacked(tp) for tp in revoked):
+            if not self.txn.can_send():
+                break  # the transaction failed: it is aborted below, the new owner re-reads
             self.produce_ready()
             self.producer.serve_deliveries(0.01)
             if self.unsubmitted:
                 self.submit(self.take_unsubmitted())
         if self.config.exactly_once:
-            self.commit_transaction()
+            self.txn.commit()
         else:
             self.producer.flush(min(5.0, self.config.revoke_grace_ms / 1000))
             self.commit(wait=True, only=revoked)
@@ -514,7 +580,7 @@ class WorkerLoop:
             # The open transaction may hold outputs of lost partitions: abort it and re-read the rest.
             for tp in tps:
                 self.abandon(tp)
-            self.abort_and_rewind()
+            self.txn.abort(f"partitions lost: {tps}")
         for tp in tps:
             self.abandon(tp)
             self.rewind_to.pop(tp, None)
@@ -530,9 +596,15 @@ class WorkerLoop:
         self.producer.flush(max(0.5, deadline - time.monotonic()))
         self.producer.serve_deliveries(0)
         self.commit(wait=True)
-        return left == 0
+        while self.txn.commit_pending and time.monotonic() < deadline:
+            time.sleep(self.config.retry_backoff_ms / 1000)
+            self.commit(wait=True)
+        return left == 0 and not self.producer.in_transaction
 
     def close(self) -> None:
+        """Leave the group and close both clients. A transaction still open is aborted, never committed."""
+        if self.config.exactly_once:
+            self.txn.abandon()
         for tp in list(self.lanes):
             self.abandon(tp)
         self.consumer.close()

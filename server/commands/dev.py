@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         worker.start()
         print(instructions(bootstrap, None), flush=True)
         stop.wait()
-        worker.stop(15)
+        worker.stop(10)  # seconds of draining (closing gets a few more)
         runtime.stop(grace_s=5)
         return 0
     finally:

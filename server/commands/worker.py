@@ -12,9 +12,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--drain-timeout",
         type=float,
-        default=30.0,
+        default=None,
         metavar="S",
-        help="seconds to finish in-flight events on SIGTERM before closing (default 30)",
+        help="seconds to finish in-flight events on SIGTERM before closing "
+        "(default: [kafka] drain_timeout_ms, 30 s)",
     )
 
 
@@ -38,11 +39,14 @@ def run(args: argparse.Namespace) -> int:
     app_config = load_config(args.config)
     parse_kafka_config(app_config)  # fail fast, before loading a model, on a bad [kafka] section
 
+    # Each signal sets its own flag and wakes the main loop; `stop` is never cleared, so a SIGTERM
+    # that arrives while a SIGHUP reload runs still stops the process right after it.
     stop = threading.Event()
     reload = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: (reload.set(), stop.set()))
+    wake = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: (stop.set(), wake.set()))
+    signal.signal(signal.SIGINT, lambda *_: (stop.set(), wake.set()))
+    signal.signal(signal.SIGHUP, lambda *_: (reload.set(), wake.set()))
 
     runtime = Runtime.from_config(app_config)
     observe_runtime(runtime)
@@ -53,18 +57,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         worker.start()
         while True:
-            # `stop` doubles as the wake-up for SIGHUP; a reload clears it again.
-            stop.wait(0.5)
+            wake.wait(0.5)
+            wake.clear()
+            if stop.is_set():
+                break
             if reload.is_set():
                 reload.clear()
-                stop.clear()
                 if reload_config(args.config, worker.reload):
                     print(
                         "gliclass-stream worker: reloaded routes and label sets", file=sys.stderr, flush=True
                     )
                 continue
-            if stop.is_set():
-                break
             if runtime.error is not None:
                 log.error("the model failed to load: %s", runtime.error)
                 code = 1

@@ -53,3 +53,24 @@ def test_lane_releases_only_the_ready_prefix_in_order():
     assert list(lane.pop_ready(ready.__contains__)) == [0, 1, 2]
     assert lane.peek() == 3 and len(lane) == 2
     assert lane.drain() == [3, 4] and len(lane) == 0
+
+
+def test_requeued_slots_go_back_to_the_front_in_order():
+    lane: OrderedLane[int] = OrderedLane()
+    for off in (7, 8):
+        lane.push(off)
+    lane.requeue([4, 5, 6])  # released earlier; their delivery failed
+    assert lane.drain() == [4, 5, 6, 7, 8]
+
+
+def test_acknowledging_a_re_sent_record_again_changes_nothing():
+    t = OffsetTracker()
+    for off in range(3):
+        t.track(A, off)
+    t.ack(A, 1)  # delivered after 0 failed
+    t.ack(A, 0)  # 0 re-sent and delivered
+    t.ack(A, 1)  # the re-sent copy of 1 delivered too
+    assert t.positions() == {A: 2} and t.unacked(A) == 1
+    t.ack(A, 2)
+    t.ack(A, 0)  # behind the position: ignored
+    assert t.positions() == {A: 3} and t.unacked(A) == 0
