@@ -264,7 +264,12 @@ class WorkerLoop:
                 )
             except InvalidInput as exc:
                 if exc.index is None or not 0 <= exc.index < len(slots):
-                    raise  # not about one event: a bug or a misconfiguration, not bad input
+                    # About the call as a whole (e.g. its passes together exceed the queue): one event
+                    # at a time finds the event it is about, or shows each fits alone.
+                    if len(slots) > 1:
+                        return self.submit_singly(slots)
+                    slots[0].bad = BadEvent("invalid_input", exc.bare_message)
+                    return True
                 slots[exc.index].bad = BadEvent("invalid_input", exc.bare_message)
                 slots = slots[: exc.index] + slots[exc.index + 1 :]
                 continue

@@ -94,3 +94,35 @@ def test_unforeseen_failure_in_prepare_dead_letters_only_its_event(loop: Any) ->
     assert slots[1].bad.reason == "internal_error" and "RuntimeError" in slots[1].bad.message
     for slot in (slots[0], slots[2]):
         assert slot.bad is None and set(slot.future.result(60).scores) == set(slot.item.labels)
+
+
+class WholeCallRefusingScheduler:
+    """FAKE: the real scheduler, except that a call of several items is refused as a whole with an
+    InvalidInput naming no item, as a call whose label-chunk passes together exceed max_queue is (the
+    builtin bi-encoder needs one pass per item, so the real one never refuses a worker chunk so)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.max_queue = real.max_queue
+        self.calls: list[int] = []
+
+    def submit(self, items: Any, **kwargs: Any) -> Any:
+        from gliclass_core.errors import InvalidInput
+
+        self.calls.append(len(items))
+        if len(items) > 1:
+            raise InvalidInput("the call needs more passes than the queue holds", field="items")
+        if "huge" in items[0].text:
+            raise InvalidInput("the item needs more passes than the queue holds", field="labels")
+        return self.real.submit(items, **kwargs)
+
+
+def test_call_level_invalid_input_is_split_until_it_names_one_event(loop: Any) -> None:
+    loop.scheduler = WholeCallRefusingScheduler(loop.scheduler)
+    texts = ["card charged twice", "huge item", "refund my order"]
+    slots = [loop.accept(record(i, text.encode())) for i, text in enumerate(texts)]
+    loop.submit(slots)  # must not raise into the loop
+    assert loop.scheduler.calls[0] == 3 and loop.scheduler.calls[1:] == [1, 1, 1]
+    assert slots[1].bad.reason == "invalid_input" and "passes" in slots[1].bad.message
+    for slot in (slots[0], slots[2]):
+        assert slot.bad is None and set(slot.future.result(60).scores) == set(slot.item.labels)
