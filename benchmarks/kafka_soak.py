@@ -62,6 +62,14 @@ HOSTILE: list[tuple[str, bytes | None]] = [
     ("duplicate labels", b'{"text": "hello", "labels": ["a", "a"]}'),
     ("unknown label set", b'{"text": "hello", "label_set": "no-such-set"}'),
     ("id is an object", b'{"id": {"a": 1}, "text": "hello"}'),
+    ("JSON nested 100k deep (200 KB)", b'{"text": "x", "extra": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+    ("5,000-digit id", b'{"id": ' + b"9" * 5000 + b', "text": "hello"}'),
+    ("NaN literal", b'{"text": "hello", "score": NaN}'),
+    ("lone surrogate text", b'{"text": "\\ud800"}'),
+    ("lone surrogate label", b'{"text": "hello", "labels": ["a", "\\udfff"]}'),
+    ("NUL-only text", b'{"text": "\\u0000"}'),
+    ("zero-width plain text", "\u200b\ufeff".encode()),
+    ("20,000 labels", json.dumps({"text": "hello", "labels": [f"l{i}" for i in range(20_000)]}).encode()),
 ]
 
 
