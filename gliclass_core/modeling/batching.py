@@ -27,14 +27,14 @@ def _pad(
     return torch.from_numpy(ids).to(device), torch.from_numpy(mask.astype(np.int64)).to(device)
 
 
-def _marker_batch(passes: Sequence[EncodedPass], markers: list[tuple[int, ...]], seps: list[int],
+def _marker_batch(passes: Sequence[EncodedPass], markers: list[tuple[int, ...] | np.ndarray], seps: list[int],
                   device: str) -> MarkerBatch:  # fmt: skip
     counts = np.fromiter((len(m) for m in markers), dtype=np.int64, count=len(markers))
     k = max(1, int(counts.max()))
     valid = np.arange(k)[None, :] < counts[:, None]
     pos = np.zeros((len(passes), k), dtype=np.int64)
     if valid.any():
-        pos[valid] = np.fromiter((x for m in markers for x in m), dtype=np.int64, count=int(counts.sum()))
+        pos[valid] = np.concatenate([np.asarray(m, dtype=np.int64) for m in markers])
     return MarkerBatch(
         markers=torch.from_numpy(pos).to(device),
         label_mask=torch.from_numpy(valid).to(device),

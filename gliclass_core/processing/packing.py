@@ -32,7 +32,7 @@ Part = str | int | _Text
 class UniPayload:
     """Where a uni-encoder / fused row's label markers and text window are (positions in the row)."""
 
-    markers: tuple[int, ...]
+    markers: tuple[int, ...] | np.ndarray
     first_sep: int
 
 
@@ -42,7 +42,7 @@ class BiPayload:
 
     labels: tuple[str, ...]
     label_ids: tuple[tuple[int, ...], ...]
-    markers: tuple[int, ...] = ()
+    markers: tuple[int, ...] | np.ndarray = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,6 +72,9 @@ class _Template:
     right: str = ""
     head_array: np.ndarray | None = None
     tail_array: np.ndarray | None = None
+    #: Marker positions with tail markers relative to the text's end, and which of them shift.
+    marker_array: np.ndarray | None = None
+    marker_shift: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,8 @@ class Packer:
             right=self.pieces.marker_text[after] if isinstance(after, int) else "",
             head_array=np.asarray((*self.pieces.prefix, *head), dtype=np.int64),
             tail_array=np.asarray((*tail, *self.pieces.suffix), dtype=np.int64),
+            marker_array=np.asarray((*head_markers, *tail_markers), dtype=np.int64),
+            marker_shift=np.asarray((0,) * len(head_markers) + (1,) * len(tail_markers), dtype=np.int64),
         )
         self.templates.put(key, template)
         return template
@@ -329,9 +334,10 @@ class Packer:
         row[len(head) : len(head) + n] = ids[start : start + n]
         row[len(head) + n :] = tail
         shift = len(head) + n
-        markers = tpl.head_markers
+        markers: tuple[int, ...] | np.ndarray = tpl.head_markers
         if tpl.tail_markers:
-            markers += tuple(shift + m for m in tpl.tail_markers)
+            assert tpl.marker_array is not None and tpl.marker_shift is not None
+            markers = tpl.marker_array + tpl.marker_shift * shift
         first_sep = tpl.head_sep if tpl.head_sep is not None else shift + (tpl.tail_sep or 0)
         payload: UniPayload | BiPayload = UniPayload(markers, first_sep)
         if self.architecture == "bi-encoder-fused":

@@ -44,7 +44,7 @@ from gliclass_core.runtime.batching import (
     QueueState,
     form_batch,
 )
-from gliclass_core.runtime.bridge import gather_futures
+from gliclass_core.runtime.bridge import deferred_wakeups, gather_futures
 from gliclass_core.runtime.stats import SchedulerStats, StatsRecorder
 from gliclass_core.runtime.tracing import capture_span_context
 from gliclass_core.types import ClassifyItem, Prediction
@@ -401,9 +401,10 @@ class Scheduler:
             batch.padded_tokens,
             [batch.dispatched_at - entry.pending.enqueued_at for entry in batch.entries],
         )
-        self._finish(finished)
-        for item, exc in failed:
-            _fail(item.future, _as_batch_failure(exc, device))
+        with deferred_wakeups():
+            self._finish(finished)
+            for item, exc in failed:
+                _fail(item.future, _as_batch_failure(exc, device))
         if failed:
             self._stats.count("failed_items", len(failed))
 
@@ -597,16 +598,17 @@ class Scheduler:
         except Exception as exc:
             outcomes = [exc] * len(items)
         completed = 0
-        for item, outcome in zip(items, outcomes):
-            if isinstance(outcome, Exception):
-                self._stats.count("failed_items")
-                _fail(item.future, _as_batch_failure(outcome, "post-processing"))
-                continue
-            try:
-                item.future.set_result(outcome)
-            except InvalidStateError:
-                continue
-            completed += 1
+        with deferred_wakeups():  # one event-loop wake-up for the whole batch
+            for item, outcome in zip(items, outcomes):
+                if isinstance(outcome, Exception):
+                    self._stats.count("failed_items")
+                    _fail(item.future, _as_batch_failure(outcome, "post-processing"))
+                    continue
+                try:
+                    item.future.set_result(outcome)
+                except InvalidStateError:
+                    continue
+                completed += 1
         self._stats.count("completed_items", completed)
 
 
