@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 #: One intake round tokenizes at most this many items, and bulk items only up to this many
 #: characters, so an interactive item arriving meanwhile waits behind little tokenization.
 _INTAKE_MAX_ITEMS = 512
-_INTAKE_BULK_CHARS = 32_000
+_INTAKE_BULK_CHARS = 64_000
 
 
 class TimedFuture(Future[Prediction]):
