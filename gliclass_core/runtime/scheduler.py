@@ -155,6 +155,7 @@ class Scheduler:
         self._staged: dict[Priority, deque[_Item]] = {Priority.INTERACTIVE: deque(), Priority.BULK: deque()}
         self._staged_rows = {Priority.INTERACTIVE: 0, Priority.BULK: 0}
         self._intake: threading.Thread | None = None
+        self._intake_round: list[_Item] = []  # items the intake thread is tokenizing right now
         self._queues: dict[Priority, dict[int, tuple[PendingPass, _Item, int]]] = {
             Priority.INTERACTIVE: {},
             Priority.BULK: {},
@@ -501,7 +502,7 @@ class Scheduler:
 
     def _take_all(self) -> list[_Item]:
         items: dict[int, _Item] = {}
-        for staged in self._staged.values():
+        for staged in (*self._staged.values(), self._intake_round):
             for item in staged:
                 if not item.done:
                     item.done = True
@@ -553,7 +554,7 @@ class Scheduler:
                     if self._closed:
                         return
                     self._intake_cond.wait()
-                taken = self._take_staged()
+                taken = self._intake_round = self._take_staged()
                 classifier = self._classifier
             if not taken or classifier is None:
                 continue
@@ -578,6 +579,7 @@ class Scheduler:
                     item.staged_rows = 0
                     self._depth += len(prepared[k].passes) - rows
                     self._enqueue(item, prepared[k])
+                self._intake_round = []
                 self._cond.notify_all()
             for item in failed:
                 assert error is not None
