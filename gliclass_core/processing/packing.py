@@ -297,9 +297,13 @@ class Packer:
         """Rows of many items (chunks from `plan_chunks`), every text tokenized in one batch call."""
         templates: list[_Template] = []
         strings: list[str] = []
+        seen: dict[tuple[object, ...], _Template] = {}  # the cache is consulted once per label set
         for text, chunks, prompt, ex in zip(texts, chunk_lists, prompts, examples):
             for chunk in chunks:
-                tpl = self._template(chunk, prompt, ex)
+                key = (chunk, prompt, ex)
+                tpl = seen.get(key)
+                if tpl is None:
+                    tpl = seen[key] = self._template(chunk, prompt, ex)
                 templates.append(tpl)
                 strings.append(tpl.left + tpl.text_prefix + text + tpl.text_suffix + tpl.right)
         encoded = self.pieces.encode_many(strings)
