@@ -4,6 +4,7 @@ Usage (prints the figures; scale streams/texts to the machine):
 
     python benchmarks/grpc_bench.py --streams 64 --texts-per-stream 2000
     python benchmarks/grpc_bench.py --streams 64 --texts-per-stream 100 --unary-calls 300   # small CPU box
+    python benchmarks/grpc_bench.py --host-bound --texts-per-stream 16 --rounds 2 --unary-calls 100
 
 Phases, all in one run on the same texts and config:
 1. `gliclass-stream serve` started as a subprocess with the same model/batching config as a
@@ -13,6 +14,8 @@ Phases, all in one run on the same texts and config:
    each sending its share of the round one text per message);
 3. unary latency at light load: one caller, one text per call, alternating a direct
    `Scheduler.classify` call in this process with a gRPC `Classify` call, so both see the same noise.
+Also the host ceiling: the model tokenizer's parallel `encode_batch` rate of the same texts, with the
+offline and stream rates as a share of it (`--host-bound`: tiny model, news texts, 10 labels).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import grpc
 from gliclass_core.config import parse_config
 from gliclass_core.runtime import Priority, Runtime
 from gliclass_core.types import ClassifyItem
+from server.host_bench import NEWS_LABELS, host_ceiling, news_texts, tiny_model_dir
 from server.proto import classifier_pb2 as pb
 from server.proto import classifier_pb2_grpc
 
@@ -60,6 +64,7 @@ def config_toml(args: argparse.Namespace) -> str:
 [model]
 id = "{args.model}"
 device = "{args.device}"
+{"cpu_threads = 1" if args.host_bound else ""}
 
 [batching]
 max_batch_size = {args.max_batch_size}
@@ -170,7 +175,8 @@ def start_server(config_path: Path) -> tuple[subprocess.Popen[str], str]:
 
 
 async def main(args: argparse.Namespace) -> dict[str, float]:
-    texts = make_texts(args.streams * args.texts_per_stream, seed=1)
+    n = args.streams * args.texts_per_stream
+    texts = news_texts(n, seed=1) if args.host_bound else make_texts(n, seed=1)
     ratios: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "bench.toml"
@@ -186,7 +192,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         try:
             await stream_throughput(address, texts[: args.streams * 4], args.streams)  # warm-up
             # Alternate direct and gRPC rounds on the same texts so drifting machine load hits both.
-            direct_s = grpc_s = 0.0
+            direct_s = grpc_s = host_s = 0.0
             errors = 0
             ratios = []
             size = len(texts) // args.rounds // args.streams * args.streams
@@ -199,10 +205,12 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
                     rate = await offline_ceiling(runtime, chunk)
                     stream_rate, failed = await stream_throughput(address, chunk, args.streams)
                 direct_s += len(chunk) / rate
+                host_s += len(chunk) / host_ceiling(runtime.classifier, chunk)
                 grpc_s += len(chunk) / stream_rate
                 errors += failed
                 ratios.append(stream_rate / rate)
             ceiling, throughput = size * args.rounds / direct_s, size * args.rounds / grpc_s
+            host = size * args.rounds / host_s
             direct, over_grpc, paired = await unary_latency(address, runtime, texts, args.unary_calls)
         finally:
             proc.terminate()
@@ -214,6 +222,9 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         "offline_ceiling_items_per_s": ceiling,
         "stream_items_per_s": throughput,
         "stream_vs_ceiling": throughput / ceiling,
+        "host_ceiling_items_per_s": host,
+        "offline_vs_host_ceiling": ceiling / host,
+        "stream_vs_host_ceiling": throughput / host,
         "stream_failed_items": errors,
         "stream_vs_ceiling_per_round": " ".join(f"{r:.2f}" for r in ratios),
         "unary_p50_ms": statistics.median(over_grpc),
@@ -238,7 +249,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--host-bound",
+        action="store_true",
+        help="tiny model (forward nearly free), news texts of 20-200 words, 10 labels, 1 intra-op thread",
+    )
+    args = parser.parse_args(argv)
+    if args.host_bound:
+        global LABELS
+        LABELS = list(NEWS_LABELS)
+        args.model, args.device = str(tiny_model_dir()), "cpu"
+    return args
 
 
 if __name__ == "__main__":

@@ -3,10 +3,13 @@
 Contract with the runtime (gliclass_core.runtime), which batches across callers:
 
     prepared = clf.prepare(item, index)        # validate + tokenize; CPU only, thread-safe, no forward pass
+    plan = clf.plan(item, index)               # validate + plan the passes, no tokenization (cheap)
+    clf.encode([plan, ...]) -> [PreparedItem]  # tokenize many items in one Rust batch call
     prepared.passes                            # 1 pass normally; >1 when the labels need several chunks
     pass_.num_tokens                           # tokens this pass puts in a batch row (before padding)
     logits = replica.forward(passes)           # one padded forward pass over passes of ANY items/label sets
     clf.finish(prepared, [logits of its passes, in order]) -> Prediction
+    clf.finish_many([prepared, ...], [[logits], ...])       # the same, vectorised over a batch
 
 `forward` is the only method that touches the device; `prepare` and `finish` are cheap CPU work.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -29,14 +33,15 @@ _DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16"
            "bfloat16": "bfloat16", "bf16": "bfloat16"}  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EncodedPass:
     """One row of a forward batch: token ids plus what the head needs to read the labels back.
 
-    `payload` is model-specific (e.g. label ids for a bi-encoder); the runtime never looks inside.
+    `input_ids` is a 1-D int64 array (GliZNet passes may carry a tuple). `payload` is
+    model-specific (e.g. label ids for a bi-encoder); the runtime never looks inside.
     """
 
-    input_ids: tuple[int, ...]
+    input_ids: np.ndarray | tuple[int, ...]
     num_labels: int
     payload: Any = None
 
@@ -56,10 +61,28 @@ class PreparedItem:
     text_chunks: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True, eq=False)
+class ItemPlan:
+    """A validated item and its label chunks (one pass each), before its text is tokenized.
+
+    `prepared` is set when the model packs items its own way and was tokenized eagerly.
+    """
+
+    item: ClassifyItem
+    chunks: tuple[tuple[str, ...], ...]
+    prepared: PreparedItem | None = None
+
+    @property
+    def num_passes(self) -> int:
+        return len(self.prepared.passes) if self.prepared is not None else len(self.chunks)
+
+
 class Classifier:
     """A loaded GLiClass-family model on one device (see module docstring for the batching contract)."""
 
     info: ModelInfo
+    # Logits relative to the item's other labels (config "relative_scoring"); None: plain logits.
+    relative: Any = None
 
     def __init__(self, network: Any, config: Any, tokenizer: Any, packer: Any, device: str, dtype: Any,
                  model_id: str, label_cache_size: int = 8192) -> None:  # fmt: skip
@@ -151,22 +174,64 @@ class Classifier:
     # -- the batching contract -------------------------------------------------------------------
     def prepare(self, item: ClassifyItem, index: int | None = None) -> PreparedItem:
         """Validate and tokenize one item. Raises InvalidInput naming the field (and `index`)."""
+        return self.encode([self.plan(item, index)])[0]
+
+    def prepare_many(self, items: Sequence[ClassifyItem], start: int = 0) -> list[PreparedItem]:
+        """Validate and tokenize items (numbered from `start` in errors), texts in one batch call."""
+        return self.encode([self.plan(item, start + i) for i, item in enumerate(items)])
+
+    def plan(self, item: ClassifyItem, index: int | None = None) -> ItemPlan:
+        """Validate an item and plan its passes without tokenizing its text (cheap, thread-safe).
+
+        Raises InvalidInput naming the field (and `index`). Everything that can reject an item is
+        checked here, so `encode` of a plan does not fail on input.
+        """
         from gliclass_core.processing.validation import validate_item
 
+        if type(self).prepare is not Classifier.prepare:  # a subclass packing its own way
+            return ItemPlan(item, (), prepared=self.prepare(item, index))
         validate_item(item, index)
         check_item_options(item, index)
         if item.long_text.mode == "chunk":
             from gliclass_core.processing.long_text import prepare_chunked
 
-            return prepare_chunked(self.prepare, item, index)
+            # Tokenized now, chunk by chunk: the long-document mode is opt-in and off the hot path.
+            return ItemPlan(item, (), prepared=prepare_chunked(self.prepare, item, index))
         labels = tuple(item.labels)
-        examples = tuple(item.examples)
         if self.config.architecture == "bi-encoder":
-            rows = [self.packer.bi_row(item.text, labels, item.prompt)]
+            return ItemPlan(item, (labels,))
+        chunks = self.packer.plan_chunks(item.text, labels, item.prompt, tuple(item.examples), index)
+        return ItemPlan(item, chunks)
+
+    def encode(self, plans: Sequence[ItemPlan]) -> list[PreparedItem]:
+        """Tokenize planned items: every text of every pass in one Rust `encode_batch` call."""
+        todo = [p for p in plans if p.prepared is None]
+        rows: list[list[Any]]
+        if not todo:
+            rows = []
+        elif self.config.architecture == "bi-encoder":
+            texts = [p.item.text for p in todo]
+            bi_rows = self.packer.bi_rows_many(
+                texts, [p.chunks[0] for p in todo], [p.item.prompt for p in todo]
+            )
+            rows = [[r] for r in bi_rows]
         else:
-            rows = self.packer.marker_rows(item.text, labels, item.prompt, examples, index)
-        passes = tuple(EncodedPass(r.input_ids, r.num_labels, r.payload) for r in rows)
-        return PreparedItem(item=item, passes=passes, truncated=any(r.truncated for r in rows))
+            rows = self.packer.marker_rows_many(
+                [p.item.text for p in todo],
+                [p.chunks for p in todo],
+                [p.item.prompt for p in todo],
+                [tuple(p.item.examples) for p in todo],
+            )
+        it = iter(rows)
+        out = []
+        for plan in plans:
+            if plan.prepared is not None:
+                out.append(plan.prepared)
+                continue
+            item_rows = next(it)
+            passes = tuple(EncodedPass(r.input_ids, r.num_labels, r.payload) for r in item_rows)
+            out.append(PreparedItem(plan.item, passes, truncated=any(r.truncated for r in item_rows)))
+        return out
 
     def forward(self, passes: Sequence[EncodedPass]) -> list[np.ndarray]:
         """Run one padded forward pass; return float32 logits per pass (length `num_labels`)."""
@@ -213,6 +278,43 @@ class Classifier:
             text_chunks=len(text_chunks),
             hierarchy=hierarchy,
         )
+
+    def finish_many(
+        self, prepared: Sequence[PreparedItem], logits: Sequence[Sequence[np.ndarray]]
+    ) -> list[Prediction | Exception]:
+        """`finish` for many items: one vectorised sigmoid/softmax per label count and mode.
+
+        Returns a Prediction per item, or the exception `finish` would have raised for it.
+        """
+        from gliclass_core.processing.postprocess import decide_row, scores_matrix
+
+        relative = self.relative
+        out: list[Prediction | Exception | None] = [None] * len(prepared)
+        groups: dict[tuple[int, bool], list[int]] = {}
+        for i, (prep, item_logits) in enumerate(zip(prepared, logits)):
+            single = len(prep.passes) == 1 and len(item_logits) == 1 and not prep.text_chunks
+            if single and len(item_logits[0]) == len(prep.item.labels) and not prep.item.return_hierarchical:
+                groups.setdefault((len(prep.item.labels), prep.item.multi_label), []).append(i)
+            else:
+                try:
+                    out[i] = self.finish(prep, item_logits)
+                except Exception as exc:
+                    out[i] = exc
+        for (_, multi_label), members in groups.items():
+            matrix = np.stack([np.asarray(logits[i][0], dtype=np.float32) for i in members])
+            if relative is not None:
+                matrix = np.stack([relative.apply(row) for row in matrix])
+            for i, row in zip(members, scores_matrix(matrix, multi_label).tolist()):
+                prep = prepared[i]
+                item = prep.item
+                labels = tuple(item.labels)
+                out[i] = Prediction(
+                    scores=dict(zip(labels, row)),
+                    labels=decide_row(labels, row, multi_label, item.threshold, item.top_k),
+                    label_chunks=1,
+                    truncated=prep.truncated,
+                )
+        return out  # type: ignore[return-value]
 
     def classify(
         self,
@@ -261,7 +363,25 @@ class Classifier:
             ]  # fmt: skip
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInput("must be a positive integer", field="batch_size")
-        prepared = [self.prepare(item, i) for i, item in enumerate(items)]
+        plans = [self.plan(item, i) for i, item in enumerate(items)]
+        # Items in text-length order, tokenized group by group on a helper thread (the Rust
+        # tokenizer releases the GIL) while this thread runs the forward passes of earlier groups.
+        order = sorted(range(len(plans)), key=lambda i: len(plans[i].item.text))
+        size = max(4 * batch_size, 256)
+        groups = [order[g : g + size] for g in range(0, len(order), size)]
+        predictions: list[Prediction | Exception | None] = [None] * len(plans)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gliclass-tokenize") as pool:
+            encoded = [pool.submit(self.encode, [plans[i] for i in group]) for group in groups]
+            for group, future in zip(groups, encoded):
+                prepared = future.result()
+                for index, result in zip(group, self._forward_sorted(prepared, batch_size)):
+                    predictions[index] = result
+        for p in predictions:
+            if isinstance(p, Exception):
+                raise p
+        return predictions  # type: ignore[return-value]
+
+    def _forward_sorted(self, prepared: list[PreparedItem], batch_size: int) -> list[Prediction | Exception]:
         flat = [(i, j) for i, p in enumerate(prepared) for j in range(len(p.passes))]
         # Sorting by length keeps padding small; results go back to their item and pass slot.
         flat.sort(key=lambda ij: prepared[ij[0]].passes[ij[1]].num_tokens)
@@ -271,7 +391,7 @@ class Classifier:
             results = self.forward([prepared[i].passes[j] for i, j in chunk])
             for (i, j), logits in zip(chunk, results):
                 out[i][j] = logits
-        return [self.finish(p, [x for x in o if x is not None]) for p, o in zip(prepared, out)]
+        return self.finish_many(prepared, [[x for x in o if x is not None] for o in out])
 
 
 def build_items(
@@ -357,4 +477,4 @@ def _max_length(cfg: Any, requested: int | None) -> int:
     return min(value, limit) if limit else value
 
 
-__all__ = ["Classifier", "EncodedPass", "PreparedItem", "build_items"]
+__all__ = ["Classifier", "EncodedPass", "ItemPlan", "PreparedItem", "build_items"]

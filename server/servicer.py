@@ -100,10 +100,8 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         else:
             futures = self._runtime.scheduler.submit(*submit_args)
         try:
-            # return_exceptions: every outcome is retrieved (no "exception never retrieved" noise).
-            outcomes = await asyncio.gather(
-                *(asyncio.wrap_future(f) for f in futures), return_exceptions=True
-            )
+            # return_exceptions: every outcome is retrieved; one loop wake-up per batch, not per item.
+            outcomes = await bridge.gather_futures(futures, return_exceptions=True)
         finally:
             # A cancelled call drops whatever of it is still queued.
             for f in futures:

@@ -15,24 +15,26 @@ if TYPE_CHECKING:
     from gliclass_core.classifier import Classifier, EncodedPass
 
 
-def _pad(rows: Sequence[Sequence[int]], pad_id: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = [len(r) for r in rows]
-    width = max(lengths)
+def _pad(
+    rows: Sequence[Sequence[int] | np.ndarray], pad_id: int, device: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # A handful of vectorised copies: all rows joined once, then scattered under the mask.
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    width = int(lengths.max())
+    mask = np.arange(width)[None, :] < lengths[:, None]
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = r
-    mask = np.arange(width)[None, :] < np.asarray(lengths)[:, None]
+    ids[mask] = np.concatenate([np.asarray(r, dtype=np.int64) for r in rows])
     return torch.from_numpy(ids).to(device), torch.from_numpy(mask.astype(np.int64)).to(device)
 
 
-def _marker_batch(passes: Sequence[EncodedPass], markers: list[tuple[int, ...]], seps: list[int],
+def _marker_batch(passes: Sequence[EncodedPass], markers: list[tuple[int, ...] | np.ndarray], seps: list[int],
                   device: str) -> MarkerBatch:  # fmt: skip
-    k = max(1, max(len(m) for m in markers))
+    counts = np.fromiter((len(m) for m in markers), dtype=np.int64, count=len(markers))
+    k = max(1, int(counts.max()))
+    valid = np.arange(k)[None, :] < counts[:, None]
     pos = np.zeros((len(passes), k), dtype=np.int64)
-    valid = np.zeros((len(passes), k), dtype=bool)
-    for i, m in enumerate(markers):
-        pos[i, : len(m)] = m
-        valid[i, : len(m)] = True
+    if valid.any():
+        pos[valid] = np.concatenate([np.asarray(m, dtype=np.int64) for m in markers])
     return MarkerBatch(
         markers=torch.from_numpy(pos).to(device),
         label_mask=torch.from_numpy(valid).to(device),

@@ -108,13 +108,14 @@ def prepare_chunked(
     architecture packs its passes as it always does.
     """
     from gliclass_core.classifier import PreparedItem
+    from gliclass_core.processing.validation import has_content
 
     options = item.long_text
     groups = label_groups(item.labels, options.labels_chunk_size)
     chunks = chunk_text(item.text, options.text_chunk_size, options.text_chunk_overlap)
-    # A chunk of only whitespace carries nothing to classify (and is not a valid text): skip it.
-    # The whole text is not blank (validated), so at least one chunk stays.
-    chunks = [c for c in chunks if c.strip()]
+    # A chunk of only whitespace or invisible characters carries nothing to classify (and is not
+    # a valid text): skip it. The whole text has content (validated), so at least one chunk stays.
+    chunks = [c for c in chunks if has_content(c)]
     if len(chunks) * len(groups) > MAX_CHUNK_PASSES:
         raise InvalidInput(
             f"{len(chunks)} text chunks x {len(groups)} label groups is more than {MAX_CHUNK_PASSES} "

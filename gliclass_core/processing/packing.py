@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from gliclass_core.errors import InvalidInput
 from gliclass_core.processing.tokens import LRUCache, PieceTokenizer
 from gliclass_core.types import Example
@@ -30,7 +32,7 @@ Part = str | int | _Text
 class UniPayload:
     """Where a uni-encoder / fused row's label markers and text window are (positions in the row)."""
 
-    markers: tuple[int, ...]
+    markers: tuple[int, ...] | np.ndarray
     first_sep: int
 
 
@@ -40,14 +42,14 @@ class BiPayload:
 
     labels: tuple[str, ...]
     label_ids: tuple[tuple[int, ...], ...]
-    markers: tuple[int, ...] = ()
+    markers: tuple[int, ...] | np.ndarray = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Row:
-    """One assembled row before it becomes an EncodedPass."""
+    """One assembled row before it becomes an EncodedPass (ids: a tuple, or int64 array in batches)."""
 
-    input_ids: tuple[int, ...]
+    input_ids: tuple[int, ...] | np.ndarray
     num_labels: int
     payload: UniPayload | BiPayload
     truncated: bool
@@ -65,6 +67,23 @@ class _Template:
     tail_markers: tuple[int, ...]
     head_sep: int | None
     tail_sep: int | None
+    #: Marker texts tokenized around the text (context for the pre-tokenizer), dropped again.
+    left: str = ""
+    right: str = ""
+    head_array: np.ndarray | None = None
+    tail_array: np.ndarray | None = None
+    #: Marker positions with tail markers relative to the text's end, and which of them shift.
+    marker_array: np.ndarray | None = None
+    marker_shift: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class _LabelPlan:
+    """Per label set (with prompt and examples): what chunk planning needs, computed once."""
+
+    per_label: tuple[int, ...]
+    total: int
+    available: int
 
 
 def format_example(example: Example) -> str:
@@ -142,6 +161,12 @@ class Packer:
             tail_markers=tail_markers,
             head_sep=head_sep,
             tail_sep=tail_sep,
+            left=self.pieces.marker_text[before] if isinstance(before, int) else "",
+            right=self.pieces.marker_text[after] if isinstance(after, int) else "",
+            head_array=np.asarray((*self.pieces.prefix, *head), dtype=np.int64),
+            tail_array=np.asarray((*tail, *self.pieces.suffix), dtype=np.int64),
+            marker_array=np.asarray((*head_markers, *tail_markers), dtype=np.int64),
+            marker_shift=np.asarray((0,) * len(head_markers) + (1,) * len(tail_markers), dtype=np.int64),
         )
         self.templates.put(key, template)
         return template
@@ -187,55 +212,66 @@ class Packer:
         index: int | None,
     ) -> list[Row]:
         """Rows for the architectures whose input carries label markers (uni-encoder, fused)."""
-        chunks = self._chunks(text, labels, prompt, examples, index)
-        rows = []
-        for chunk in chunks:
-            tpl = self._template(chunk, prompt, examples)
-            text_ids = self.pieces.piece(
-                tpl.text_prefix + text + tpl.text_suffix, tpl.text_before, tpl.text_after, cache=False
-            )
-            room = self.max_length - len(tpl.head) - len(tpl.tail)
-            if room <= 0:
-                raise InvalidInput(
-                    f"the labels, prompt and examples need {len(tpl.head) + len(tpl.tail)} tokens, "
-                    f"more than the model's maximum of {self.max_length}",
-                    field="labels",
-                    index=index,
-                )
-            truncated = len(text_ids) > room
-            if truncated:
-                text_ids = text_ids[:room]
-            shift = len(tpl.head) + len(text_ids)
-            markers = tpl.head_markers + tuple(shift + m for m in tpl.tail_markers)
-            first_sep = tpl.head_sep if tpl.head_sep is not None else shift + (tpl.tail_sep or 0)
-            ids = tpl.head + text_ids + tpl.tail
-            payload: UniPayload | BiPayload = UniPayload(markers, first_sep)
-            if self.architecture == "bi-encoder-fused":
-                label_ids = tuple(self.label_encoder_ids(label) for label in chunk)
-                payload = BiPayload(chunk, label_ids, markers)
-            rows.append(Row(ids, len(chunk), payload, truncated))
-        return rows
+        chunks = self.plan_chunks(text, labels, prompt, examples, index)
+        rows = self.marker_rows_many([text], [chunks], [prompt], [examples])[0]
+        return [
+            Row(tuple(np.asarray(r.input_ids).tolist()), r.num_labels, r.payload, r.truncated) for r in rows
+        ]
 
-    def _chunks(
+    def plan_chunks(
         self,
         text: str,
         labels: tuple[str, ...],
         prompt: str | None,
         examples: tuple[Example, ...],
         index: int | None,
-    ) -> list[tuple[str, ...]]:
-        fixed = self._template((), prompt, examples)
-        per_label = [self.label_length(lab) if self.architecture == "uni-encoder" else 1 for lab in labels]
-        available = self.max_length - len(fixed.head) - len(fixed.tail)
+    ) -> tuple[tuple[str, ...], ...]:
+        """The label chunks (one pass each) of an item, without tokenizing its text.
+
+        Raises InvalidInput when the labels, prompt and examples leave no room for a text, or one
+        label alone needs more room than a chunk has. Cached per label set, prompt and examples.
+        """
+        plan = self._label_plan(labels, prompt, examples)
         # One pass when the labels leave the text all it needs, or at least half the room.
-        if sum(per_label) <= available - min(self._text_estimate(text), available // 2):
-            return [labels]
+        if plan.total <= plan.available - min(self._text_estimate(text), plan.available // 2):
+            chunks: tuple[tuple[str, ...], ...] = (labels,)
+        else:
+            chunks = self._split(labels, plan, index)
+        for chunk in chunks:
+            tpl = self._template(chunk, prompt, examples)
+            if self.max_length - len(tpl.head) - len(tpl.tail) <= 0:
+                raise InvalidInput(
+                    f"the labels, prompt and examples need {len(tpl.head) + len(tpl.tail)} tokens, "
+                    f"more than the model's maximum of {self.max_length}",
+                    field="labels",
+                    index=index,
+                )
+        return chunks
+
+    def _label_plan(
+        self, labels: tuple[str, ...], prompt: str | None, examples: tuple[Example, ...]
+    ) -> _LabelPlan:
+        key = ("plan", labels, prompt, examples)
+        hit = self.templates.get(key)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
+        fixed = self._template((), prompt, examples)
+        per_label = tuple(
+            self.label_length(lab) if self.architecture == "uni-encoder" else 1 for lab in labels
+        )
+        plan = _LabelPlan(per_label, sum(per_label), self.max_length - len(fixed.head) - len(fixed.tail))
+        self.templates.put(key, plan)
+        return plan
+
+    def _split(
+        self, labels: tuple[str, ...], plan: _LabelPlan, index: int | None
+    ) -> tuple[tuple[str, ...], ...]:
         # Labels get at most half the room per chunk so every chunk still sees a fair part of the text.
-        capacity = max(available // 2, 1)
+        capacity = max(plan.available // 2, 1)
         chunks: list[tuple[str, ...]] = []
         current: list[str] = []
         used = 0
-        for label, n in zip(labels, per_label):
+        for label, n in zip(labels, plan.per_label):
             if n > capacity:
                 raise InvalidInput(
                     f"label {label!r} needs {n} tokens, more than the model can hold next to a text "
@@ -249,7 +285,68 @@ class Packer:
             current.append(label)
             used += n
         chunks.append(tuple(current))
-        return chunks
+        return tuple(chunks)
+
+    def marker_rows_many(
+        self,
+        texts: Sequence[str],
+        chunk_lists: Sequence[Sequence[tuple[str, ...]]],
+        prompts: Sequence[str | None],
+        examples: Sequence[tuple[Example, ...]],
+    ) -> list[list[Row]]:
+        """Rows of many items (chunks from `plan_chunks`), every text tokenized in one batch call."""
+        templates: list[_Template] = []
+        strings: list[str] = []
+        seen: dict[tuple[object, ...], _Template] = {}  # the cache is consulted once per label set
+        for text, chunks, prompt, ex in zip(texts, chunk_lists, prompts, examples):
+            for chunk in chunks:
+                key = (chunk, prompt, ex)
+                tpl = seen.get(key)
+                if tpl is None:
+                    tpl = seen[key] = self._template(chunk, prompt, ex)
+                templates.append(tpl)
+                strings.append(tpl.left + tpl.text_prefix + text + tpl.text_suffix + tpl.right)
+        encoded = self.pieces.encode_many(strings)
+        out: list[list[Row]] = []
+        k = 0
+        for chunks in chunk_lists:
+            rows = []
+            for chunk in chunks:
+                tpl, ids = templates[k], encoded[k]
+                k += 1
+                rows.append(self._assemble(tpl, chunk, ids))
+            out.append(rows)
+        return out
+
+    def _assemble(self, tpl: _Template, chunk: tuple[str, ...], ids: list[int]) -> Row:
+        assert tpl.head_array is not None and tpl.tail_array is not None
+        start = 1 if tpl.text_before is not None else 0
+        end = len(ids) - (1 if tpl.text_after is not None else 0)
+        head, tail = tpl.head_array, tpl.tail_array
+        room = self.max_length - len(head) - len(tail)
+        if room <= 0:  # plan_chunks raises this before any tokenization; kept for direct callers
+            raise InvalidInput(
+                f"the labels, prompt and examples need {len(head) + len(tail)} tokens, "
+                f"more than the model's maximum of {self.max_length}",
+                field="labels",
+            )
+        n = max(0, end - start)
+        truncated = n > room
+        n = min(n, max(room, 0))
+        row = np.empty(len(head) + n + len(tail), dtype=np.int64)
+        row[: len(head)] = head
+        row[len(head) : len(head) + n] = ids[start : start + n]
+        row[len(head) + n :] = tail
+        shift = len(head) + n
+        markers: tuple[int, ...] | np.ndarray = tpl.head_markers
+        if tpl.tail_markers:
+            assert tpl.marker_array is not None and tpl.marker_shift is not None
+            markers = tpl.marker_array + tpl.marker_shift * shift
+        first_sep = tpl.head_sep if tpl.head_sep is not None else shift + (tpl.tail_sep or 0)
+        payload: UniPayload | BiPayload = UniPayload(markers, first_sep)
+        if self.architecture == "bi-encoder-fused":
+            payload = BiPayload(chunk, self.label_set_ids(chunk), markers)
+        return Row(row, len(chunk), payload, truncated)
 
     def _text_estimate(self, text: str) -> int:
         # Cheap upper bound avoids tokenizing the text twice; exact counts are taken per row.
@@ -257,13 +354,33 @@ class Packer:
 
     def bi_row(self, text: str, labels: tuple[str, ...], prompt: str | None) -> Row:
         """The single row of a plain bi-encoder: the text alone; labels go to the label encoder."""
-        full = f"{prompt} {text}" if prompt else text
-        ids = self.pieces.plain(full, cache=False)
-        truncated = len(ids) > self.max_length
-        if truncated:
-            ids = ids[: self.max_length - len(self.pieces.suffix)] + self.pieces.suffix
-        label_ids = tuple(self.label_encoder_ids(label) for label in labels)
-        return Row(ids, len(labels), BiPayload(labels, label_ids), truncated)
+        row = self.bi_rows_many([text], [labels], [prompt])[0]
+        return Row(tuple(np.asarray(row.input_ids).tolist()), row.num_labels, row.payload, row.truncated)
+
+    def bi_rows_many(
+        self, texts: Sequence[str], labels: Sequence[tuple[str, ...]], prompts: Sequence[str | None]
+    ) -> list[Row]:
+        """Rows of many bi-encoder items, every text tokenized in one batch call."""
+        strings = [f"{prompt} {text}" if prompt else text for text, prompt in zip(texts, prompts)]
+        prefix, suffix = self.pieces.prefix, self.pieces.suffix
+        rows = []
+        for ids, item_labels in zip(self.pieces.encode_many(strings), labels):
+            full = (*prefix, *ids, *suffix)
+            truncated = len(full) > self.max_length
+            if truncated:
+                full = full[: self.max_length - len(suffix)] + suffix
+            payload = BiPayload(item_labels, self.label_set_ids(item_labels))
+            rows.append(Row(np.asarray(full, dtype=np.int64), len(item_labels), payload, truncated))
+        return rows
+
+    def label_set_ids(self, labels: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
+        """Label-encoder ids of every label in a set, cached per set (one lookup per item)."""
+        key = ("label-ids", labels)
+        hit = self.templates.get(key)
+        if hit is None:
+            hit = tuple(self.label_encoder_ids(label) for label in labels)
+            self.templates.put(key, hit)
+        return hit  # type: ignore[no-any-return]
 
     def label_encoder_ids(self, label: str) -> tuple[int, ...]:
         """Ids the label encoder reads for one label (its own [CLS] ... [SEP])."""

@@ -66,6 +66,18 @@ class PieceTokenizer:
             return list(self.backend.encode(text, add_special_tokens=special).ids)
         return list(self.hf(text, add_special_tokens=special)["input_ids"])
 
+    def encode_many(self, texts: list[str]) -> list[list[int]]:
+        """Ids of each string without special tokens, in one batch call.
+
+        The Rust tokenizer's `encode_batch` releases the GIL and runs on its own thread pool, so a
+        batch costs a fraction of one Python call per text (and other threads keep running).
+        """
+        if not texts:
+            return []
+        if self.backend is not None:
+            return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+        return [list(x) for x in self.hf(texts, add_special_tokens=False)["input_ids"]]
+
     def piece(self, text: str, before: int | None, after: int | None, cache: bool = True) -> tuple[int, ...]:
         """Ids of `text` as it tokenizes between marker ids `before` and `after` (None: string edge)."""
         if not text:

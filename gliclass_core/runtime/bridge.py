@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Any
 
 from gliclass_core.errors import Cancelled
 
 _bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopBridge] = weakref.WeakKeyDictionary()
 _bridges_lock = threading.Lock()
+_deferring = threading.local()  # .bridges: set of bridges to wake when the current batch ends
 
 
 class _LoopBridge:
@@ -31,12 +33,27 @@ class _LoopBridge:
         self._scheduled = False
 
     def post(self, waiter: asyncio.Future[None]) -> None:
-        """Mark `waiter` done from any thread."""
+        """Mark `waiter` done from any thread (woken at the end of a `deferred_wakeups` block)."""
+        pending: set[_LoopBridge] | None = getattr(_deferring, "bridges", None)
         with self._lock:
             self._ready.append(waiter)
             if self._scheduled:
                 return
+            if pending is not None:
+                pending.add(self)
+                return
             self._scheduled = True
+        self._wake()
+
+    def wake_if_needed(self) -> None:
+        """Schedule the drain if waiters are posted and none is scheduled."""
+        with self._lock:
+            if self._scheduled or not self._ready:
+                return
+            self._scheduled = True
+        self._wake()
+
+    def _wake(self) -> None:
         try:
             self._loop.call_soon_threadsafe(self._drain)
         except RuntimeError:
@@ -49,6 +66,26 @@ class _LoopBridge:
         for waiter in ready:
             if not waiter.done():
                 waiter.set_result(None)
+
+
+@contextmanager
+def deferred_wakeups() -> Iterator[None]:
+    """Within the block, completions on this thread wake each event loop once, at the end.
+
+    The scheduler resolves a whole batch inside one block, so a batch costs one wake-up per
+    loop that awaits any of its items, not one per item (nor one per GIL switch).
+    """
+    if getattr(_deferring, "bridges", None) is not None:
+        yield  # nested: the outer block wakes
+        return
+    pending: set[_LoopBridge] = set()
+    _deferring.bridges = pending
+    try:
+        yield
+    finally:
+        _deferring.bridges = None
+        for bridge in pending:
+            bridge.wake_if_needed()
 
 
 def _bridge(loop: asyncio.AbstractEventLoop) -> _LoopBridge:

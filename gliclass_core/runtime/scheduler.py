@@ -1,7 +1,9 @@
 """The micro-batching scheduler: a bounded two-priority queue that replicas pull batches from.
 
-Callers `submit` items (validated and tokenized on the caller's thread) and get one
-`concurrent.futures.Future` per item; asyncio code awaits `classify`. Replica threads call
+Callers `submit` items and get one `concurrent.futures.Future` per item; asyncio code awaits
+`classify`. `submit` only validates and plans (cheap Python, so it is fine on an event loop); the
+texts are tokenized on the scheduler's intake thread, many submissions per Rust `encode_batch`
+call (which releases the GIL), and their passes are queued from there. Replica threads call
 `next_batch` (blocking) and `complete`. What goes into a batch is decided by the pure
 `batching.form_batch`; this module only keeps the queue, the futures and the counters.
 
@@ -11,11 +13,12 @@ user code (asyncio wake-ups, resubmissions) that may re-enter the scheduler.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import itertools
+import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
@@ -24,7 +27,7 @@ from typing import Any
 import numpy as np
 from opentelemetry.trace import SpanContext
 
-from gliclass_core.classifier import Classifier, EncodedPass, PreparedItem
+from gliclass_core.classifier import Classifier, EncodedPass, ItemPlan, PreparedItem
 from gliclass_core.errors import (
     BatchFailed,
     DeadlineExceeded,
@@ -41,13 +44,17 @@ from gliclass_core.runtime.batching import (
     QueueState,
     form_batch,
 )
-from gliclass_core.runtime.bridge import gather_futures
+from gliclass_core.runtime.bridge import deferred_wakeups, gather_futures
 from gliclass_core.runtime.stats import SchedulerStats, StatsRecorder
 from gliclass_core.runtime.tracing import capture_span_context
 from gliclass_core.types import ClassifyItem, Prediction
 
-#: Above this many characters in one call, `classify` tokenizes off the event loop.
-_INLINE_PREPARE_CHARS = 20_000
+log = logging.getLogger(__name__)
+
+#: One intake round tokenizes at most this many items, and bulk items only up to this many
+#: characters, so an interactive item arriving meanwhile waits behind little tokenization.
+_INTAKE_MAX_ITEMS = 512
+_INTAKE_BULK_CHARS = 64_000
 
 
 class TimedFuture(Future[Prediction]):
@@ -69,13 +76,18 @@ class TimedFuture(Future[Prediction]):
 class _Item:
     """One submitted item: its future and the logits of its passes as they arrive."""
 
-    prepared: PreparedItem
+    plan: ItemPlan
     future: TimedFuture
     priority: Priority
     enqueued_at: float
+    deadline: float | None
     span_context: SpanContext | None
     logits: list[np.ndarray | None]
     remaining: int
+    #: Set by the intake thread once the text is tokenized (or at submit for eager models).
+    prepared: PreparedItem | None = None
+    #: Rows reserved in the queue depth while the item waits for the intake thread.
+    staged_rows: int = 0
     queued: set[int] = field(default_factory=set)
     started: bool = False
     done: bool = False
@@ -91,6 +103,7 @@ class BatchEntry:
 
     @property
     def encoded(self) -> EncodedPass:
+        assert self.item.prepared is not None
         return self.item.prepared.passes[self.pass_index]
 
 
@@ -136,7 +149,13 @@ class Scheduler:
         self.policy = policy
         self.max_queue = max_queue
         self._clock = clock
-        self._cond = threading.Condition(threading.Lock())  # not re-entrant: cheaper, and never re-entered
+        lock = threading.Lock()  # not re-entrant: cheaper, and never re-entered
+        self._cond = threading.Condition(lock)  # replicas wait here
+        self._intake_cond = threading.Condition(lock)  # the intake thread waits here
+        self._staged: dict[Priority, deque[_Item]] = {Priority.INTERACTIVE: deque(), Priority.BULK: deque()}
+        self._staged_rows = {Priority.INTERACTIVE: 0, Priority.BULK: 0}
+        self._intake: threading.Thread | None = None
+        self._intake_round: list[_Item] = []  # items the intake thread is tokenizing right now
         self._queues: dict[Priority, dict[int, tuple[PendingPass, _Item, int]]] = {
             Priority.INTERACTIVE: {},
             Priority.BULK: {},
@@ -166,6 +185,9 @@ class Scheduler:
             self._classifier = classifier
             self._reserved = reserved_for_interactive if replicas > reserved_for_interactive else 0
             self._accepting = not self._closed
+            if self._intake is None and not self._closed:
+                self._intake = threading.Thread(target=self._intake_loop, name="gliclass-intake", daemon=True)
+                self._intake.start()
 
     @property
     def accepting(self) -> bool:
@@ -190,6 +212,7 @@ class Scheduler:
             leftovers = self._take_all()
             self._closed = True
             self._cond.notify_all()
+            self._intake_cond.notify_all()
         for item in leftovers:
             _fail(item.future, NotReady("the scheduler shut down before this item was computed"))
         self._stats.count("failed_items", len(leftovers))
@@ -225,9 +248,9 @@ class Scheduler:
             raise InvalidInput(
                 f"{len(items)} items in one call; the queue holds at most {self.max_queue}", field="items"
             )
-        prepared = [classifier.prepare(item, index) for index, item in enumerate(items)]
+        plans = [classifier.plan(item, index) for index, item in enumerate(items)]
         contexts = span_contexts or [capture_span_context()] * len(items)
-        rows = self._check_fits(prepared)
+        rows = self._check_fits(plans)
         now = self._clock()
         expired_now = deadline is not None and deadline <= now
         futures: list[Future[Prediction]] = []
@@ -238,51 +261,55 @@ class Scheduler:
             if not expired_now and self._depth + rows > self.max_queue:
                 self._stats.count("rejected_items", len(items))
                 raise Overloaded(f"queue full ({self._depth} of {self.max_queue} queued); retry later")
-            queue = self._queues[priority]
-            for prep, span_context in zip(prepared, contexts):
+            staged = self._staged[priority]
+            for plan, span_context in zip(plans, contexts):
                 future = TimedFuture()
-                item = _Item(
-                    prep, future, priority, now, span_context, [None] * len(prep.passes), len(prep.passes)
-                )
+                n = plan.num_passes
+                item = _Item(plan, future, priority, now, deadline, span_context, [None] * n, n)
                 futures.append(future)
                 tracked.append(item)
-                if expired_now or not prep.passes:
+                if expired_now or not n:
                     continue
-                for index, encoded in enumerate(prep.passes):
-                    key = next(self._keys)
-                    queue[key] = (PendingPass(key, encoded.num_tokens, priority, now, deadline), item, index)
-                    item.queued.add(key)
+                if plan.prepared is not None:  # tokenized already: straight into the queue
+                    self._enqueue(item, plan.prepared)
+                else:
+                    item.staged_rows = n
+                    self._staged_rows[priority] += n
+                    staged.append(item)
             if not expired_now:
                 self._depth += rows
                 if priority is Priority.INTERACTIVE:
                     self._last_interactive_at = now
+                if staged:
+                    self._intake_cond.notify()
                 self._cond.notify_all()
         self._stats.count("submitted_items", len(items))
         for item in tracked:
             if expired_now:
                 self._stats.count("expired_items")
                 _fail(item.future, DeadlineExceeded("the deadline had passed when the item was submitted"))
-            elif not item.prepared.passes:
+            elif not item.remaining:
                 item.future.queue_s = item.future.compute_s = 0.0  # nothing to compute
-                self._finish(item)
+                item.prepared = item.plan.prepared
+                self._finish([item])
             else:
                 item.future.add_done_callback(functools.partial(self._on_future_done, item))
         return futures
 
-    def _check_fits(self, prepared: Sequence[PreparedItem]) -> int:
+    def _check_fits(self, plans: Sequence[ItemPlan]) -> int:
         """Count the passes; InvalidInput (not Overloaded) for an item or call that could never fit."""
-        for index, item in enumerate(prepared):
-            if len(item.passes) > self.max_queue:
+        for index, plan in enumerate(plans):
+            if plan.num_passes > self.max_queue:
                 raise InvalidInput(
-                    f"its {len(item.item.labels)} labels need {len(item.passes)} passes; "
+                    f"its {len(plan.item.labels)} labels need {plan.num_passes} passes; "
                     f"the queue holds at most {self.max_queue}",
                     field="labels",
                     index=index,
                 )
-        rows = sum(len(item.passes) for item in prepared)
+        rows = sum(plan.num_passes for plan in plans)
         if rows > self.max_queue:
             raise InvalidInput(
-                f"the {len(prepared)} items need {rows} passes; the queue holds at most {self.max_queue}",
+                f"the {len(plans)} items need {rows} passes; the queue holds at most {self.max_queue}",
                 field="items",
             )
         return rows
@@ -299,17 +326,14 @@ class Scheduler:
 
         With `return_exceptions`, a failed item's slot holds its exception instead of raising.
         """
-        if sum(len(item.text) for item in items) > _INLINE_PREPARE_CHARS:
-            futures = await asyncio.to_thread(self.submit, items, priority, deadline)
-        else:
-            futures = self.submit(items, priority, deadline)
+        futures = self.submit(items, priority, deadline)  # no tokenization here: fine on the loop
         return await gather_futures(futures, return_exceptions=return_exceptions)
 
     def stats(self) -> SchedulerStats:
         """Snapshot every counter and the current queue depth."""
         with self._cond:
-            depth_i = len(self._queues[Priority.INTERACTIVE])
-            depth_b = len(self._queues[Priority.BULK])
+            depth_i = len(self._queues[Priority.INTERACTIVE]) + self._staged_rows[Priority.INTERACTIVE]
+            depth_b = len(self._queues[Priority.BULK]) + self._staged_rows[Priority.BULK]
             in_flight = self._in_flight
         return self._stats.snapshot(depth_i, depth_b, in_flight)
 
@@ -405,10 +429,10 @@ class Scheduler:
             batch.padded_tokens,
             [batch.dispatched_at - entry.pending.enqueued_at for entry in batch.entries],
         )
-        for item in finished:
-            self._finish(item)
-        for item, exc in failed:
-            _fail(item.future, _as_batch_failure(exc, device))
+        with deferred_wakeups():
+            self._finish(finished)
+            for item, exc in failed:
+                _fail(item.future, _as_batch_failure(exc, device))
         if failed:
             self._stats.count("failed_items", len(failed))
 
@@ -468,7 +492,24 @@ class Scheduler:
         entry[1].queued.discard(pending.key)
         return entry[1], entry[2]
 
+    def _enqueue(self, item: _Item, prepared: PreparedItem) -> None:
+        """Queue an item's passes (its rows are already counted in the depth)."""
+        item.prepared = prepared
+        queue = self._queues[item.priority]
+        for index, encoded in enumerate(prepared.passes):
+            key = next(self._keys)
+            pending = PendingPass(key, encoded.num_tokens, item.priority, item.enqueued_at, item.deadline)
+            queue[key] = (pending, item, index)
+            item.queued.add(key)
+
+    def _unstage(self, item: _Item) -> None:
+        if item.staged_rows:
+            self._depth -= item.staged_rows
+            self._staged_rows[item.priority] -= item.staged_rows
+            item.staged_rows = 0
+
     def _unqueue(self, item: _Item) -> None:
+        self._unstage(item)
         for key in item.queued:
             if self._queues[item.priority].pop(key, None) is not None:
                 self._depth -= 1
@@ -514,6 +555,14 @@ class Scheduler:
 
     def _take_all(self) -> list[_Item]:
         items: dict[int, _Item] = {}
+        for staged in (*self._staged.values(), self._intake_round):
+            for item in staged:
+                if not item.done:
+                    item.done = True
+                    item.staged_rows = 0
+                    items[id(item)] = item
+            staged.clear()
+        self._staged_rows = {Priority.INTERACTIVE: 0, Priority.BULK: 0}
         for queue in self._queues.values():
             for _, item, _ in queue.values():
                 if not item.done:
@@ -529,26 +578,93 @@ class Scheduler:
         if not future.cancelled():
             return
         with self._cond:
-            was_queued = bool(item.queued)
+            was_queued = bool(item.queued) or item.staged_rows > 0
             item.done = True
             self._unqueue(item)
         if was_queued:
             self._stats.count("cancelled_items")
 
-    def _finish(self, item: _Item) -> None:
+    def _take_staged(self) -> list[_Item]:
+        """The next intake round: interactive items first, then bulk up to a character budget."""
+        taken: list[_Item] = []
+        chars = 0
+        for priority in (Priority.INTERACTIVE, Priority.BULK):
+            staged = self._staged[priority]
+            while staged and len(taken) < _INTAKE_MAX_ITEMS:
+                if priority is Priority.BULK and taken and chars >= _INTAKE_BULK_CHARS:
+                    return taken
+                item = staged.popleft()
+                if not item.done:
+                    taken.append(item)
+                    chars += len(item.plan.item.text)
+        return taken
+
+    def _intake_loop(self) -> None:
+        """Tokenize staged submissions in batches and queue their passes (the intake thread)."""
+        while True:
+            with self._cond:
+                while not (self._staged[Priority.INTERACTIVE] or self._staged[Priority.BULK]):
+                    if self._closed:
+                        return
+                    self._intake_cond.wait()
+                taken = self._intake_round = self._take_staged()
+                classifier = self._classifier
+            if not taken or classifier is None:
+                continue
+            try:
+                prepared = classifier.encode([item.plan for item in taken])
+                error: BaseException | None = None
+            except Exception as exc:  # a tokenizer bug, not bad input (plan checked that): fail the round
+                log.exception("tokenizing %d items failed", len(taken))
+                prepared, error = [], exc
+            failed: list[_Item] = []
+            with self._cond:
+                for k, item in enumerate(taken):
+                    if item.done:
+                        continue  # cancelled or shut down while it was being tokenized
+                    if error is not None:
+                        item.done = True
+                        self._unqueue(item)
+                        failed.append(item)
+                        continue
+                    rows = item.staged_rows
+                    self._staged_rows[item.priority] -= rows
+                    item.staged_rows = 0
+                    self._depth += len(prepared[k].passes) - rows
+                    self._enqueue(item, prepared[k])
+                self._intake_round = []
+                self._cond.notify_all()
+            for item in failed:
+                assert error is not None
+                _fail(item.future, _as_batch_failure(error, "tokenization"))
+            if failed:
+                self._stats.count("failed_items", len(failed))
+
+    def _finish(self, items: Sequence[_Item]) -> None:
+        """Post-process finished items in one vectorised step, then resolve their futures."""
+        if not items:
+            return
         classifier = self._classifier
         assert classifier is not None
+        prepared = [item.prepared for item in items]
+        logits = [[x for x in item.logits if x is not None] for item in items]
         try:
-            prediction = classifier.finish(item.prepared, [x for x in item.logits if x is not None])
+            outcomes: Sequence[Prediction | Exception] = classifier.finish_many(prepared, logits)  # type: ignore[arg-type]
         except Exception as exc:
-            self._stats.count("failed_items")
-            _fail(item.future, _as_batch_failure(exc, "post-processing"))
-            return
-        try:
-            item.future.set_result(prediction)
-        except InvalidStateError:
-            return
-        self._stats.count("completed_items")
+            outcomes = [exc] * len(items)
+        completed = 0
+        with deferred_wakeups():  # one event-loop wake-up for the whole batch
+            for item, outcome in zip(items, outcomes):
+                if isinstance(outcome, Exception):
+                    self._stats.count("failed_items")
+                    _fail(item.future, _as_batch_failure(outcome, "post-processing"))
+                    continue
+                try:
+                    item.future.set_result(outcome)
+                except InvalidStateError:
+                    continue
+                completed += 1
+        self._stats.count("completed_items", completed)
 
 
 def _fail(future: Future[Any], exc: BaseException) -> bool:

@@ -8,6 +8,12 @@ Two scenarios, each printed with the settings that produced it:
   and padding efficiency (real tokens / computed tokens) of the pool.
 * latency: interactive p50/p99 with the pool otherwise idle, then again while bulk submitters
   (threads, as the Kafka worker) keep the queue full; the ratio is what matters.
+
+Both print the host ceiling: the Rust tokenizer's parallel `encode_batch` rate of the same texts
+with the model's own tokenizer, and every path as a share of it (near 1.0: the host path keeps up
+with the tokenizer; far below with a tiny model: Python, not the device, bounds throughput).
+`--host-bound` runs the throughput scenario that way: a random 1-layer BERT (hidden 32) with
+all-MiniLM-L6-v2's tokenizer, built offline on first use, on 1,024 news-style texts of 20-200 words.
 """
 
 from __future__ import annotations
@@ -56,16 +62,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bulk-clients", type=int, default=4)
     parser.add_argument("--bulk-batch", type=int, default=32, help="items per bulk submit")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--corpus", choices=["words", "news"], default="words", help="text generator")
+    parser.add_argument(
+        "--host-bound",
+        action="store_true",
+        help="tiny model (forward nearly free), news texts of 20-200 words, 10 labels, offline batch 64, "
+        "1 intra-op thread: throughput is the host path's own; compare it with the host ceiling",
+    )
     parser.add_argument("--json", action="store_true", help="also print all figures as one JSON object")
 
 
-def make_texts(n: int, lo: int, hi: int, seed: int) -> list[str]:
+def make_texts(n: int, lo: int, hi: int, seed: int, corpus: str = "words") -> list[str]:
     """`n` texts of `lo`..`hi` words (uniform), reproducible from `seed`."""
+    if corpus == "news":
+        from server.host_bench import news_texts
+
+        return news_texts(n, lo, hi, seed)
     rng = random.Random(seed)
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi))) for _ in range(n)]
 
 
-def make_labels(count: int) -> tuple[str, ...]:
+def make_labels(count: int, corpus: str = "words") -> tuple[str, ...]:
+    if corpus == "news":
+        from server.host_bench import NEWS_LABELS
+
+        return tuple(NEWS_LABELS[i] if i < len(NEWS_LABELS) else f"topic {i}" for i in range(count))
     return tuple(LABELS[i] if i < len(LABELS) else f"topic {i}" for i in range(count))
 
 
@@ -89,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     from gliclass_core.runtime.host_memory import retain_freed_memory
 
     retain_freed_memory()  # as Runtime.start does, so offline runs before the pool starts get it too
+    if args.host_bound:
+        _host_bound_settings(args)
     model = ModelConfig(
         id=args.model,
         device=args.device,
@@ -107,7 +130,11 @@ def run(args: argparse.Namespace) -> int:
 
     first_device = resolve_devices(args.device)[0]
     classifier = Classifier.from_pretrained(args.model, device=first_device, dtype=args.dtype)
-    labels = make_labels(args.labels)
+    if args.cpu_threads and first_device == "cpu":
+        import torch
+
+        torch.set_num_threads(args.cpu_threads)  # offline runs on this thread with the pool's setting
+    labels = make_labels(args.labels, args.corpus)
     figures: dict[str, Any] = {
         "model": args.model,
         "device": args.device,
@@ -126,6 +153,21 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(figures, indent=1))
     return 0
+
+
+def _host_bound_settings(args: argparse.Namespace) -> None:
+    from server.host_bench import tiny_model_dir
+
+    args.model = str(tiny_model_dir())
+    args.device = "cpu"
+    args.corpus = "news"
+    args.min_words, args.max_words, args.labels = 20, 200, 10
+    args.offline_batch_size = 64
+    if args.scenario == "all":
+        args.scenario = "throughput"
+    if args.cpu_threads is None:
+        # The tiny forward gains nothing from a second intra-op thread; that core goes to the tokenizer.
+        args.cpu_threads = 1
 
 
 def _start_runtime(config: Any, classifier: Any) -> Any:
@@ -148,10 +190,12 @@ def _offline(classifier: Any, texts: list[str], labels: tuple[str, ...], batch_s
 def _throughput(args: argparse.Namespace, config: Any, classifier: Any, labels: tuple[str, ...]) -> dict:
     from gliclass_core.runtime import Priority
     from gliclass_core.types import ClassifyItem
+    from server.host_bench import host_ceiling
 
-    texts = make_texts(args.texts, args.min_words, args.max_words, args.seed)
+    texts = make_texts(args.texts, args.min_words, args.max_words, args.seed, args.corpus)
     items = [ClassifyItem(text, labels) for text in texts]
     classifier.classify(texts[:256], list(labels), batch_size=args.offline_batch_size)  # warm-up
+    ceiling_before = host_ceiling(classifier, texts)
     offline_before = _offline(classifier, texts, labels, args.offline_batch_size)
 
     runtime = _start_runtime(config, classifier)
@@ -179,7 +223,9 @@ def _throughput(args: argparse.Namespace, config: Any, classifier: Any, labels: 
     finally:
         runtime.stop(grace_s=5)
     offline_after = _offline(classifier, texts, labels, args.offline_batch_size)
+    ceiling_after = host_ceiling(classifier, texts)
     offline_rate = (offline_before + offline_after) / 2
+    ceiling = (ceiling_before + ceiling_after) / 2
     batches = after.batches - before.batches
     out = {
         "texts": len(texts),
@@ -189,6 +235,10 @@ def _throughput(args: argparse.Namespace, config: Any, classifier: Any, labels: 
         "offline_runs_items_per_s": [round(offline_before, 1), round(offline_after, 1)],
         "pool_items_per_s": round(pool_rate, 1),
         "pool_vs_offline": round(pool_rate / offline_rate, 3),
+        "host_ceiling_items_per_s": round(ceiling, 1),
+        "host_ceiling_runs_items_per_s": [round(ceiling_before, 1), round(ceiling_after, 1)],
+        "offline_vs_host_ceiling": round(offline_rate / ceiling, 3),
+        "pool_vs_host_ceiling": round(pool_rate / ceiling, 3),
         "latency_ms": percentiles(latencies),
         "padding_efficiency": round(
             (after.real_tokens - before.real_tokens) / max(1, after.padded_tokens - before.padded_tokens), 3
@@ -203,6 +253,12 @@ def _throughput(args: argparse.Namespace, config: Any, classifier: Any, labels: 
         f"(runs {offline_before:.1f}, {offline_after:.1f}) -> ratio {out['pool_vs_offline']:.3f}"
     )
     print(
+        f"host ceiling: tokenizer encode_batch of the same {len(texts)} texts {ceiling:.1f} texts/s "
+        f"(runs {ceiling_before:.1f}, {ceiling_after:.1f}); share of it: offline "
+        f"{out['offline_vs_host_ceiling']:.3f}, {args.concurrency} submitters "
+        f"{out['pool_vs_host_ceiling']:.3f}"
+    )
+    print(
         f"  latency ms {out['latency_ms']}; padding efficiency {out['padding_efficiency']:.3f}; "
         f"{batches} batches, mean size {out['mean_batch_size']}, max {out['max_batch_size']}"
     )
@@ -215,10 +271,11 @@ def _latency(args: argparse.Namespace, config: Any, classifier: Any, labels: tup
 
     interactive = [
         ClassifyItem(text, labels)
-        for text in make_texts(256, args.min_words, args.interactive_max_words, args.seed + 1)
+        for text in make_texts(256, args.min_words, args.interactive_max_words, args.seed + 1, args.corpus)
     ]
     bulk = [
-        ClassifyItem(text, labels) for text in make_texts(512, args.min_words, args.max_words, args.seed + 2)
+        ClassifyItem(text, labels)
+        for text in make_texts(512, args.min_words, args.max_words, args.seed + 2, args.corpus)
     ]
     runtime = _start_runtime(config, classifier)
 

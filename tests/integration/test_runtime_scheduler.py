@@ -284,7 +284,9 @@ def test_exception_in_a_batch_fails_only_that_batch(classifier: Classifier) -> N
     poison = classifier.prepare(ClassifyItem("poison pill", LABELS)).passes[0].input_ids
     faulty = FaultyForward(
         classifier,
-        lambda passes: ValueError("bad row") if any(p.input_ids == poison for p in passes) else None,
+        lambda passes: (
+            ValueError("bad row") if any(np.array_equal(p.input_ids, poison) for p in passes) else None
+        ),
     )
     rt = _runtime_with(classifier, faulty)
     try:
