@@ -9,14 +9,15 @@ spikes on a shared machine hit both alike. Prints texts/s per side and the ratio
 the predicted labels' scores agree.
 
 Usage:  python benchmarks/core_vs_reference.py [--threads N] [--repeats 3] [--texts 512] [--mixed 256]
-Needs the reference package (`pip install gliclass`) and ../shared/oracle/make_reference.py.
+Needs the reference package (`pip install gliclass`, a test dependency); checkpoints are built by
+tests/fixtures/reference.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -56,18 +57,12 @@ def make_texts(tokenizer, n: int, lengths: list[int], seed: int) -> list[str]:
     return texts
 
 
-def build_checkpoint(out: Path) -> Path:
-    oracle_path = Path(__file__).resolve().parents[2] / "shared" / "oracle" / "make_reference.py"
-    spec = importlib.util.spec_from_file_location("oracle", oracle_path)
-    assert spec and spec.loader, f"oracle not found at {oracle_path}"
-    oracle = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(oracle)
-    from gliclass_core.builtin import package_dir
+def build_checkpoint(out: Path, overrides: dict) -> Path:
+    """A reference-written checkpoint on the MiniLM backbone (the tests' own fixture builder)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from fixtures import reference
 
-    oracle.build(
-        str(package_dir()), str(out), dict(pooling_strategy="first", scorer_type="simple", prompt_first=True)
-    )
-    return out
+    return reference.build(reference.minilm_dir(), out, overrides)
 
 
 def main() -> None:
@@ -98,7 +93,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
-    ckpt = Path(args.checkpoint) if args.checkpoint else build_checkpoint(Path(tempfile.mkdtemp()) / "uni")
+    ckpt = Path(args.checkpoint) if args.checkpoint else build_checkpoint(
+        Path(tempfile.mkdtemp()) / "uni", dict(pooling_strategy="first", scorer_type="simple", prompt_first=True)
+    )
     tokenizer = AutoTokenizer.from_pretrained(str(ckpt))
     ref_model = GLiClassModel.from_pretrained(str(ckpt)).eval()
     pipe = ZeroShotClassificationPipeline(
