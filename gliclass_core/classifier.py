@@ -84,6 +84,7 @@ class Classifier:
                 "pooling": config.pooling,
                 "scorer": config.scorer,
                 "encoder": str(config.encoder_config.get("model_type")),
+                "calibrated": str(bool(getattr(config, "use_calibrator", False))).lower(),
             },
         )
 
@@ -172,17 +173,24 @@ class Classifier:
         item = prepared.item
         if len(logits) != len(prepared.passes):
             raise ValueError(f"expected logits for {len(prepared.passes)} passes, got {len(logits)}")
-        flat = np.concatenate([np.asarray(x, dtype=np.float32).reshape(-1) for x in logits])
+        # A calibrated model's passes carry (2, K): calibrated logits, then the raw ones.
+        rows = [np.asarray(x, dtype=np.float32).reshape(-1, np.shape(x)[-1]) for x in logits]
+        flat = np.concatenate([r[0] for r in rows])
         labels = tuple(item.labels)
         if flat.shape[0] != len(labels):
             raise ValueError(f"expected {len(labels)} logits, got {flat.shape[0]}")
         scores = scores_from_logits(flat, item.multi_label)
         predicted = decide(labels, scores, item.multi_label, item.threshold, item.top_k)
+        uncalibrated = None
+        if all(r.shape[0] == 2 for r in rows):
+            raw = scores_from_logits(np.concatenate([r[1] for r in rows]), item.multi_label)
+            uncalibrated = {label: float(s) for label, s in zip(labels, raw)}
         return Prediction(
             scores={label: float(s) for label, s in zip(labels, scores)},
             labels=predicted,
             label_chunks=len(prepared.passes),
             truncated=prepared.truncated,
+            uncalibrated_scores=uncalibrated,
         )
 
     def classify(

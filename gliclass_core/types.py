@@ -38,12 +38,15 @@ class Prediction:
     `scores` holds every given label in the given order; `labels` the predicted ones, best first.
     `label_chunks` > 1 means the labels did not fit one pass and were scored in that many passes.
     `truncated` means the text was cut to fit the model's maximum length.
+    `uncalibrated_scores`: for a model with a calibrator, `scores` are calibrated (and decide
+    `labels`); these are the backbone's own scores before calibration. None for other models.
     """
 
     scores: dict[str, float]
     labels: list[str]
     label_chunks: int = 1
     truncated: bool = False
+    uncalibrated_scores: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)

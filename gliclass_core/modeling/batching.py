@@ -81,8 +81,13 @@ def _stack_labels(
 
 @torch.inference_mode()
 def run_forward(clf: Classifier, passes: Sequence[EncodedPass]) -> list[np.ndarray]:
-    """One padded forward pass over `passes` (any items, any label sets); float32 logits per pass."""
+    """One padded forward pass over `passes` (any items, any label sets); float32 logits per pass.
+
+    Each result has shape (num_labels,), or (2, num_labels) for a calibrated model: the calibrated
+    logits, then the raw ones.
+    """
     arch = clf.config.architecture
+    net = clf.network
     ids, mask = _pad([p.input_ids for p in passes], clf.pad_id, clf.device)
     if arch == "uni-encoder":
         payloads_u = [p.payload for p in passes]
@@ -91,7 +96,8 @@ def run_forward(clf: Classifier, passes: Sequence[EncodedPass]) -> list[np.ndarr
         mb = _marker_batch(
             passes, [x.markers for x in payloads_u], [x.first_sep for x in payloads_u], clf.device
         )
-        logits = clf.network.uni_logits(ids, mask, mb)
+        scored = net.uni_scored(ids, mask, mb)
+        label_mask = mb.label_mask
     else:
         payloads_b = [p.payload for p in passes]
         if not all(isinstance(x, BiPayload) for x in payloads_b):
@@ -99,11 +105,16 @@ def run_forward(clf: Classifier, passes: Sequence[EncodedPass]) -> list[np.ndarr
         table = label_vectors(clf, payloads_b)
         labels, label_mask = _stack_labels(payloads_b, table)
         if arch == "bi-encoder":
-            logits = clf.network.bi_logits(ids, mask, labels, label_mask)
+            scored = net.bi_scored(ids, mask, labels, label_mask)
         else:
             mb = _marker_batch(passes, [x.markers for x in payloads_b], [0] * len(passes), clf.device)
-            logits = clf.network.fused_logits(ids, mask, labels, mb)
+            scored = net.fused_scored(ids, mask, labels, mb)
+    logits = scored.logits
     if clf.config.logit_bias:
         logits = logits + clf.config.logit_bias
+    if net.calibrator is not None:
+        calibrated = net.calibrator(scored.text, scored.labels, logits, label_mask)
+        both = torch.stack([calibrated, logits], dim=1).float().cpu().numpy()
+        return [both[i, :, : p.num_labels].copy() for i, p in enumerate(passes)]
     host = logits.float().cpu().numpy()
     return [host[i, : p.num_labels].copy() for i, p in enumerate(passes)]

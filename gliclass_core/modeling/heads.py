@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from gliclass_core.modeling import fast_bert
+from gliclass_core.modeling.calibrator import Calibrator
 from gliclass_core.modeling.config import GLiClassConfig
 from gliclass_core.modeling.encoder import build_encoder
 from gliclass_core.modeling.poolings import pool
@@ -36,6 +37,32 @@ class Projector(nn.Module):
 
 
 @dataclass
+class Scored:
+    """Logits with the text and label vectors they came from (what a calibrator reads)."""
+
+    logits: torch.Tensor  # (B, K)
+    text: torch.Tensor  # (B, D)
+    labels: torch.Tensor  # (B, K, D)
+
+
+class BiLSTM(nn.Module):
+    """Bidirectional LSTM over each row's left-aligned token states (packed, so padding is skipped)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(size, size // 2, batch_first=True, bidirectional=True)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+        lengths = mask.sum(dim=1).clamp_min(1).cpu()
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True)
+        positions = torch.arange(out.shape[1], device=x.device).unsqueeze(0)
+        return out, positions < lengths.to(x.device).unsqueeze(1)
+
+
+@dataclass
 class MarkerBatch:
     """Tensors describing label markers in a padded batch (uni-encoder and fused)."""
 
@@ -55,8 +82,23 @@ class GLiClassNetwork(nn.Module):
         self.encoder_model: Any = build_encoder(cfg.encoder_config)
         self.text_projector = Projector(d_enc, cfg.hidden_size, d_enc, cfg.projector_act)
         self.classes_projector = Projector(d_enc, cfg.hidden_size, d_enc, cfg.projector_act)
-        self.scorer = build_scorer(cfg.scorer, cfg.hidden_size)
+        self.scorer = build_scorer(cfg.scorer, cfg.hidden_size, cfg.scorer_num_heads, cfg.scorer_mlp_hidden_size)
         self.logit_scale = nn.Parameter(torch.tensor(1.0))
+        if cfg.use_lstm:
+            self.lstm = BiLSTM(cfg.hidden_size)
+        if cfg.use_segment_embeddings:
+            self.segment_embeddings = nn.Embedding(3, d_enc)  # label / text / example segments
+        # Weights the reference saves for this config but never reads at inference.
+        raw = cfg.raw
+        unused = ["layer_wise_attention."] if raw.get("squeeze_layers") else []
+        if raw.get("use_lstm") and not cfg.use_lstm:
+            unused.append("lstm.")
+        self.unused_weights = tuple(unused)
+        self.calibrator: Calibrator | None = None
+        if cfg.use_calibrator:
+            self.calibrator = Calibrator(
+                d_enc, cfg.calibrator_hidden_size, cfg.calibrator_beta_max, cfg.calibrator_use_bias
+            )
         # Packed, padding-free inference for BERT encoders (modeling/fast_bert.py); off: HF forward.
         self.use_fast_path = True
         if cfg.is_bi_encoder:
@@ -119,6 +161,10 @@ class GLiClassNetwork(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mb: MarkerBatch
     ) -> torch.Tensor:
         """Uni-encoder logits (B, K)."""
+        return self.uni_scored(input_ids, attention_mask, mb).logits
+
+    def uni_scored(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mb: MarkerBatch) -> Scored:
+        """Uni-encoder logits (B, K) with the text and label vectors behind them."""
         cfg = self.cfg
         shift = 0 if cfg.embed_class_token else 1
         keep = None
@@ -126,12 +172,17 @@ class GLiClassNetwork(nn.Module):
             cfg.class_token_pooling == "first"
             and cfg.pooling in ("first", "last")
             and not cfg.extract_text_features
+            and not cfg.use_lstm
         ):
             # Only the text position and the label positions are read from the last layer.
             text_pos = (mb.lengths - 1) if cfg.pooling == "last" else torch.zeros_like(mb.lengths)
             label_pos = (mb.markers + shift).clamp(max=input_ids.shape[1] - 1)
             keep = torch.cat([text_pos.unsqueeze(1), label_pos], dim=1)
-        hidden = self.hidden_states(input_ids, attention_mask, keep=keep)
+        embeds = None
+        if cfg.use_segment_embeddings:
+            embeds = self.encoder_model.get_input_embeddings()(input_ids)
+            embeds = embeds + self.segment_embeddings(self._segment_ids(input_ids)).to(embeds.dtype)
+        hidden = self.hidden_states(input_ids, attention_mask, inputs_embeds=embeds, keep=keep)
         bsz, seq, _ = hidden.shape
         rows = torch.arange(bsz, device=hidden.device).unsqueeze(1)
         if cfg.class_token_pooling == "first":
@@ -154,21 +205,46 @@ class GLiClassNetwork(nn.Module):
             # The reference shifts the tokens from the first <<SEP>> on to the row start and pools
             # the row's full length, the vacated tail counting as zeros; we reproduce that per row.
             src = mb.first_sep.unsqueeze(1) + torch.arange(seq, device=hidden.device).unsqueeze(0)
-            valid = src < mb.lengths.unsqueeze(1)
-            window = hidden[rows, src.clamp(max=seq - 1)] * valid.unsqueeze(-1).to(hidden.dtype)
-            window_mask = torch.arange(seq, device=hidden.device).unsqueeze(0) < mb.lengths.unsqueeze(1)
-            text = pool(window, window_mask, cfg.pooling)
+            token_mask = src < mb.lengths.unsqueeze(1)
+            tokens = hidden[rows, src.clamp(max=seq - 1)] * token_mask.unsqueeze(-1).to(hidden.dtype)
+            pool_mask = torch.arange(seq, device=hidden.device).unsqueeze(0) < mb.lengths.unsqueeze(1)
         else:
-            text = pool(hidden, attention_mask.bool(), cfg.pooling)
-        text = self.text_projector(text)
+            tokens, token_mask = hidden, attention_mask.bool()
+            pool_mask = token_mask
+        if cfg.use_lstm:
+            # The reference runs the LSTM packed over each row's text tokens and pools its output,
+            # which (at batch size 1) holds exactly those tokens.
+            tokens, token_mask = self.lstm(tokens, token_mask)
+            pool_mask = token_mask
         labels = self.classes_projector(labels)
         if cfg.normalize_features:
-            text = text / (text.norm(p=2, dim=-1, keepdim=True) + EPS)
             labels = labels / (labels.norm(p=2, dim=-1, keepdim=True) + EPS)
-        logits = self.scorer(text, labels, mb.label_mask)
+        if cfg.pooling == "pass":  # cross-attn: every text token, projected, is a key/value
+            text = self.text_projector(tokens)
+            if cfg.normalize_features:
+                text = text / (text.norm(p=2, dim=-1, keepdim=True) + EPS)
+            logits = self.scorer(text, labels, mb.label_mask, token_mask)
+        else:
+            text = self.text_projector(pool(tokens, pool_mask, cfg.pooling))
+            if cfg.normalize_features:
+                text = text / (text.norm(p=2, dim=-1, keepdim=True) + EPS)
+            logits = self.scorer(text, labels, mb.label_mask)
         if cfg.normalize_features:
             logits = logits * self.logit_scale
-        return logits  # type: ignore[no-any-return]
+        return Scored(logits, text, labels)
+
+    def _segment_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Segments as the reference assigns them: 1 from the first <<SEP>> on, 0 before it; a row
+        holding <<EXAMPLE>> markers gets 2 from its first non-example token on (in practice all of it).
+        """
+        cfg = self.cfg
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
+        text_start = (input_ids == cfg.text_token_index).int().argmax(dim=1, keepdim=True)
+        is_example = input_ids == cfg.example_token_index
+        example_start = (~is_example).int().argmax(dim=1, keepdim=True)
+        segments = (positions >= text_start).long()
+        in_examples = is_example.any(dim=1, keepdim=True) & (positions >= example_start)
+        return torch.where(in_examples, torch.full_like(segments, 2), segments)
 
     def bi_logits(
         self,
@@ -178,9 +254,19 @@ class GLiClassNetwork(nn.Module):
         label_mask: torch.Tensor,
     ) -> torch.Tensor:
         """Bi-encoder logits (B, K) from text ids and precomputed label vectors (B, K, D)."""
+        return self.bi_scored(input_ids, attention_mask, labels, label_mask).logits
+
+    def bi_scored(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        label_mask: torch.Tensor,
+    ) -> Scored:
+        """Bi-encoder logits with the text and label vectors behind them."""
         hidden = self.hidden_states(input_ids, attention_mask)
         text = self._bi_text(hidden, attention_mask)
-        return self.scorer(text, labels, label_mask) * self.logit_scale  # type: ignore[no-any-return]
+        return Scored(self.scorer(text, labels, label_mask) * self.logit_scale, text, labels)
 
     def fused_logits(
         self,
@@ -190,6 +276,16 @@ class GLiClassNetwork(nn.Module):
         mb: MarkerBatch,
     ) -> torch.Tensor:
         """Fused bi-encoder: label vectors replace the <<LABEL>> embeddings; scores read them back."""
+        return self.fused_scored(input_ids, attention_mask, labels, mb).logits
+
+    def fused_scored(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        mb: MarkerBatch,
+    ) -> Scored:
+        """Fused bi-encoder logits with the text vectors and the label states read back."""
         embedding = self.encoder_model.get_input_embeddings()
         embeds = embedding(input_ids)
         rows, slots = mb.label_mask.nonzero(as_tuple=True)
@@ -200,4 +296,4 @@ class GLiClassNetwork(nn.Module):
         bsz = hidden.shape[0]
         post = hidden[torch.arange(bsz, device=hidden.device).unsqueeze(1), mb.markers]
         post = post * mb.label_mask.unsqueeze(-1).to(post.dtype)
-        return self.scorer(text, post, mb.label_mask) * self.logit_scale  # type: ignore[no-any-return]
+        return Scored(self.scorer(text, post, mb.label_mask) * self.logit_scale, text, post)

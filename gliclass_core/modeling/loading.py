@@ -106,7 +106,11 @@ def load_network(directory: Path, cfg: GLiClassConfig) -> GLiClassNetwork:
     state = {k.removeprefix("model."): v for k, v in state.items()}
     net = GLiClassNetwork(cfg)
     own = net.state_dict()
-    unexpected = [k for k in state if k not in own and not any(p in k for p in _IGNORABLE)]
+    unexpected = [
+        k
+        for k in state
+        if k not in own and not any(p in k for p in _IGNORABLE) and not k.startswith(net.unused_weights)
+    ]
     missing = [k for k in own if k not in state and not any(p in k for p in _IGNORABLE)]
     if missing or unexpected:
         detail = []
