@@ -98,9 +98,12 @@ def parse_config(raw: dict[str, Any]) -> GLiClassConfig:
     enc = raw.get("encoder_config")
     if not isinstance(enc, dict) or not isinstance(enc.get("model_type"), str):
         raise CheckpointError("config.json: 'encoder_config' with a 'model_type' is required")
-    if enc.get("is_decoder") or enc.get("is_encoder_decoder"):
-        raise UnsupportedModel(f"encoder {enc['model_type']!r} is a decoder / encoder-decoder model")
+    from gliclass_core.modeling.encoder import refuse_wrong_attention
+
+    refuse_wrong_attention(enc)
     label_cfg = raw.get("label_model_config")
+    if arch.startswith("bi-encoder") and isinstance(label_cfg, dict):
+        refuse_wrong_attention(label_cfg)
     if arch.startswith("bi-encoder") and not isinstance(label_cfg, dict):
         raise CheckpointError("config.json: a bi-encoder needs 'label_model_config'")
     layer_id = raw.get("encoder_layer_id", -1)

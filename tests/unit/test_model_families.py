@@ -63,6 +63,8 @@ FAMILIES: dict[str, dict[str, Any]] = {
         use_calibrator=True, calibrator_use_bias=True, architecture_type="bi-encoder-fused",
         pooling_strategy="first", prompt_first=True,
     ),
+    # projector width other than the encoder's, another activation
+    "projector-512-silu": dict(hidden_size=512, projector_hidden_act="silu", pooling_strategy="avg"),
     # LSTM over the text tokens
     "lstm-avg": dict(use_lstm=True, pooling_strategy="avg", prompt_first=True),
     "lstm-last-extract": dict(use_lstm=True, pooling_strategy="last", extract_text_features=True),
@@ -82,12 +84,12 @@ FAMILIES: dict[str, dict[str, Any]] = {
         max_num_classes=7, focal_loss_alpha=0.9, focal_loss_gamma=1, focal_loss_reduction="sum",
         logit_scale_init_value=9.0, max_labels_alloc="fixed", contrastive_loss_coef=0.5, dropout=0.3,
         scorer_attn_dropout=0.4, scorer_encoder_num_layers=3, scorer_full_sequence=True,
-        recurrent_steps=1, recurrent_min_steps=2, recurrent_inference=False,
+        recurrent_steps=3, recurrent_min_steps=2, recurrent_inference=False,
         recurrent_inference_max_steps=4, recurrent_halt_threshold=0.2, recurrent_improvement_coef=0.3,
         recurrent_improvement_margin=0.1, recurrent_bptt_steps=2, recurrent_read_text=True,
         recurrent_confidence_coef=0.1, recurrent_confidence_mode="absolute",
         recurrent_confidence_margin=0.1, calibrator_dropout=0.5, freeze_media_encoders=False,
-        use_embedding_projection=False, problem_type="single_label_classification",
+        use_embedding_projection=False, problem_type="regression",
     ),
     # bi-encoders save (but never read) LSTM and layer-attention weights
     "bi-lstm-squeeze": dict(
