@@ -1,7 +1,7 @@
 """Kafka bytes <-> worker data: the only module that decodes event values and encodes results.
 
 Input values are UTF-8. A value whose first non-blank character is `{` is a JSON object
-(`{"id", "text", "labels"?, "label_set"?}`); any other value is the text itself.
+(`{"id", "text", "labels"?, "label_set"?, "return_uncalibrated"?}`); any other value is the text itself.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ class Event:
     id: str | None = None
     labels: tuple[str, ...] | None = None
     label_set: str | None = None
+    # Ask for the scores before calibration too (`uncalibrated_scores`), for a calibrated model.
+    return_uncalibrated: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,11 +83,15 @@ def decode_event(value: bytes | None) -> Event:
     label_set = obj.get("label_set")
     if label_set is not None and (not isinstance(label_set, str) or not label_set):
         raise BadEvent("unknown_label_set", "'label_set' must be a non-empty string")
+    raw_scores = obj.get("return_uncalibrated", False)
+    if not isinstance(raw_scores, bool):
+        raise BadEvent("invalid_json", "'return_uncalibrated' must be true or false")
     return Event(
         text=text,
         id=None if event_id is None else str(event_id),
         labels=labels,
         label_set=label_set,
+        return_uncalibrated=raw_scores,
     )
 
 
@@ -107,6 +113,10 @@ def encode_result(
         "labels": list(prediction.labels),
         "latency_ms": round(latency_ms, 3),
     }
+    if event.return_uncalibrated and prediction.uncalibrated_scores is not None:
+        out["uncalibrated_scores"] = {
+            k: round(float(v), 6) for k, v in prediction.uncalibrated_scores.items()
+        }
     if prediction.truncated:
         out["truncated"] = True
     return json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

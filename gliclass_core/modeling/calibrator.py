@@ -60,7 +60,7 @@ class Calibrator(nn.Module):
         self, text: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, label_mask: torch.Tensor
     ) -> torch.Tensor:
         """Calibrated logits (B, K) from text (B, D), labels (B, K, D) and raw logits (B, K)."""
-        dtype = self.mlp[0].weight.dtype
+        dtype = self.text_norm.weight.dtype
         t = self.text_norm(text.to(dtype)).unsqueeze(1).expand_as(labels)
         lab = self.label_norm(labels.to(dtype))
         stats = logit_features(logits.float(), label_mask).to(dtype)

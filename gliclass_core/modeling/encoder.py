@@ -36,7 +36,10 @@ def refuse_wrong_attention(config: dict[str, Any]) -> None:
         )
     if config.get("is_decoder") or config.get("is_encoder_decoder"):
         raise UnsupportedModel(f"encoder {model_type!r} is a decoder / encoder-decoder model")
-    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+    if (
+        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    ):
         raise UnsupportedModel(
             f"encoder {model_type!r} is a causal decoder: AutoModel would run it with causal attention, "
             "not the bidirectional LLM2Vec variant the reference uses for decoder backbones (package "

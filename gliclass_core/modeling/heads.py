@@ -82,7 +82,9 @@ class GLiClassNetwork(nn.Module):
         self.encoder_model: Any = build_encoder(cfg.encoder_config)
         self.text_projector = Projector(d_enc, cfg.hidden_size, d_enc, cfg.projector_act)
         self.classes_projector = Projector(d_enc, cfg.hidden_size, d_enc, cfg.projector_act)
-        self.scorer = build_scorer(cfg.scorer, cfg.hidden_size, cfg.scorer_num_heads, cfg.scorer_mlp_hidden_size)
+        self.scorer = build_scorer(
+            cfg.scorer, cfg.hidden_size, cfg.scorer_num_heads, cfg.scorer_mlp_hidden_size
+        )
         self.logit_scale = nn.Parameter(torch.tensor(1.0))
         if cfg.use_lstm:
             self.lstm = BiLSTM(cfg.hidden_size)

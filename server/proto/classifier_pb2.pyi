@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Item(_message.Message):
-    __slots__ = ("id", "text", "labels", "label_set", "threshold", "multi_label", "top_k", "label_thresholds", "prompt")
+    __slots__ = ("id", "text", "labels", "label_set", "threshold", "multi_label", "top_k", "label_thresholds", "prompt", "return_uncalibrated")
     class LabelThresholdsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,7 @@ class Item(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     LABEL_THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
+    RETURN_UNCALIBRATED_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
     labels: _containers.RepeatedScalarFieldContainer[str]
@@ -33,7 +34,8 @@ class Item(_message.Message):
     top_k: int
     label_thresholds: _containers.ScalarMap[str, float]
     prompt: str
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., label_set: _Optional[str] = ..., threshold: _Optional[float] = ..., multi_label: _Optional[bool] = ..., top_k: _Optional[int] = ..., label_thresholds: _Optional[_Mapping[str, float]] = ..., prompt: _Optional[str] = ...) -> None: ...
+    return_uncalibrated: bool
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., label_set: _Optional[str] = ..., threshold: _Optional[float] = ..., multi_label: _Optional[bool] = ..., top_k: _Optional[int] = ..., label_thresholds: _Optional[_Mapping[str, float]] = ..., prompt: _Optional[str] = ..., return_uncalibrated: _Optional[bool] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
     __slots__ = ("items",)
@@ -60,12 +62,14 @@ class ClassifyStreamResponse(_message.Message):
     def __init__(self, result: _Optional[_Union[ItemResult, _Mapping]] = ...) -> None: ...
 
 class LabelScore(_message.Message):
-    __slots__ = ("label", "score")
+    __slots__ = ("label", "score", "uncalibrated_score")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    UNCALIBRATED_SCORE_FIELD_NUMBER: _ClassVar[int]
     label: str
     score: float
-    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+    uncalibrated_score: float
+    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., uncalibrated_score: _Optional[float] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("queue_ms", "compute_ms", "total_ms")

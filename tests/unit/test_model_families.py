@@ -44,14 +44,17 @@ FAMILIES: dict[str, dict[str, Any]] = {
         CROSS, embed_class_token=False, normalize_features=True, prompt_first=False
     ),
     "cross-average-heads8": dict(
-        CROSS, class_token_pooling="average", scorer_num_heads=8, scorer_mlp_hidden_size=256, prompt_first=False
+        CROSS, class_token_pooling="average", scorer_num_heads=8, scorer_mlp_hidden_size=256,
+        prompt_first=False,
     ),
     # instruct-style: label / text / example segment embeddings
     "segments-first": dict(use_segment_embeddings=True, pooling_strategy="first", prompt_first=True),
     "segments-avg-average": dict(
         use_segment_embeddings=True, pooling_strategy="avg", class_token_pooling="average", prompt_first=False
     ),
-    "segments-cross": dict(CROSS, use_segment_embeddings=True, class_token_pooling="average", prompt_first=True),
+    "segments-cross": dict(
+        CROSS, use_segment_embeddings=True, class_token_pooling="average", prompt_first=True
+    ),
     # calibrator on each architecture, with and without its bias
     "calib-uni": dict(use_calibrator=True, pooling_strategy="first", scorer_type="mlp", prompt_first=True),
     "calib-uni-bias-norm": dict(

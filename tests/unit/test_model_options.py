@@ -65,6 +65,7 @@ INERT = (
     "recurrent_confidence_coef recurrent_confidence_mode recurrent_confidence_margin calibrator_dropout "
     "freeze_media_encoders use_embedding_projection problem_type"
 ).split()
+CROSS = {"pooling_strategy": "pass", "scorer_type": "cross-attn"}
 # Values refused at load, each with the words the error must contain.
 REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"multimodal": True}, "multimodal"),
@@ -75,8 +76,8 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"squeeze_layers": True}, "squeeze_layers"),
     ({"scorer_type": "cross-attn"}, "cross-attn"),
     ({"pooling_strategy": "pass"}, "pass"),
-    ({"pooling_strategy": "pass", "scorer_type": "cross-attn", "use_calibrator": True}, "use_calibrator"),
-    ({"pooling_strategy": "pass", "scorer_type": "cross-attn", "architecture_type": "bi-encoder"}, "bi-encoder"),
+    ({**CROSS, "use_calibrator": True}, "use_calibrator"),
+    ({**CROSS, "architecture_type": "bi-encoder"}, "bi-encoder"),
 ]  # fmt: skip
 REFUSED_ONLY = {"multimodal"}
 
@@ -138,7 +139,7 @@ def test_refused_options_fail_at_load_naming_them(base: Path, tmp_path: Path, ch
         ({"model_type": "llama", "hidden_size": 384, "num_hidden_layers": 2}, "causal decoder.*llm2vec"),
         ({"model_type": "qwen2", "hidden_size": 384}, "causal decoder"),
         ({"model_type": "gpt2"}, "causal decoder"),
-        ({"model_type": "mistral", "auto_map": {"AutoModel": "modeling_llm2vec.BiModel"}}, "own modelling code"),
+        ({"model_type": "mistral", "auto_map": {"AutoModel": "llm2vec.BiModel"}}, "own modelling code"),
         ({"model_type": "bert", "is_decoder": True}, "decoder"),
     ],
 )  # fmt: skip
