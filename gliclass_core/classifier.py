@@ -153,6 +153,11 @@ class Classifier:
         examples = tuple(item.examples)
         if self.config.architecture == "bi-encoder":
             rows = [self.packer.bi_row(item.text, labels, item.prompt)]
+        elif self.config.is_encoder_decoder:
+            from gliclass_core.processing.encdec import encdec_row
+
+            rows = [encdec_row(self.packer.pieces, item.text, labels, item.prompt, examples,
+                               self.packer.max_length, index)]  # fmt: skip
         else:
             rows = self.packer.marker_rows(item.text, labels, item.prompt, examples, index)
         passes = tuple(EncodedPass(r.input_ids, r.num_labels, r.payload) for r in rows)

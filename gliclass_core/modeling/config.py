@@ -7,7 +7,8 @@ from typing import Any
 
 from gliclass_core.errors import CheckpointError, UnsupportedModel
 
-ARCHITECTURES = ("uni-encoder", "bi-encoder", "bi-encoder-fused")
+ARCHITECTURES = ("uni-encoder", "bi-encoder", "bi-encoder-fused", "encoder-decoder", "encoder-decoder-cls")
+ENCODER_DECODERS = ("encoder-decoder", "encoder-decoder-cls")
 POOLINGS = ("first", "last", "avg", "max", "sum", "rms", "abs_max", "abs_avg")
 # "pass" keeps every text token state: only the cross-attn scorer reads it.
 TEXT_POOLINGS = (*POOLINGS, "pass")
@@ -58,8 +59,13 @@ class GLiClassConfig:
 
     @property
     def uses_markers(self) -> bool:
-        """Whether the text encoder's input carries `<<LABEL>>` markers."""
-        return self.architecture in ("uni-encoder", "bi-encoder-fused")
+        """Whether the model reads `<<LABEL>>` markers (in the text's row, or in its own label prompt)."""
+        return self.architecture != "bi-encoder"
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        """T5-style: text and label prompt in separate sequences, one through each stack."""
+        return self.architecture in ENCODER_DECODERS
 
     @property
     def is_bi_encoder(self) -> bool:
@@ -100,7 +106,13 @@ def parse_config(raw: dict[str, Any]) -> GLiClassConfig:
         raise CheckpointError("config.json: 'encoder_config' with a 'model_type' is required")
     from gliclass_core.modeling.encoder import refuse_wrong_attention
 
-    refuse_wrong_attention(enc)
+    if arch in ENCODER_DECODERS:
+        if not enc.get("is_encoder_decoder"):
+            raise UnsupportedModel(f"architecture_type {arch!r} needs an encoder-decoder encoder_config")
+        if raw.get("use_lstm"):
+            raise UnsupportedModel(f"use_lstm with architecture_type {arch!r} is not supported")
+    else:
+        refuse_wrong_attention(enc)
     label_cfg = raw.get("label_model_config")
     if arch.startswith("bi-encoder") and isinstance(label_cfg, dict):
         refuse_wrong_attention(label_cfg)
@@ -113,7 +125,7 @@ def parse_config(raw: dict[str, Any]) -> GLiClassConfig:
             f"config.json: encoder_layer_id {layer_id} is outside the encoder's {layers + 1} hidden states"
         )
     vocab = enc.get("vocab_size")
-    hidden = raw.get("hidden_size") or enc.get("hidden_size")
+    hidden = raw.get("hidden_size") or enc.get("hidden_size") or enc.get("d_model")
     if not isinstance(hidden, int):
         raise CheckpointError("config.json: 'hidden_size' is missing")
 

@@ -69,3 +69,18 @@ def build_encoder(config: dict[str, Any], attention: str = "sdpa") -> nn.Module:
     else:  # pragma: no cover - eager always exists
         raise UnsupportedModel(f"cannot build encoder {model_type!r}")
     return model
+
+
+def build_encoder_decoder(config: dict[str, Any]) -> nn.Module:
+    """Instantiate a T5-style encoder-decoder (`AutoModel`, e.g. T5Model) for `config`, random weights."""
+    from transformers import AutoConfig, AutoModel
+
+    model_type = config.get("model_type")
+    kwargs = {k: v for k, v in config.items() if k not in _DROP_KEYS and k != "model_type"}
+    try:
+        hf_config = AutoConfig.for_model(str(model_type), **kwargs)
+    except (ValueError, KeyError) as exc:
+        raise UnsupportedModel(f"encoder model_type {model_type!r} is not known to transformers") from exc
+    if not getattr(hf_config, "is_encoder_decoder", False):
+        raise UnsupportedModel(f"encoder {model_type!r} is not an encoder-decoder model")
+    return AutoModel.from_config(hf_config, attn_implementation="eager")

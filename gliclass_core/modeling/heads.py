@@ -14,7 +14,7 @@ from torch import nn
 from gliclass_core.modeling import fast_bert
 from gliclass_core.modeling.calibrator import Calibrator
 from gliclass_core.modeling.config import GLiClassConfig
-from gliclass_core.modeling.encoder import build_encoder
+from gliclass_core.modeling.encoder import build_encoder, build_encoder_decoder
 from gliclass_core.modeling.poolings import pool
 from gliclass_core.modeling.scorers import build_scorer
 
@@ -78,8 +78,11 @@ class GLiClassNetwork(nn.Module):
     def __init__(self, cfg: GLiClassConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        d_enc = int(cfg.encoder_config["hidden_size"])
-        self.encoder_model: Any = build_encoder(cfg.encoder_config)
+        d_enc = int(cfg.encoder_config.get("hidden_size") or cfg.encoder_config["d_model"])
+        if cfg.is_encoder_decoder:
+            self.encoder_decoder_model: Any = build_encoder_decoder(cfg.encoder_config)
+        else:
+            self.encoder_model: Any = build_encoder(cfg.encoder_config)
         self.text_projector = Projector(d_enc, cfg.hidden_size, d_enc, cfg.projector_act)
         self.classes_projector = Projector(d_enc, cfg.hidden_size, d_enc, cfg.projector_act)
         self.scorer = build_scorer(
@@ -187,22 +190,7 @@ class GLiClassNetwork(nn.Module):
         hidden = self.hidden_states(input_ids, attention_mask, inputs_embeds=embeds, keep=keep)
         bsz, seq, _ = hidden.shape
         rows = torch.arange(bsz, device=hidden.device).unsqueeze(1)
-        if cfg.class_token_pooling == "first":
-            positions = (mb.markers + shift).clamp(max=seq - 1)
-            labels = hidden[rows, positions]
-        else:
-            # A label's span runs from its marker to the next marker; the last one to the first
-            # <<SEP>> (extract_text_features) or to the row's end, exactly as the reference counts it.
-            last_end = mb.first_sep if cfg.extract_text_features else mb.lengths
-            ends = torch.cat([mb.markers[:, 1:], mb.markers.new_zeros(bsz, 1)], dim=1)
-            count = mb.label_mask.sum(dim=1)
-            slot = torch.arange(mb.markers.shape[1], device=hidden.device).unsqueeze(0)
-            ends = torch.where(slot == (count - 1).unsqueeze(1), last_end.unsqueeze(1), ends)
-            pos = torch.arange(seq, device=hidden.device).view(1, 1, seq)
-            span = (pos >= (mb.markers + shift).unsqueeze(-1)) & (pos < ends.unsqueeze(-1))
-            span = span & mb.label_mask.unsqueeze(-1)
-            spanf = span.to(hidden.dtype)
-            labels = torch.einsum("bks,bsd->bkd", spanf, hidden) / spanf.sum(-1, keepdim=True).clamp(min=1)
+        labels = self._label_states(hidden, mb)
         if cfg.extract_text_features:
             # The reference shifts the tokens from the first <<SEP>> on to the row start and pools
             # the row's full length, the vacated tail counting as zeros; we reproduce that per row.
@@ -234,6 +222,75 @@ class GLiClassNetwork(nn.Module):
         if cfg.normalize_features:
             logits = logits * self.logit_scale
         return Scored(logits, text, labels)
+
+    def encdec_scored(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        class_ids: torch.Tensor,
+        class_mask: torch.Tensor,
+        mb: MarkerBatch,
+    ) -> Scored:
+        """Encoder-decoder logits: text and label prompt ("class ids", markers in `mb`) as two sequences.
+
+        encoder-decoder: text through the encoder, label prompt through the decoder with full
+        (bidirectional) self-attention over its real tokens; the text vector pools the encoder states.
+        encoder-decoder-cls: label prompt through the encoder, text through the (causal) decoder; the
+        text vector is the decoder state at the text's last token.
+        """
+        cfg = self.cfg
+        model = self.encoder_decoder_model
+        if cfg.architecture == "encoder-decoder":
+            dtype = next(model.parameters()).dtype
+            pad = (1.0 - class_mask.to(dtype))[:, None, None, :] * torch.finfo(dtype).min
+            seq = class_ids.shape[1]
+            out = model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                decoder_input_ids=class_ids,
+                decoder_attention_mask=pad.expand(class_ids.shape[0], 1, seq, seq),
+            )
+            labels = self._label_states(out.last_hidden_state, mb)
+            text = pool(out.encoder_last_hidden_state, attention_mask.bool(), cfg.pooling)
+        else:
+            out = model(
+                input_ids=class_ids,
+                attention_mask=class_mask,
+                decoder_input_ids=input_ids,
+                decoder_attention_mask=attention_mask,
+            )
+            labels = self._label_states(out.encoder_last_hidden_state, mb)
+            rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+            text = out.last_hidden_state[rows, attention_mask.sum(dim=1) - 1]
+        text = self.text_projector(text)
+        labels = self.classes_projector(labels)
+        if cfg.normalize_features:
+            text = nn.functional.normalize(text, p=2, dim=-1, eps=EPS)
+            labels = nn.functional.normalize(labels, p=2, dim=-1, eps=EPS)
+        logits = self.scorer(text, labels, mb.label_mask)
+        if cfg.normalize_features:
+            logits = logits * self.logit_scale
+        return Scored(logits, text, labels)
+
+    def _label_states(self, hidden: torch.Tensor, mb: MarkerBatch) -> torch.Tensor:
+        """Label vectors (B, K, D) read from `hidden` at the markers of `mb` (class-token pooling)."""
+        cfg = self.cfg
+        shift = 0 if cfg.embed_class_token else 1
+        bsz, seq, _ = hidden.shape
+        if cfg.class_token_pooling == "first":
+            rows = torch.arange(bsz, device=hidden.device).unsqueeze(1)
+            return hidden[rows, (mb.markers + shift).clamp(max=seq - 1)]
+        # A label's span runs from its marker to the next marker; the last one to the first
+        # <<SEP>> (extract_text_features) or to the row's end, exactly as the reference counts it.
+        last_end = mb.first_sep if cfg.extract_text_features else mb.lengths
+        ends = torch.cat([mb.markers[:, 1:], mb.markers.new_zeros(bsz, 1)], dim=1)
+        count = mb.label_mask.sum(dim=1)
+        slot = torch.arange(mb.markers.shape[1], device=hidden.device).unsqueeze(0)
+        ends = torch.where(slot == (count - 1).unsqueeze(1), last_end.unsqueeze(1), ends)
+        pos = torch.arange(seq, device=hidden.device).view(1, 1, seq)
+        span = (pos >= (mb.markers + shift).unsqueeze(-1)) & (pos < ends.unsqueeze(-1))
+        spanf = (span & mb.label_mask.unsqueeze(-1)).to(hidden.dtype)
+        return torch.einsum("bks,bsd->bkd", spanf, hidden) / spanf.sum(-1, keepdim=True).clamp(min=1)
 
     def _segment_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Segments as the reference assigns them: 1 from the first <<SEP>> on, 0 before it; a row

@@ -111,7 +111,14 @@ def load_network(directory: Path, cfg: GLiClassConfig) -> GLiClassNetwork:
         for k in state
         if k not in own and not any(p in k for p in _IGNORABLE) and not k.startswith(net.unused_weights)
     ]
-    missing = [k for k in own if k not in state and not any(p in k for p in _IGNORABLE)]
+    # Tied weights (e.g. T5's embed_tokens = shared) may be saved once: a key that shares storage
+    # with a saved one is not missing.
+    saved = {own[k].data_ptr() for k in state if k in own}
+    missing = [
+        k
+        for k in own
+        if k not in state and not any(p in k for p in _IGNORABLE) and own[k].data_ptr() not in saved
+    ]
     if missing or unexpected:
         detail = []
         if missing:

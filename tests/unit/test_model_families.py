@@ -102,6 +102,31 @@ FAMILIES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+# T5-style encoder-decoders on a tiny random T5 (reference.TINY["t5"]).
+ENCODER_DECODERS: dict[str, dict[str, Any]] = {
+    "ed-first": dict(architecture_type="encoder-decoder", pooling_strategy="first"),
+    "ed-avg-average-mlp": dict(
+        architecture_type="encoder-decoder", pooling_strategy="avg", class_token_pooling="average",
+        scorer_type="mlp",
+    ),
+    "ed-max-average-extract-norm": dict(
+        architecture_type="encoder-decoder", pooling_strategy="max", class_token_pooling="average",
+        extract_text_features=True, normalize_features=True, embed_class_token=False,
+    ),
+    "ed-calibrated": dict(
+        architecture_type="encoder-decoder", pooling_strategy="first", use_calibrator=True,
+        calibrator_use_bias=True,
+    ),
+    "edcls-weighted": dict(architecture_type="encoder-decoder-cls", scorer_type="weighted-dot"),
+    # Not hopfield: for encoder-decoders the reference always scores config.max_num_classes (25) label
+    # slots and hopfield's softmax over labels then includes the empty ones; ours masks them.
+    "edcls-average-mlp-prompt-last": dict(
+        architecture_type="encoder-decoder-cls", class_token_pooling="average", scorer_type="mlp",
+        prompt_first=True,
+    ),
+}  # fmt: skip
+
+
 def _labels(overrides: dict[str, Any]) -> list[str]:
     # The reference pools bi-encoder labels over their batch's padding; single-token labels have none.
     if overrides.get("architecture_type", "uni-encoder").startswith("bi") and overrides.get(
@@ -122,9 +147,19 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_family_parity_and_batch_invariance(reference_checkpoint, name: str) -> None:
-    overrides = FAMILIES[name]
+    _check(reference_checkpoint(f"family-{name}", **FAMILIES[name]), FAMILIES[name])
+
+
+@pytest.mark.parametrize("name", sorted(ENCODER_DECODERS))
+def test_encoder_decoder_parity_and_batch_invariance(
+    reference_checkpoint, tiny_encoder_dir, name: str
+) -> None:
+    overrides = ENCODER_DECODERS[name]
+    _check(reference_checkpoint(f"family-{name}", encoder=tiny_encoder_dir("t5"), **overrides), overrides)
+
+
+def _check(directory, overrides: dict[str, Any]) -> None:
     labels = _labels(overrides)
-    directory = reference_checkpoint(f"family-{name}", **overrides)
     clf = Classifier.from_pretrained(str(directory), device="cpu")
     calibrated = bool(overrides.get("use_calibrator"))
     assert clf.network.calibrator is not None if calibrated else clf.network.calibrator is None

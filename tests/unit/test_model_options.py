@@ -32,7 +32,12 @@ HONOURED: dict[str, list[str]] = {
     "class_token_pooling": ["parity:sum-average", "families:cross-average-extract"],
     "normalize_features": ["parity:avg-mlp-norm-average", "families:cross-first-noembed-norm"],
     "extract_text_features": ["parity:rms-mlp-extract", "families:cross-average-extract"],
-    "architecture_type": ["parity:bi-first-norm", "parity:fused-first"],
+    "architecture_type": [
+        "parity:bi-first-norm",
+        "parity:fused-first",
+        "encdec:ed-first",
+        "encdec:edcls-weighted",
+    ],
     "prompt_first": ["parity:first-simple"],
     "squeeze_layers": ["families:squeeze-layer-minus2", "families:bi-lstm-squeeze"],
     "layer_wise": ["families:layer-3"],
@@ -70,8 +75,8 @@ CROSS = {"pooling_strategy": "pass", "scorer_type": "cross-attn"}
 REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"multimodal": True}, "multimodal"),
     ({"architecture_type": "decoder-kv"}, "decoder-kv"),
-    ({"architecture_type": "encoder-decoder"}, "encoder-decoder"),
-    ({"architecture_type": "encoder-decoder-cls"}, "encoder-decoder-cls"),
+    ({"architecture_type": "encoder-decoder"}, "needs an encoder-decoder encoder_config"),  # a BERT
+    ({"architecture_type": "encoder-decoder-cls"}, "needs an encoder-decoder encoder_config"),
     ({"scorer_type": "decoder-kv"}, "decoder-kv"),
     ({"squeeze_layers": True}, "squeeze_layers"),
     ({"scorer_type": "cross-attn"}, "cross-attn"),
@@ -90,7 +95,8 @@ def _reference_keys() -> dict[str, Any]:
 
 def _case(ref: str) -> dict[str, Any]:
     source, name = ref.split(":", 1)
-    table = families.FAMILIES if source == "families" else {**parity.UNI, **parity.BI}
+    tables = {"families": families.FAMILIES, "encdec": families.ENCODER_DECODERS}
+    table = tables.get(source) or {**parity.UNI, **parity.BI}
     assert name in table, f"{ref}: no such parity case"
     return table[name]
 
