@@ -1,27 +1,37 @@
 """Reference `gliclass` pipeline vs our Classifier, side by side in one process, same checkpoint.
 
+Checkpoints (`--families`, all built by tests/fixtures/reference.py on the MiniLM backbone):
+  uni         uni-encoder, first-token pooling, dot scorer;
+  cross-attn  multilingual-style: cross-attn scorer over the text tokens (pooling "pass"),
+              class-token pooling "average", extract_text_features;
+  calibrated  uni-encoder with the reference's calibrator (use_calibrator, calibrator.* weights).
 Workloads (fp32, CPU by default), 10 labels:
-  (a) 512 texts of ~64 tokens, batch 32;
-  (b) a mixed stream of 10-400-token texts (uniform lengths), batch 32.
+  (a) `--texts` texts of ~64 tokens, batch 32;
+  (b) a mixed stream of `--mixed` 10-400-token texts (uniform lengths), batch 32.
 The stream is cut into windows of `--window` texts; on each window both sides run `--repeats` times,
 interleaved with alternating order, and the best time per side and window is summed, so load
 spikes on a shared machine hit both alike. Prints texts/s per side and the ratio, and checks that
 the predicted labels' scores agree.
 
 Usage:  python benchmarks/core_vs_reference.py [--threads N] [--repeats 3] [--texts 512] [--mixed 256]
-Needs the reference package (`pip install gliclass`) and ../shared/oracle/make_reference.py.
+                                             [--families uni,cross-attn,calibrated]
+Needs the reference package (`pip install gliclass`, a test dependency); checkpoints are built by
+tests/fixtures/reference.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fixtures import reference  # the tests' reference checkpoint builder
 
 LABELS = [
     "billing",
@@ -56,18 +66,24 @@ def make_texts(tokenizer, n: int, lengths: list[int], seed: int) -> list[str]:
     return texts
 
 
-def build_checkpoint(out: Path) -> Path:
-    oracle_path = Path(__file__).resolve().parents[2] / "shared" / "oracle" / "make_reference.py"
-    spec = importlib.util.spec_from_file_location("oracle", oracle_path)
-    assert spec and spec.loader, f"oracle not found at {oracle_path}"
-    oracle = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(oracle)
-    from gliclass_core.builtin import package_dir
+def build_checkpoint(out: Path, overrides: dict) -> Path:
+    """A reference-written checkpoint on the MiniLM backbone (the tests' own fixture builder)."""
+    return reference.build(reference.minilm_dir(), out, overrides)
 
-    oracle.build(
-        str(package_dir()), str(out), dict(pooling_strategy="first", scorer_type="simple", prompt_first=True)
-    )
-    return out
+
+FAMILIES = {
+    "uni": dict(pooling_strategy="first", scorer_type="simple", prompt_first=True),
+    "cross-attn": dict(
+        pooling_strategy="pass",
+        scorer_type="cross-attn",
+        class_token_pooling="average",
+        extract_text_features=True,
+        prompt_first=True,
+    ),
+    "calibrated": dict(
+        pooling_strategy="first", scorer_type="simple", prompt_first=True, use_calibrator=True
+    ),
+}
 
 
 def main() -> None:
@@ -78,7 +94,8 @@ def main() -> None:
     ap.add_argument("--mixed", type=int, default=256, help="texts in workload (b)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--window", type=int, default=128, help="texts per interleaved measurement window")
-    ap.add_argument("--checkpoint", help="use this uni-encoder checkpoint instead of building one")
+    ap.add_argument("--checkpoint", help="use this checkpoint instead of building one (one family)")
+    ap.add_argument("--families", default=",".join(FAMILIES), help="comma-separated: " + ", ".join(FAMILIES))
     ap.add_argument(
         "--no-malloc-tuning",
         action="store_true",
@@ -87,10 +104,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from gliclass import GLiClassModel, ZeroShotClassificationPipeline
     from transformers import AutoTokenizer
 
-    from gliclass_core import Classifier
     from gliclass_core.runtime.host_memory import retain_freed_memory
 
     # Process-wide, so the reference side gets the same allocator behaviour as ours.
@@ -98,17 +113,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
-    ckpt = Path(args.checkpoint) if args.checkpoint else build_checkpoint(Path(tempfile.mkdtemp()) / "uni")
-    tokenizer = AutoTokenizer.from_pretrained(str(ckpt))
-    ref_model = GLiClassModel.from_pretrained(str(ckpt)).eval()
-    pipe = ZeroShotClassificationPipeline(
-        ref_model, tokenizer, classification_type="multi-label", device="cpu", progress_bar=False
-    )
-    ours = Classifier.from_pretrained(str(ckpt), device="cpu", dtype="float32")
-
+    tokenizer = AutoTokenizer.from_pretrained(str(reference.minilm_dir()))
     rng = random.Random(2)
     workloads = {
-        "(a) 512 x ~64 tokens": make_texts(tokenizer, args.texts, [64], seed=1),
+        f"(a) {args.texts} x ~64 tokens": make_texts(tokenizer, args.texts, [64], seed=1),
         "(b) mixed 10-400 tokens": make_texts(
             tokenizer, args.mixed, [rng.randint(10, 400) for _ in range(args.mixed)], seed=2
         ),
@@ -117,6 +125,27 @@ def main() -> None:
         f"torch {torch.__version__}, threads={torch.get_num_threads()}, batch={args.batch_size}, fp32 CPU,"
         f" freed memory retained: {tuned}"
     )
+    for family in args.families.split(","):
+        if args.checkpoint:
+            ckpt = Path(args.checkpoint)
+        else:
+            ckpt = build_checkpoint(Path(tempfile.mkdtemp()) / family, FAMILIES[family])
+        run_family(family, ckpt, workloads, args)
+
+
+def run_family(family: str, ckpt: Path, workloads: dict[str, list[str]], args: argparse.Namespace) -> None:
+    """Reference pipeline vs ours on one checkpoint, every workload; prints one line per workload."""
+    from gliclass import GLiClassModel, ZeroShotClassificationPipeline
+    from transformers import AutoTokenizer
+
+    from gliclass_core import Classifier
+
+    tokenizer = AutoTokenizer.from_pretrained(str(ckpt))
+    ref_model = GLiClassModel.from_pretrained(str(ckpt)).eval()
+    pipe = ZeroShotClassificationPipeline(
+        ref_model, tokenizer, classification_type="multi-label", device="cpu", progress_bar=False
+    )
+    ours = Classifier.from_pretrained(str(ckpt), device="cpu", dtype="float32")
     for name, texts in workloads.items():
         # Warm-up both sides on a few texts (first-call allocations, lazy inits).
         pipe(texts[:8], LABELS, batch_size=args.batch_size)
@@ -147,7 +176,7 @@ def main() -> None:
                 agree.append(all(abs(ref_scores.get(k, 0.0) - v) < 1e-4 for k, v in ours_picked.items()))
         ref_rate, our_rate = len(texts) / ref_time, len(texts) / our_time
         print(
-            f"{name}: reference {ref_rate:7.1f} texts/s | ours {our_rate:7.1f} texts/s"
+            f"{family:10s} {name}: reference {ref_rate:7.1f} texts/s | ours {our_rate:7.1f} texts/s"
             f" | ratio {ref_time / our_time:.2f}x | predictions agree {np.mean(agree):.3f}"
         )
 

@@ -113,6 +113,7 @@ class Classifier:
                 "pooling": config.pooling,
                 "scorer": config.scorer,
                 "encoder": str(config.encoder_config.get("model_type")),
+                "calibrated": str(bool(getattr(config, "use_calibrator", False))).lower(),
             },
         )
 
@@ -200,6 +201,14 @@ class Classifier:
         labels = tuple(item.labels)
         if self.config.architecture == "bi-encoder":
             return ItemPlan(item, (labels,))
+        if self.config.is_encoder_decoder:  # its own row layout, tokenized now (not the hot path's)
+            from gliclass_core.processing.encdec import encdec_row
+
+            row = encdec_row(self.packer.pieces, item.text, labels, item.prompt, tuple(item.examples),
+                             self.packer.max_length, index)  # fmt: skip
+            prepared = PreparedItem(item, (EncodedPass(row.input_ids, row.num_labels, row.payload),),
+                                    truncated=row.truncated)  # fmt: skip
+            return ItemPlan(item, (), prepared=prepared)
         chunks = self.packer.plan_chunks(item.text, labels, item.prompt, tuple(item.examples), index)
         return ItemPlan(item, chunks)
 
@@ -243,26 +252,21 @@ class Classifier:
 
     def finish(self, prepared: PreparedItem, logits: Sequence[np.ndarray]) -> Prediction:
         """Turn the logits of an item's passes into scores and predicted labels."""
-        from gliclass_core.processing.postprocess import decide, scores_from_logits
+        from gliclass_core.processing.postprocess import decide
 
         item = prepared.item
         if len(logits) != len(prepared.passes):
             raise ValueError(f"expected logits for {len(prepared.passes)} passes, got {len(logits)}")
+        # A calibrated model's passes carry (2, K): calibrated logits, then the raw ones.
+        rows = [np.asarray(x, dtype=np.float32).reshape(-1, np.shape(x)[-1]) for x in logits]
+        calibrated = bool(rows) and all(r.shape[0] == 2 for r in rows)
         labels = tuple(item.labels)
         text_chunks = prepared.text_chunks or (len(prepared.passes),)
-        total = sum(int(np.asarray(x).size) for x in logits)
+        total = sum(r.shape[1] for r in rows)
         if total != len(labels) * len(text_chunks):
             raise ValueError(f"expected {len(labels) * len(text_chunks)} logits, got {total}")
         relative = self.relative.apply if self.relative is not None else None
-        if prepared.text_chunks:
-            from gliclass_core.processing.long_text import chunked_scores
-
-            scores = chunked_scores(prepared.text_chunks, logits, item.multi_label, relative)
-        else:
-            flat = np.concatenate([np.asarray(x, dtype=np.float32).reshape(-1) for x in logits])
-            if relative is not None:
-                flat = relative(flat)
-            scores = scores_from_logits(flat, item.multi_label)
+        scores = self._item_scores(prepared, [r[0] for r in rows], relative)
         predicted = decide(labels, scores, item.multi_label, item.threshold, item.top_k)
         by_label = {label: float(s) for label, s in zip(labels, scores)}
         hierarchy = None
@@ -270,6 +274,10 @@ class Classifier:
             from gliclass_core.processing.hierarchy import hierarchy_of
 
             hierarchy = hierarchy_of(item.label_tree, by_label)
+        uncalibrated = None
+        if calibrated:
+            raw = self._item_scores(prepared, [r[1] for r in rows], None)
+            uncalibrated = {label: float(s) for label, s in zip(labels, raw)}
         return Prediction(
             scores=by_label,
             labels=predicted,
@@ -277,7 +285,23 @@ class Classifier:
             truncated=prepared.truncated,
             text_chunks=len(text_chunks),
             hierarchy=hierarchy,
+            uncalibrated_scores=uncalibrated,
         )
+
+    @staticmethod
+    def _item_scores(prepared: PreparedItem, logits: Sequence[np.ndarray], transform: Any) -> np.ndarray:
+        """Scores over an item's labels from its passes' 1-D logits (max over text chunks if chunked)."""
+        from gliclass_core.processing.postprocess import scores_from_logits
+
+        multi_label = prepared.item.multi_label
+        if prepared.text_chunks:
+            from gliclass_core.processing.long_text import chunked_scores
+
+            return chunked_scores(prepared.text_chunks, logits, multi_label, transform)
+        flat = np.concatenate(logits)
+        if transform is not None:
+            flat = transform(flat)
+        return scores_from_logits(flat, multi_label)
 
     def finish_many(
         self, prepared: Sequence[PreparedItem], logits: Sequence[Sequence[np.ndarray]]
@@ -293,7 +317,8 @@ class Classifier:
         groups: dict[tuple[int, bool], list[int]] = {}
         for i, (prep, item_logits) in enumerate(zip(prepared, logits)):
             single = len(prep.passes) == 1 and len(item_logits) == 1 and not prep.text_chunks
-            if single and len(item_logits[0]) == len(prep.item.labels) and not prep.item.return_hierarchical:
+            plain = single and np.ndim(item_logits[0]) == 1  # not a calibrated (2, K) pass
+            if plain and len(item_logits[0]) == len(prep.item.labels) and not prep.item.return_hierarchical:
                 groups.setdefault((len(prep.item.labels), prep.item.multi_label), []).append(i)
             else:
                 try:

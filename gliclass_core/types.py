@@ -80,6 +80,8 @@ class Prediction:
     `text_chunks` > 1 means the text was scored in that many chunks (`long_text` mode "chunk").
     `hierarchy` is set when the item asked for `return_hierarchical`: the scores nested like the
     item's label tree (`{"sentiment": {"positive": 0.9, ...}, ...}`), or `{label: score}` for flat labels.
+    `uncalibrated_scores`: for a model with a calibrator, `scores` are calibrated (and decide
+    `labels`); these are the backbone's own scores before calibration. None for other models.
     """
 
     scores: dict[str, float]
@@ -88,6 +90,7 @@ class Prediction:
     truncated: bool = False
     text_chunks: int = 1
     hierarchy: dict[str, Any] | None = None
+    uncalibrated_scores: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -165,12 +165,23 @@ def _check_threshold(value: float, field: str, index: int) -> float:
 
 
 def result_to_proto(
-    item_id: str, prediction: Prediction, timings: ItemTimings, label_set: str = ""
+    item_id: str,
+    prediction: Prediction,
+    timings: ItemTimings,
+    label_set: str = "",
+    uncalibrated: bool = False,
 ) -> pb.ItemResult:
-    """Build the `ItemResult` of a computed item."""
+    """Build the `ItemResult` of a computed item (`uncalibrated`: the item asked for raw scores too)."""
+    raw = prediction.uncalibrated_scores if uncalibrated else None
+    scores = [
+        pb.LabelScore(label=label, score=score)
+        if raw is None
+        else pb.LabelScore(label=label, score=score, uncalibrated_score=raw[label])
+        for label, score in prediction.scores.items()
+    ]
     return pb.ItemResult(
         id=item_id,
-        scores=[pb.LabelScore(label=label, score=score) for label, score in prediction.scores.items()],
+        scores=scores,
         labels=prediction.labels,
         timings=pb.Timings(
             queue_ms=_finite(timings.queue_ms),

@@ -68,6 +68,7 @@ class _Pending:
     future: asyncio.Future[None] | None = None
     ready: pb.ItemResult | None = None
     submitted: list[concurrent.futures.Future[Prediction]] = field(default_factory=list)
+    return_uncalibrated: bool = False
 
 
 class ClassifierServicer(pb_grpc.ClassifierServicer):
@@ -111,7 +112,9 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
             raise failure
         predictions: list[Prediction] = outcomes
         return convert.classify_response(
-            convert.result_to_proto(item.id, pred, _timings(fut, received), item.label_set)
+            convert.result_to_proto(
+                item.id, pred, _timings(fut, received), item.label_set, item.return_uncalibrated
+            )
             for item, pred, fut in zip(request.items, predictions, futures)
         )
 
@@ -201,6 +204,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
             received=received,
             future=bridge.when_done(future),
             submitted=[future],
+            return_uncalibrated=item.return_uncalibrated,
         )
 
     def _failed(self, item: pb.Item, exc: BaseException) -> _Pending:
@@ -221,7 +225,11 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         if error is not None:
             return convert.error_to_proto(entry.item_id, error, entry.label_set)
         return convert.result_to_proto(
-            entry.item_id, submitted.result(), _timings(submitted, entry.received), entry.label_set
+            entry.item_id,
+            submitted.result(),
+            _timings(submitted, entry.received),
+            entry.label_set,
+            entry.return_uncalibrated,
         )
 
     async def GetModelInfo(

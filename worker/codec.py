@@ -1,8 +1,8 @@
 """Kafka bytes <-> worker data: the only module that decodes event values and encodes results.
 
 Input values are UTF-8. A value whose first non-blank character is `{` is a JSON object
-(`{"id", "text", "labels"?, "label_set"?}`; `labels` may be a nested object of groups, flattened
-with "." as the reference does); any other value is the text itself.
+(`{"id", "text", "labels"?, "label_set"?, "return_uncalibrated"?}`; `labels` may be a nested object
+of groups, flattened with "." as the reference does); any other value is the text itself.
 
 Decoding is bounded before it starts: the value's size (MAX_VALUE_BYTES), the JSON nesting depth
 (a linear pre-scan, see gliclass_core.processing.bounded_json), integer length and finiteness.
@@ -58,6 +58,8 @@ class Event:
     labels: tuple[str, ...] | None = None
     label_set: str | None = None
     label_tree: tuple[LabelNode, ...] | None = None  # `labels` given as a nested object
+    # Ask for the scores before calibration too (`uncalibrated_scores`), for a calibrated model.
+    return_uncalibrated: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,12 +101,18 @@ def decode_event(value: bytes | None, max_bytes: int = MAX_VALUE_BYTES) -> Event
         except InvalidInput as exc:
             raise BadEvent("invalid_labels", f"'labels': {exc.bare_message}") from exc
         labels = list(flatten(label_tree))
+    raw_scores = obj.get("return_uncalibrated", False)
+    if not isinstance(raw_scores, bool):
+        raise BadEvent(
+            "invalid_json", f"'return_uncalibrated' must be true or false, got {_kind(raw_scores)}"
+        )
     return Event(
         text=text,
         id=event_id,
         labels=_labels(labels),
         label_set=_label_set(obj.get("label_set")),
         label_tree=label_tree,
+        return_uncalibrated=raw_scores,
     )
 
 
@@ -248,6 +256,10 @@ def encode_result(
         "labels": list(prediction.labels),
         "latency_ms": round(latency_ms, 3),
     }
+    if event.return_uncalibrated and prediction.uncalibrated_scores is not None:
+        out["uncalibrated_scores"] = {
+            k: round(float(v), 6) for k, v in prediction.uncalibrated_scores.items()
+        }
     if prediction.truncated:
         out["truncated"] = True
     if prediction.text_chunks > 1:

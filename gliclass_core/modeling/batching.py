@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from gliclass_core.modeling.heads import MarkerBatch
+from gliclass_core.modeling.heads import MarkerBatch, Scored
+from gliclass_core.processing.encdec import EncDecPayload
 from gliclass_core.processing.packing import BiPayload, UniPayload
 
 if TYPE_CHECKING:
@@ -81,19 +82,54 @@ def _stack_labels(
     return out, mask
 
 
+def _encdec(
+    clf: Classifier, passes: Sequence[EncodedPass], ids: torch.Tensor, mask: torch.Tensor
+) -> tuple[Scored, torch.Tensor]:
+    """Encoder-decoder pass: the label prompts padded as a second batch, markers found in them."""
+    cfg = clf.config
+    payloads = [p.payload for p in passes]
+    if not all(isinstance(x, EncDecPayload) for x in payloads):
+        raise TypeError("encoder-decoder passes need EncDecPayload")
+    prompts = [x.class_ids for x in payloads]
+    class_ids, class_mask = _pad(prompts, clf.pad_id, clf.device)
+    markers = [tuple(i for i, t in enumerate(r) if t == cfg.class_token_index) for r in prompts]
+    seps = [next((i for i, t in enumerate(r) if t == cfg.text_token_index), 0) for r in prompts]
+    k = max(1, max(len(m) for m in markers))
+    pos = np.zeros((len(passes), k), dtype=np.int64)
+    valid = np.zeros((len(passes), k), dtype=bool)
+    for i, m in enumerate(markers):
+        pos[i, : len(m)] = m
+        valid[i, : len(m)] = True
+    mb = MarkerBatch(
+        markers=torch.from_numpy(pos).to(clf.device),
+        label_mask=torch.from_numpy(valid).to(clf.device),
+        first_sep=torch.tensor(seps, dtype=torch.long, device=clf.device),
+        lengths=torch.tensor([len(r) for r in prompts], dtype=torch.long, device=clf.device),
+    )
+    return clf.network.encdec_scored(ids, mask, class_ids, class_mask, mb), mb.label_mask
+
+
 @torch.inference_mode()
 def run_forward(clf: Classifier, passes: Sequence[EncodedPass]) -> list[np.ndarray]:
-    """One padded forward pass over `passes` (any items, any label sets); float32 logits per pass."""
+    """One padded forward pass over `passes` (any items, any label sets); float32 logits per pass.
+
+    Each result has shape (num_labels,), or (2, num_labels) for a calibrated model: the calibrated
+    logits, then the raw ones.
+    """
     arch = clf.config.architecture
+    net = clf.network
     ids, mask = _pad([p.input_ids for p in passes], clf.pad_id, clf.device)
-    if arch == "uni-encoder":
+    if clf.config.is_encoder_decoder:
+        scored, label_mask = _encdec(clf, passes, ids, mask)
+    elif arch == "uni-encoder":
         payloads_u = [p.payload for p in passes]
         if not all(isinstance(x, UniPayload) for x in payloads_u):
             raise TypeError("uni-encoder passes need UniPayload")
         mb = _marker_batch(
             passes, [x.markers for x in payloads_u], [x.first_sep for x in payloads_u], clf.device
         )
-        logits = clf.network.uni_logits(ids, mask, mb)
+        scored = net.uni_scored(ids, mask, mb)
+        label_mask = mb.label_mask
     else:
         payloads_b = [p.payload for p in passes]
         if not all(isinstance(x, BiPayload) for x in payloads_b):
@@ -101,11 +137,16 @@ def run_forward(clf: Classifier, passes: Sequence[EncodedPass]) -> list[np.ndarr
         table = label_vectors(clf, payloads_b)
         labels, label_mask = _stack_labels(payloads_b, table)
         if arch == "bi-encoder":
-            logits = clf.network.bi_logits(ids, mask, labels, label_mask)
+            scored = net.bi_scored(ids, mask, labels, label_mask)
         else:
             mb = _marker_batch(passes, [x.markers for x in payloads_b], [0] * len(passes), clf.device)
-            logits = clf.network.fused_logits(ids, mask, labels, mb)
+            scored = net.fused_scored(ids, mask, labels, mb)
+    logits = scored.logits
     if clf.config.logit_bias:
         logits = logits + clf.config.logit_bias
+    if net.calibrator is not None:
+        calibrated = net.calibrator(scored.text, scored.labels, logits, label_mask)
+        both = torch.stack([calibrated, logits], dim=1).float().cpu().numpy()
+        return [both[i, :, : p.num_labels].copy() for i, p in enumerate(passes)]
     host = logits.float().cpu().numpy()
     return [host[i, : p.num_labels].copy() for i, p in enumerate(passes)]

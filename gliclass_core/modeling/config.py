@@ -7,13 +7,20 @@ from typing import Any
 
 from gliclass_core.errors import CheckpointError, UnsupportedModel
 
-ARCHITECTURES = ("uni-encoder", "bi-encoder", "bi-encoder-fused")
+ARCHITECTURES = ("uni-encoder", "bi-encoder", "bi-encoder-fused", "encoder-decoder", "encoder-decoder-cls")
+ENCODER_DECODERS = ("encoder-decoder", "encoder-decoder-cls")
 POOLINGS = ("first", "last", "avg", "max", "sum", "rms", "abs_max", "abs_avg")
-SCORERS = ("simple", "weighted-dot", "mlp", "hopfield")
+# "pass" keeps every text token state: only the cross-attn scorer reads it.
+TEXT_POOLINGS = (*POOLINGS, "pass")
+SCORERS = ("simple", "weighted-dot", "mlp", "hopfield", "cross-attn")
 CLASS_TOKEN_POOLINGS = ("first", "average")
-# Options the reference can train with that change the forward pass; we refuse them rather than
-# silently computing something else.
-UNSUPPORTED_FLAGS = ("use_lstm", "squeeze_layers", "layer_wise", "use_segment_embeddings", "use_calibrator")
+# Why the reference's own code cannot run a squeeze-excitation mix of all layers (see parse_config).
+SQUEEZE_REFUSAL = (
+    "squeeze_layers=true with encoder_layer_id=-1 is not supported: the reference gliclass (every "
+    "version since the option appeared in July 2024, 0.1.21 included) sizes its layer attention for "
+    "num_hidden_layers inputs but feeds it num_hidden_layers + 1 hidden states (embeddings included), "
+    "so it cannot run such a checkpoint either and there are no reference scores to match"
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,15 @@ class GLiClassConfig:
     encoder_config: dict[str, Any]
     label_model_config: dict[str, Any] | None
     encoder_layer_id: int = -1
+    # Options beyond the basic heads (see docs in README "Supported options").
+    use_lstm: bool = False
+    use_segment_embeddings: bool = False
+    scorer_num_heads: int = 16
+    scorer_mlp_hidden_size: int = 1024
+    use_calibrator: bool = False
+    calibrator_hidden_size: int = 256
+    calibrator_beta_max: float = 3.0
+    calibrator_use_bias: bool = False
     # Our extension (the reference ignores it): a constant added to every logit, so a cosine-scored
     # model can put its decision boundary at probability 0.5. The builtin model sets it.
     logit_bias: float = 0.0
@@ -43,8 +59,13 @@ class GLiClassConfig:
 
     @property
     def uses_markers(self) -> bool:
-        """Whether the text encoder's input carries `<<LABEL>>` markers."""
-        return self.architecture in ("uni-encoder", "bi-encoder-fused")
+        """Whether the model reads `<<LABEL>>` markers (in the text's row, or in its own label prompt)."""
+        return self.architecture != "bi-encoder"
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        """T5-style: text and label prompt in separate sequences, one through each stack."""
+        return self.architecture in ENCODER_DECODERS
 
     @property
     def is_bi_encoder(self) -> bool:
@@ -69,9 +90,9 @@ def parse_config(raw: dict[str, Any]) -> GLiClassConfig:
             f"architecture_type {arch!r} is not supported (supported: {', '.join(ARCHITECTURES)})"
         )
     pooling = raw.get("pooling_strategy", "first")
-    if pooling not in POOLINGS:
+    if pooling not in TEXT_POOLINGS:
         raise UnsupportedModel(
-            f"pooling_strategy {pooling!r} is not supported (supported: {', '.join(POOLINGS)})"
+            f"pooling_strategy {pooling!r} is not supported (supported: {', '.join(TEXT_POOLINGS)})"
         )
     scorer = raw.get("scorer_type", "simple")
     if scorer not in SCORERS:
@@ -79,21 +100,32 @@ def parse_config(raw: dict[str, Any]) -> GLiClassConfig:
     ctp = raw.get("class_token_pooling", "first")
     if ctp not in CLASS_TOKEN_POOLINGS:
         raise UnsupportedModel(f"class_token_pooling {ctp!r} is not supported")
-    for flag in UNSUPPORTED_FLAGS:
-        if raw.get(flag):
-            raise UnsupportedModel(f"config option {flag}=true is not supported")
-    if raw.get("multimodal"):
-        raise UnsupportedModel("multimodal GLiClass models are not supported")
+    _check_combinations(raw, arch, pooling, scorer)
     enc = raw.get("encoder_config")
     if not isinstance(enc, dict) or not isinstance(enc.get("model_type"), str):
         raise CheckpointError("config.json: 'encoder_config' with a 'model_type' is required")
-    if enc.get("is_decoder") or enc.get("is_encoder_decoder"):
-        raise UnsupportedModel(f"encoder {enc['model_type']!r} is a decoder / encoder-decoder model")
+    from gliclass_core.modeling.encoder import refuse_wrong_attention
+
+    if arch in ENCODER_DECODERS:
+        if not enc.get("is_encoder_decoder"):
+            raise UnsupportedModel(f"architecture_type {arch!r} needs an encoder-decoder encoder_config")
+        if raw.get("use_lstm"):
+            raise UnsupportedModel(f"use_lstm with architecture_type {arch!r} is not supported")
+    else:
+        refuse_wrong_attention(enc)
     label_cfg = raw.get("label_model_config")
+    if arch.startswith("bi-encoder") and isinstance(label_cfg, dict):
+        refuse_wrong_attention(label_cfg)
     if arch.startswith("bi-encoder") and not isinstance(label_cfg, dict):
         raise CheckpointError("config.json: a bi-encoder needs 'label_model_config'")
+    layer_id = raw.get("encoder_layer_id", -1)
+    layers = enc.get("num_hidden_layers")
+    if isinstance(layer_id, int) and isinstance(layers, int) and not -(layers + 1) <= layer_id <= layers:
+        raise CheckpointError(
+            f"config.json: encoder_layer_id {layer_id} is outside the encoder's {layers + 1} hidden states"
+        )
     vocab = enc.get("vocab_size")
-    hidden = raw.get("hidden_size") or enc.get("hidden_size")
+    hidden = raw.get("hidden_size") or enc.get("hidden_size") or enc.get("d_model")
     if not isinstance(hidden, int):
         raise CheckpointError("config.json: 'hidden_size' is missing")
 
@@ -121,7 +153,43 @@ def parse_config(raw: dict[str, Any]) -> GLiClassConfig:
         projector_act=str(raw.get("projector_hidden_act", "gelu")),
         encoder_config=enc,
         label_model_config=label_cfg if isinstance(label_cfg, dict) else None,
-        encoder_layer_id=int(raw.get("encoder_layer_id", -1)),
+        # Only the uni-encoder reads a chosen layer; the reference's other architectures ignore it.
+        encoder_layer_id=_int(raw, "encoder_layer_id", -1) if arch == "uni-encoder" else -1,
+        use_lstm=bool(raw.get("use_lstm")) and arch == "uni-encoder",
+        use_segment_embeddings=bool(raw.get("use_segment_embeddings")) and arch == "uni-encoder",
+        scorer_num_heads=_int(raw, "scorer_num_heads", 16),
+        scorer_mlp_hidden_size=_int(raw, "scorer_mlp_hidden_size", 1024),
+        use_calibrator=bool(raw.get("use_calibrator")),
+        calibrator_hidden_size=_int(raw, "calibrator_hidden_size", 256),
+        calibrator_beta_max=float(raw.get("calibrator_beta_max", 3.0)),
+        calibrator_use_bias=bool(raw.get("calibrator_use_bias")),
         logit_bias=float(raw.get("logit_bias", 0.0) or 0.0),
         raw=raw,
     )
+
+
+def _int(raw: dict[str, Any], key: str, default: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CheckpointError(f"config.json: '{key}' must be an integer, got {value!r}")
+    return value
+
+
+def _check_combinations(raw: dict[str, Any], arch: str, pooling: str, scorer: str) -> None:
+    """Refuse option combinations the reference cannot run (so there is nothing to match)."""
+    if (scorer == "cross-attn") != (pooling == "pass"):
+        raise UnsupportedModel(
+            f"scorer_type {scorer!r} with pooling_strategy {pooling!r}: the cross-attn scorer reads "
+            "every text token (pooling_strategy 'pass') and no other scorer can"
+        )
+    if scorer == "cross-attn" and arch != "uni-encoder":
+        raise UnsupportedModel(f"scorer_type 'cross-attn' is supported for uni-encoder models, not {arch!r}")
+    if scorer == "cross-attn" and raw.get("use_calibrator"):
+        raise UnsupportedModel(
+            "use_calibrator with scorer_type 'cross-attn' is not supported: the reference calibrator "
+            "needs one text vector, the cross-attn scorer keeps every token"
+        )
+    if raw.get("squeeze_layers") and raw.get("encoder_layer_id", -1) == -1 and arch == "uni-encoder":
+        raise UnsupportedModel(SQUEEZE_REFUSAL)
+    if raw.get("multimodal"):
+        raise UnsupportedModel("multimodal=true (decoder-kv media encoders) is not supported")

@@ -15,11 +15,44 @@ log = logging.getLogger(__name__)
 _DROP_KEYS = ("_name_or_path", "transformers_version", "architectures", "dtype", "torch_dtype")
 
 
+def refuse_wrong_attention(config: dict[str, Any]) -> None:
+    """Raise UnsupportedModel for an encoder config that AutoModel would build with causal attention.
+
+    A decoder LLM (Llama, Qwen, Mistral, Gemma, GPT-2, ...) given as `encoder_config` would run
+    causally, so label markers could not see the text after them; the reference runs such backbones
+    only through LLM2Vec's bidirectional wrappers (`llm2vec`), and checkpoints with their own code
+    (`auto_map`) need that code. We refuse both rather than score with the wrong attention.
+    """
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    model_type = str(config.get("model_type"))
+    if config.get("auto_map"):
+        raise UnsupportedModel(
+            f"encoder {model_type!r} needs its own modelling code (auto_map {sorted(config['auto_map'])}); "
+            "custom code is never run, and AutoModel would build a different network"
+        )
+    if config.get("is_decoder") or config.get("is_encoder_decoder"):
+        raise UnsupportedModel(f"encoder {model_type!r} is a decoder / encoder-decoder model")
+    if (
+        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    ):
+        raise UnsupportedModel(
+            f"encoder {model_type!r} is a causal decoder: AutoModel would run it with causal attention, "
+            "not the bidirectional LLM2Vec variant the reference uses for decoder backbones (package "
+            "llm2vec), which is not implemented here"
+        )
+
+
 def build_encoder(config: dict[str, Any], attention: str = "sdpa") -> nn.Module:
     """Instantiate `transformers.AutoModel` for `config` with random weights (weights load later)."""
     from transformers import AutoConfig, AutoModel
 
     model_type = config.get("model_type")
+    refuse_wrong_attention(config)
     kwargs = {k: v for k, v in config.items() if k not in _DROP_KEYS and k != "model_type"}
     try:
         hf_config = AutoConfig.for_model(str(model_type), **kwargs)
@@ -36,3 +69,18 @@ def build_encoder(config: dict[str, Any], attention: str = "sdpa") -> nn.Module:
     else:  # pragma: no cover - eager always exists
         raise UnsupportedModel(f"cannot build encoder {model_type!r}")
     return model
+
+
+def build_encoder_decoder(config: dict[str, Any]) -> nn.Module:
+    """Instantiate a T5-style encoder-decoder (`AutoModel`, e.g. T5Model) for `config`, random weights."""
+    from transformers import AutoConfig, AutoModel
+
+    model_type = config.get("model_type")
+    kwargs = {k: v for k, v in config.items() if k not in _DROP_KEYS and k != "model_type"}
+    try:
+        hf_config = AutoConfig.for_model(str(model_type), **kwargs)
+    except (ValueError, KeyError) as exc:
+        raise UnsupportedModel(f"encoder model_type {model_type!r} is not known to transformers") from exc
+    if not getattr(hf_config, "is_encoder_decoder", False):
+        raise UnsupportedModel(f"encoder {model_type!r} is not an encoder-decoder model")
+    return AutoModel.from_config(hf_config, attn_implementation="eager")

@@ -127,8 +127,19 @@ def load_network(directory: Path, cfg: GLiClassConfig) -> GLiClassNetwork:
     state = {k.removeprefix("model."): v for k, v in state.items()}
     net = GLiClassNetwork(cfg)
     own = net.state_dict()
-    unexpected = [k for k in state if k not in own and not any(p in k for p in _IGNORABLE)]
-    missing = [k for k in own if k not in state and not any(p in k for p in _IGNORABLE)]
+    unexpected = [
+        k
+        for k in state
+        if k not in own and not any(p in k for p in _IGNORABLE) and not k.startswith(net.unused_weights)
+    ]
+    # Tied weights (e.g. T5's embed_tokens = shared) may be saved once: a key that shares storage
+    # with a saved one is not missing.
+    saved = {own[k].data_ptr() for k in state if k in own}
+    missing = [
+        k
+        for k in own
+        if k not in state and not any(p in k for p in _IGNORABLE) and own[k].data_ptr() not in saved
+    ]
     if missing or unexpected:
         detail = []
         if missing:

@@ -85,7 +85,52 @@ class HopfieldScorer(nn.Module):
         return self.mlp(updated).squeeze(-1)
 
 
-def build_scorer(kind: str, hidden: int) -> nn.Module:
+class CrossAttnScorer(nn.Module):
+    """Labels attend over the text's token states, then an MLP over [context; label].
+
+    Queries come from the LayerNorm'd labels, keys from the LayerNorm'd tokens, values from the raw
+    tokens; `text_mask` (B, S) keeps padding (and, with extract_text_features, the label prompt) out.
+    """
+
+    def __init__(self, hidden: int, num_heads: int = 16, mlp_hidden: int = 1024) -> None:
+        super().__init__()
+        if hidden % num_heads:
+            raise ValueError(f"hidden size {hidden} is not divisible by scorer_num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.q_norm = nn.LayerNorm(hidden)
+        self.kv_norm = nn.LayerNorm(hidden)
+        self.q = nn.Linear(hidden, hidden)
+        self.k = nn.Linear(hidden, hidden)
+        self.v = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.norm = nn.LayerNorm(hidden)
+        self.score_mlp = nn.Sequential(
+            nn.Linear(hidden * 2, mlp_hidden),
+            nn.GELU(),
+            nn.Linear(mlp_hidden, mlp_hidden // 2),
+            nn.GELU(),
+            nn.Linear(mlp_hidden // 2, 1),
+        )
+
+    def forward(
+        self, tokens: torch.Tensor, labels: torch.Tensor, label_mask: torch.Tensor, text_mask: torch.Tensor
+    ) -> torch.Tensor:
+        b, k, d = labels.shape
+        heads = self.num_heads
+
+        def split(x: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, H, N, D/H)
+            return x.view(b, x.shape[1], heads, d // heads).transpose(1, 2)
+
+        q = split(self.q(self.q_norm(labels)))
+        key = split(self.k(self.kv_norm(tokens)))
+        value = split(self.v(tokens))
+        mask = text_mask.bool()[:, None, None, :]
+        context = nn.functional.scaled_dot_product_attention(q, key, value, attn_mask=mask)
+        context = self.norm(self.out(context.transpose(1, 2).reshape(b, k, d)))
+        return self.score_mlp(torch.cat([context, labels], dim=-1)).squeeze(-1)
+
+
+def build_scorer(kind: str, hidden: int, num_heads: int = 16, mlp_hidden: int = 1024) -> nn.Module:
     """Construct the scorer named in the config."""
     if kind == "simple":
         return DotScorer()
@@ -95,4 +140,6 @@ def build_scorer(kind: str, hidden: int) -> nn.Module:
         return MLPScorer(hidden)
     if kind == "hopfield":
         return HopfieldScorer(hidden)
+    if kind == "cross-attn":
+        return CrossAttnScorer(hidden, num_heads, mlp_hidden)
     raise ValueError(f"unknown scorer {kind!r}")

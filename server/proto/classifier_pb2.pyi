@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Item(_message.Message):
-    __slots__ = ("id", "text", "labels", "label_set", "threshold", "multi_label", "top_k", "label_thresholds", "prompt", "long_text", "text_chunk_size", "text_chunk_overlap", "labels_chunk_size", "label_tree", "return_hierarchical", "label_separator")
+    __slots__ = ("id", "text", "labels", "label_set", "threshold", "multi_label", "top_k", "label_thresholds", "prompt", "long_text", "text_chunk_size", "text_chunk_overlap", "labels_chunk_size", "label_tree", "return_hierarchical", "label_separator", "return_uncalibrated")
     class LabelThresholdsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class Item(_message.Message):
     LABEL_TREE_FIELD_NUMBER: _ClassVar[int]
     RETURN_HIERARCHICAL_FIELD_NUMBER: _ClassVar[int]
     LABEL_SEPARATOR_FIELD_NUMBER: _ClassVar[int]
+    RETURN_UNCALIBRATED_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
     labels: _containers.RepeatedScalarFieldContainer[str]
@@ -47,7 +48,8 @@ class Item(_message.Message):
     label_tree: _containers.RepeatedCompositeFieldContainer[LabelNode]
     return_hierarchical: bool
     label_separator: str
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., label_set: _Optional[str] = ..., threshold: _Optional[float] = ..., multi_label: _Optional[bool] = ..., top_k: _Optional[int] = ..., label_thresholds: _Optional[_Mapping[str, float]] = ..., prompt: _Optional[str] = ..., long_text: _Optional[str] = ..., text_chunk_size: _Optional[int] = ..., text_chunk_overlap: _Optional[int] = ..., labels_chunk_size: _Optional[int] = ..., label_tree: _Optional[_Iterable[_Union[LabelNode, _Mapping]]] = ..., return_hierarchical: _Optional[bool] = ..., label_separator: _Optional[str] = ...) -> None: ...
+    return_uncalibrated: bool
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., label_set: _Optional[str] = ..., threshold: _Optional[float] = ..., multi_label: _Optional[bool] = ..., top_k: _Optional[int] = ..., label_thresholds: _Optional[_Mapping[str, float]] = ..., prompt: _Optional[str] = ..., long_text: _Optional[str] = ..., text_chunk_size: _Optional[int] = ..., text_chunk_overlap: _Optional[int] = ..., labels_chunk_size: _Optional[int] = ..., label_tree: _Optional[_Iterable[_Union[LabelNode, _Mapping]]] = ..., return_hierarchical: _Optional[bool] = ..., label_separator: _Optional[str] = ..., return_uncalibrated: _Optional[bool] = ...) -> None: ...
 
 class LabelNode(_message.Message):
     __slots__ = ("name", "children")
@@ -82,14 +84,16 @@ class ClassifyStreamResponse(_message.Message):
     def __init__(self, result: _Optional[_Union[ItemResult, _Mapping]] = ...) -> None: ...
 
 class LabelScore(_message.Message):
-    __slots__ = ("label", "score", "children")
+    __slots__ = ("label", "score", "children", "uncalibrated_score")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    UNCALIBRATED_SCORE_FIELD_NUMBER: _ClassVar[int]
     label: str
     score: float
     children: _containers.RepeatedCompositeFieldContainer[LabelScore]
-    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., children: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ...) -> None: ...
+    uncalibrated_score: float
+    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., children: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., uncalibrated_score: _Optional[float] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("queue_ms", "compute_ms", "total_ms")

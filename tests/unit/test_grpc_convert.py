@@ -103,6 +103,28 @@ def test_result_keeps_label_order_and_flags() -> None:
     assert not msg.HasField("error")
 
 
+def test_uncalibrated_scores_only_when_asked_and_available() -> None:
+    timings = convert.ItemTimings(queue_ms=1.0, compute_ms=1.0, total_ms=2.0)
+    calibrated = Prediction(
+        scores={"a": 0.7, "b": 0.1}, labels=["a"], uncalibrated_scores={"a": 0.99, "b": 0.02}
+    )
+    asked = convert.result_to_proto("i", calibrated, timings, uncalibrated=True)
+    assert [(s.label, round(s.score, 3), round(s.uncalibrated_score, 3)) for s in asked.scores] == [
+        ("a", 0.7, 0.99),
+        ("b", 0.1, 0.02),
+    ]
+    not_asked = convert.result_to_proto("i", calibrated, timings)
+    assert not any(s.HasField("uncalibrated_score") for s in not_asked.scores)
+    plain = Prediction(scores={"a": 0.7}, labels=["a"])
+    assert (
+        not convert.result_to_proto("i", plain, timings, uncalibrated=True)
+        .scores[0]
+        .HasField("uncalibrated_score")
+    )
+    item = pb.Item(text="t", labels=["a"], return_uncalibrated=True)
+    assert item.return_uncalibrated and not pb.Item(text="t").return_uncalibrated
+
+
 def test_error_result_carries_code_status_and_field() -> None:
     msg = convert.error_to_proto("x", InvalidInput("bad", field="labels", index=2))
     assert (msg.error.code, msg.error.status, msg.error.field) == (3, "INVALID_ARGUMENT", "labels")

@@ -104,6 +104,18 @@ def test_over_long_text_rejected_or_truncated_per_route():
     assert resolve(Event(text="abcdefgh"), cut, app.label_sets).item.text == "abcde"
 
 
+def test_uncalibrated_scores_key_on_request():
+    pred = Prediction(scores={"a": 0.7}, labels=["a"], uncalibrated_scores={"a": 0.99})
+    event = decode_event(b'{"text": "t", "return_uncalibrated": true}')
+    assert event.return_uncalibrated
+    out = json.loads(encode_result(event, Source("in", 0, 1), pred, "m", None, 1.0))
+    assert (out["scores"], out["uncalibrated_scores"]) == ({"a": 0.7}, {"a": 0.99})
+    plain = json.loads(encode_result(Event(text="t"), Source("in", 0, 1), pred, "m", None, 1.0))
+    assert "uncalibrated_scores" not in plain
+    with pytest.raises(BadEvent, match="return_uncalibrated"):
+        decode_event(b'{"text": "t", "return_uncalibrated": "yes"}')
+
+
 def test_encode_result_and_dead_letter_headers():
     pred = Prediction(scores={"billing": 0.91, "bug": 0.2}, labels=["billing"])
     out = json.loads(

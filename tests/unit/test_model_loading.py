@@ -69,7 +69,7 @@ def test_damaged_checkpoints_raise_checkpoint_error(base: Path, tmp_path: Path, 
         ({"scorer_type": "cross-attn"}, "cross-attn"),
         ({"scorer_type": "made-up"}, "made-up"),
         ({"pooling_strategy": "pass"}, "pass"),
-        ({"use_lstm": True}, "use_lstm"),
+        ({"squeeze_layers": True}, "squeeze_layers"),
         ({"model_type": "bert"}, "not a GLiClass"),
     ],
 )
