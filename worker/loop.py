@@ -247,6 +247,10 @@ class WorkerLoop:
                     span_contexts=self.tracing.span_contexts(slots),
                 )
             except InvalidInput as exc:
+                if exc.index is None and len(slots) > 1:
+                    # The chunk's passes together exceed the whole queue (many labels per event):
+                    # one at a time, each fits or is refused with its own index.
+                    return self.submit_singly(slots)
                 if exc.index is None or not 0 <= exc.index < len(slots):
                     raise  # not about one event: a bug or a misconfiguration, not bad input
                 slots[exc.index].bad = BadEvent("invalid_input", exc.bare_message)

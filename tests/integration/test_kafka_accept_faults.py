@@ -10,6 +10,7 @@ resolution) and a scheduler that raises a RuntimeError while preparing one item 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -94,3 +95,48 @@ def test_unforeseen_failure_in_prepare_dead_letters_only_its_event(loop: Any) ->
     assert slots[1].bad.reason == "internal_error" and "RuntimeError" in slots[1].bad.message
     for slot in (slots[0], slots[2]):
         assert slot.bad is None and set(slot.future.result(60).scores) == set(slot.item.labels)
+
+
+def test_a_chunk_whose_passes_overflow_the_queue_is_submitted_one_by_one(
+    kafka: Any, group_id: str, own_checkpoint: Any
+) -> None:
+    from gliclass_core import Classifier, ClassifyItem
+    from gliclass_core.config import AppConfig, BatchingConfig, ModelConfig
+    from gliclass_core.runtime import Runtime
+
+    # A uni-encoder scores labels inside the text's pass: many labels need several passes each.
+    uni = Classifier.from_pretrained(str(own_checkpoint("faults-uni")), device="cpu")
+
+    def topics(n: int) -> list[str]:
+        return [f"topic number {i} of many" for i in range(n)]
+
+    labels = next(
+        topics(n)
+        for n in range(2, 1000)
+        if len(uni.prepare(ClassifyItem("text", tuple(topics(n)))).passes) == 5
+    )
+    # The loop submits chunks of max_queue // 4 = 3 events: 15 passes, more than the queue holds,
+    # although each event (5 passes) fits alone.
+    config = AppConfig(model=ModelConfig(device="cpu"), batching=BatchingConfig(max_wait_ms=1, max_queue=12))
+    runtime = Runtime.from_config(config, loader=lambda device: uni)
+    runtime.start()
+    assert runtime.wait_ready(60), runtime.error
+    app = worker_config(kafka, group_id, [{"input": TOPIC, "output": "out", "label_set": "support"}])
+    worker_loop = WorkerLoop(parse_kafka_config(app), app.label_sets, runtime, "builtin:minilm")
+    worker_loop.lanes[(TOPIC, 0)] = OrderedLane()
+    try:
+        values = [json.dumps({"text": f"event {i}: card charged twice", "labels": labels}) for i in range(6)]
+        slots = [worker_loop.accept(record(i, v.encode())) for i, v in enumerate(values)]
+        assert all(s.bad is None for s in slots)
+        worker_loop.submit(slots)  # raised InvalidInput into the loop before
+        deadline = time.monotonic() + 60
+        while worker_loop.unsubmitted and time.monotonic() < deadline:
+            time.sleep(0.05)  # the queue is full: retried as the loop retries
+            worker_loop.submit(worker_loop.take_unsubmitted())
+        assert not worker_loop.unsubmitted, "events still unsubmitted"
+        for slot in slots:
+            assert slot.bad is None and set(slot.future.result(60).scores) == set(labels)
+    finally:
+        worker_loop.lanes.clear()
+        worker_loop.consumer.close()
+        runtime.stop(grace_s=1)
