@@ -14,6 +14,8 @@ from gliclass_core.processing.packing import MARKER_TEXTS
 from gliclass_core.types import ClassifyItem, Example
 
 MAX_LABELS = 1000
+#: Characters of a refused value quoted in its error message.
+SHOWN_CHARS = 60
 # Characters that carry no content for a tokenizer: whitespace, controls (NUL...), format characters
 # (zero-width space, joiners, soft hyphen, BOM...), private-use and unassigned code points (BERT's
 # normaliser drops every "other" category), combining marks with no base, the replacement
@@ -67,6 +69,15 @@ def _check_string(value: str, field: str, index: int | None, what: str) -> None:
             index=index,
         )
     _no_markers(value, field, index)
+
+
+def _shown(value: object) -> str:
+    """`repr(value)`, cut short: an error message must not echo a huge input (gRPC refuses status
+    details over 16 KiB; a dead letter's headers must fit the record)."""
+    if isinstance(value, str) and len(value) > SHOWN_CHARS:
+        return f"{value[:SHOWN_CHARS]!r}... ({len(value)} characters)"
+    shown = repr(value)
+    return shown if len(shown) <= 2 * SHOWN_CHARS else f"{shown[: 2 * SHOWN_CHARS]}..."
 
 
 def _no_markers(value: str, field: str, index: int | None) -> None:
@@ -126,7 +137,7 @@ def validate_item(item: object, index: int | None = None) -> ClassifyItem:
 def _check_labels(labels: tuple[object, ...] | list[object], index: int | None) -> None:
     for label in labels:
         if not isinstance(label, str):
-            raise InvalidInput(f"label {label!r} is not a string", field="labels", index=index)
+            raise InvalidInput(f"label {_shown(label)} is not a string", field="labels", index=index)
     try:
         _valid_labels(tuple(cast(list[str], labels)))
     except InvalidInput as exc:
@@ -139,9 +150,9 @@ def _valid_labels(labels: tuple[str, ...]) -> None:
     seen: set[str] = set()
     for label in labels:
         if not has_content(label):
-            raise InvalidInput(f"contains an empty label {label!r}")
+            raise InvalidInput(f"contains an empty label {_shown(label)}")
         if label in seen:
-            raise InvalidInput(f"duplicate label {label!r}")
+            raise InvalidInput(f"duplicate label {_shown(label)}")
         seen.add(label)
     # Whole-list checks in one pass over the joined labels; the offending label is looked up after.
     joined = "\n".join(labels)
@@ -151,7 +162,7 @@ def _valid_labels(labels: tuple[str, ...]) -> None:
     if control_at(joined) is not None:
         label = next(x for x in labels if control_at(x) is not None)
         at = control_at(label) or 0
-        raise InvalidInput(f"label {label!r} holds the control character {label[at]!r}")
+        raise InvalidInput(f"label {_shown(label)} holds the control character {label[at]!r}")
 
 
 def _check_threshold(threshold: object, index: int | None) -> None:
@@ -164,4 +175,4 @@ def _check_threshold(threshold: object, index: int | None) -> None:
         values = [threshold]
     for v in values:
         if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v) or not 0.0 <= v <= 1.0:
-            raise InvalidInput(f"must be a number in [0, 1], got {v!r}", field="threshold", index=index)
+            raise InvalidInput(f"must be a number in [0, 1], got {_shown(v)}", field="threshold", index=index)
