@@ -14,6 +14,8 @@ from gliclass_core.processing.packing import MARKER_TEXTS
 from gliclass_core.types import ClassifyItem, Example
 
 MAX_LABELS = 1000
+#: Label lists up to this many characters in all have their checks cached (see _check_labels).
+CACHED_LABEL_CHARS = 4096
 #: Characters of a refused value quoted in its error message.
 SHOWN_CHARS = 60
 # Characters that carry no content for a tokenizer: whitespace, controls (NUL...), format characters
@@ -138,15 +140,18 @@ def _check_labels(labels: tuple[object, ...] | list[object], index: int | None) 
     for label in labels:
         if not isinstance(label, str):
             raise InvalidInput(f"label {_shown(label)} is not a string", field="labels", index=index)
+    strings = tuple(cast(list[str], labels))
+    # Only small label lists are cached, so hostile calls with distinct huge labels cannot pin memory
+    # (at most 1024 lists of CACHED_LABEL_CHARS characters are kept).
+    check = _valid_labels_cached if sum(map(len, strings)) <= CACHED_LABEL_CHARS else _valid_labels
     try:
-        _valid_labels(tuple(cast(list[str], labels)))
+        check(strings)
     except InvalidInput as exc:
         raise InvalidInput(exc.bare_message, field="labels", index=index) from None
 
 
-@functools.lru_cache(maxsize=1024)
 def _valid_labels(labels: tuple[str, ...]) -> None:
-    """Check a list of string labels (cached: a route's or label set's labels repeat on every item)."""
+    """Check a list of string labels (cached when small: a route's labels repeat on every item)."""
     seen: set[str] = set()
     for label in labels:
         if not has_content(label):
@@ -163,6 +168,9 @@ def _valid_labels(labels: tuple[str, ...]) -> None:
         label = next(x for x in labels if control_at(x) is not None)
         at = control_at(label) or 0
         raise InvalidInput(f"label {_shown(label)} holds the control character {label[at]!r}")
+
+
+_valid_labels_cached = functools.lru_cache(maxsize=1024)(_valid_labels)
 
 
 def _check_threshold(threshold: object, index: int | None) -> None:
