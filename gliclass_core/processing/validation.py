@@ -14,7 +14,7 @@ from gliclass_core.processing.packing import MARKER_TEXTS
 from gliclass_core.types import ClassifyItem, Example
 
 MAX_LABELS = 1000
-#: Label lists up to this many characters in all have their checks cached (see _check_labels).
+#: Label lists up to this many characters in all have their checks cached (see check_labels).
 CACHED_LABEL_CHARS = 4096
 #: Characters of a refused value quoted in its error message.
 SHOWN_CHARS = 60
@@ -108,7 +108,7 @@ def validate_item(item: object, index: int | None = None) -> ClassifyItem:
         raise InvalidInput(
             f"{len(labels)} labels; at most {MAX_LABELS} per item", field="labels", index=index
         )
-    _check_labels(labels, index)
+    check_labels(labels, index)
     _check_threshold(item.threshold, index)
     if not isinstance(item.multi_label, bool):
         raise InvalidInput("must be true or false", field="multi_label", index=index)
@@ -136,7 +136,9 @@ def validate_item(item: object, index: int | None = None) -> ClassifyItem:
     return item
 
 
-def _check_labels(labels: tuple[object, ...] | list[object], index: int | None) -> None:
+def check_labels(labels: tuple[object, ...] | list[object], index: int | None = None) -> None:
+    """InvalidInput (field labels) for a non-string, empty, duplicate, invisible-only or control-holding
+    label, a lone surrogate or a reserved marker. The list's length is the caller's to check."""
     for label in labels:
         if not isinstance(label, str):
             raise InvalidInput(f"label {_shown(label)} is not a string", field="labels", index=index)
