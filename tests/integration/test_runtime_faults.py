@@ -146,6 +146,8 @@ def test_a_replica_that_keeps_faulting_takes_the_pool_out_of_ready(
     while time.monotonic() < deadline:
         try:
             futures += bulk(runtime, TEXTS[:2])
+        except Overloaded:
+            pass  # the faulting replica is slower than the feed (a loaded machine): keep feeding
         except NotReady:
             break
         time.sleep(0.02)
