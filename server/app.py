@@ -42,7 +42,7 @@ WORKER_POLL_S = 0.2
 
 
 class ServeError(GliclassError):
-    """The server cannot keep running (the model failed to load)."""
+    """The server cannot keep running (the model failed to load, or its pool stopped)."""
 
     reason = "serve"
 
@@ -61,6 +61,7 @@ class GrpcServer:
         self._stopping = False
         self.load_error: BaseException | None = None
         self.load_failed = asyncio.Event()
+        self.was_serving = False  # load_error came after SERVING: the pool stopped, loading was fine
 
     async def start(self) -> int:
         """Bind and start serving; health stays NOT_SERVING until the runtime is warm. Return the port."""
@@ -114,7 +115,7 @@ class GrpcServer:
                 for service in ("", SERVICE_NAME):
                     await self.health.set(service, NOT_SERVING)
                 log.error("model pool stopped: health NOT_SERVING (%s)", error)
-                self.load_error = error
+                self.load_error, self.was_serving = error, True
                 self.load_failed.set()
                 return
             await asyncio.sleep(READY_POLL_S)
@@ -191,7 +192,8 @@ async def serve(
         for task in watched:
             task.cancel()
         if server.load_error is not None:
-            raise ServeError(f"the model failed to load: {server.load_error}") from server.load_error
+            what = "the model pool stopped" if server.was_serving else "the model failed to load"
+            raise ServeError(f"{what}: {server.load_error}") from server.load_error
         if worker is not None and not worker.running and not stop.is_set():
             # Half a server must not look healthy: NOT_SERVING now, then exit non-zero so that
             # compose / Kubernetes restart the process (which re-reads from the committed offsets).

@@ -38,16 +38,27 @@ _CODES: tuple[tuple[type[GliclassError], grpc.StatusCode], ...] = (
 )
 
 
+#: Status details are sent as a (percent-encoded) trailer, which gRPC refuses over 16 KiB: the
+#: client would get RESOURCE_EXHAUSTED "Stream removed" instead of the real status.
+MAX_DETAILS_CHARS = 1000
+
+
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """Return the status code and client-facing message for an exception."""
+    """Return the status code and client-facing message (at most MAX_DETAILS_CHARS) for an exception."""
     for cls, code in _CODES:
         if isinstance(exc, cls):
-            return code, str(exc)
+            return code, _details(str(exc))
     if isinstance(exc, GliclassError):
-        return grpc.StatusCode.INTERNAL, str(exc)
+        return grpc.StatusCode.INTERNAL, _details(str(exc))
     # Unexpected: log the traceback here, never send internals to the client.
     log.error("unexpected error in a gRPC call", exc_info=exc)
     return grpc.StatusCode.INTERNAL, "internal error"
+
+
+def _details(message: str) -> str:
+    if len(message) <= MAX_DETAILS_CHARS:
+        return message
+    return f"{message[:MAX_DETAILS_CHARS]}... ({len(message) - MAX_DETAILS_CHARS} more characters cut)"
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):

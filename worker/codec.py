@@ -20,7 +20,13 @@ from gliclass_core.errors import InvalidInput
 from gliclass_core.processing.bounded_json import JsonRejected
 from gliclass_core.processing.bounded_json import loads as bounded_loads
 from gliclass_core.processing.hierarchy import flatten, tree_from_labels
-from gliclass_core.processing.validation import MAX_LABELS, control_at, has_content, lone_surrogate_at
+from gliclass_core.processing.validation import (
+    MAX_LABELS,
+    check_labels,
+    control_at,
+    has_content,
+    lone_surrogate_at,
+)
 from gliclass_core.types import LabelNode, Prediction
 
 Headers = list[tuple[str, bytes]]
@@ -155,21 +161,13 @@ def _labels(labels: object) -> tuple[str, ...] | None:
         raise BadEvent("invalid_labels", "'labels' must be a non-empty list of non-empty strings")
     if len(labels) > MAX_LABELS:
         raise BadEvent("invalid_labels", f"'labels' has {len(labels)} entries; at most {MAX_LABELS}")
-    for i, label in enumerate(labels):
-        if not has_content(label):
-            raise BadEvent("invalid_labels", f"label {i} is empty (only whitespace or invisible characters)")
-    joined = "\n".join(labels)  # one pass for the checks below; the offending label is found after
-    if lone_surrogate_at(joined) is not None:
-        i = next(i for i, x in enumerate(labels) if lone_surrogate_at(x) is not None)
-        raise BadEvent("invalid_labels", f"label {i} holds a lone surrogate (not valid Unicode)")
-    if control_at(joined) is not None:
-        i = next(i for i, x in enumerate(labels) if control_at(x) is not None)
-        raise BadEvent("invalid_labels", f"label {i} holds a control character")
-    size = len(joined.encode("utf-8")) - (len(labels) - 1)
+    try:
+        check_labels(labels)  # the checks every edge applies (content, duplicates, surrogates, controls)
+    except InvalidInput as exc:
+        raise BadEvent("invalid_labels", exc.bare_message) from None
+    size = sum(len(label.encode("utf-8")) for label in labels)
     if size > MAX_LABEL_BYTES:
         raise BadEvent("invalid_labels", f"'labels' total {size} bytes of UTF-8; at most {MAX_LABEL_BYTES}")
-    if len(set(labels)) != len(labels):
-        raise BadEvent("invalid_labels", "'labels' contains duplicates")
     return tuple(labels)
 
 

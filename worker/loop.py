@@ -264,8 +264,8 @@ class WorkerLoop:
                 )
             except InvalidInput as exc:
                 if exc.index is None or not 0 <= exc.index < len(slots):
-                    # About the call as a whole (e.g. its passes together exceed the queue): one event
-                    # at a time finds the event it is about, or shows each fits alone.
+                    # About the call as a whole (its passes together exceed the queue: many labels
+                    # per event): one at a time, each fits or is refused with its own reason.
                     if len(slots) > 1:
                         return self.submit_singly(slots)
                     slots[0].bad = BadEvent("invalid_input", exc.bare_message)

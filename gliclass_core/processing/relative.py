@@ -26,6 +26,9 @@ import numpy as np
 from gliclass_core.errors import CheckpointError
 
 CONFIG_KEY = "relative_scoring"
+#: Bound on both options. Logits are of order 10; a finite but huge value overflows the float32
+#: logits to +-inf, and softmax (single-label mode) turns those into NaN scores.
+MAX_ABS_VALUE = 1000.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ def from_config(raw: Mapping[str, Any]) -> RelativeScoring | None:
         value = spec.get(key)
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise CheckpointError(f"config.json: '{CONFIG_KEY}.{key}' must be a finite number")
+        if abs(value) > MAX_ABS_VALUE:
+            raise CheckpointError(f"config.json: '{CONFIG_KEY}.{key}' must be within +-{MAX_ABS_VALUE:g}")
         values[key] = float(value)
     if values["margin_weight"] < 0:
         raise CheckpointError(f"config.json: '{CONFIG_KEY}.margin_weight' must be >= 0 (keeps label ranks)")

@@ -14,6 +14,10 @@ from gliclass_core.processing.packing import MARKER_TEXTS
 from gliclass_core.types import ClassifyItem, Example
 
 MAX_LABELS = 1000
+#: Label lists up to this many characters in all have their checks cached (see check_labels).
+CACHED_LABEL_CHARS = 4096
+#: Characters of a refused value quoted in its error message.
+SHOWN_CHARS = 60
 # Characters that carry no content for a tokenizer: whitespace, controls (NUL...), format characters
 # (zero-width space, joiners, soft hyphen, BOM...), private-use and unassigned code points (BERT's
 # normaliser drops every "other" category), combining marks with no base, the replacement
@@ -69,6 +73,15 @@ def _check_string(value: str, field: str, index: int | None, what: str) -> None:
     _no_markers(value, field, index)
 
 
+def _shown(value: object) -> str:
+    """`repr(value)`, cut short: an error message must not echo a huge input (gRPC refuses status
+    details over 16 KiB; a dead letter's headers must fit the record)."""
+    if isinstance(value, str) and len(value) > SHOWN_CHARS:
+        return f"{value[:SHOWN_CHARS]!r}... ({len(value)} characters)"
+    shown = repr(value)
+    return shown if len(shown) <= 2 * SHOWN_CHARS else f"{shown[: 2 * SHOWN_CHARS]}..."
+
+
 def _no_markers(value: str, field: str, index: int | None) -> None:
     for marker in MARKER_TEXTS:
         if marker in value:
@@ -95,7 +108,7 @@ def validate_item(item: object, index: int | None = None) -> ClassifyItem:
         raise InvalidInput(
             f"{len(labels)} labels; at most {MAX_LABELS} per item", field="labels", index=index
         )
-    _check_labels(labels, index)
+    check_labels(labels, index)
     _check_threshold(item.threshold, index)
     if not isinstance(item.multi_label, bool):
         raise InvalidInput("must be true or false", field="multi_label", index=index)
@@ -123,25 +136,30 @@ def validate_item(item: object, index: int | None = None) -> ClassifyItem:
     return item
 
 
-def _check_labels(labels: tuple[object, ...] | list[object], index: int | None) -> None:
+def check_labels(labels: tuple[object, ...] | list[object], index: int | None = None) -> None:
+    """InvalidInput (field labels) for a non-string, empty, duplicate, invisible-only or control-holding
+    label, a lone surrogate or a reserved marker. The list's length is the caller's to check."""
     for label in labels:
         if not isinstance(label, str):
-            raise InvalidInput(f"label {label!r} is not a string", field="labels", index=index)
+            raise InvalidInput(f"label {_shown(label)} is not a string", field="labels", index=index)
+    strings = tuple(cast(list[str], labels))
+    # Only small label lists are cached, so hostile calls with distinct huge labels cannot pin memory
+    # (at most 1024 lists of CACHED_LABEL_CHARS characters are kept).
+    check = _valid_labels_cached if sum(map(len, strings)) <= CACHED_LABEL_CHARS else _valid_labels
     try:
-        _valid_labels(tuple(cast(list[str], labels)))
+        check(strings)
     except InvalidInput as exc:
         raise InvalidInput(exc.bare_message, field="labels", index=index) from None
 
 
-@functools.lru_cache(maxsize=1024)
 def _valid_labels(labels: tuple[str, ...]) -> None:
-    """Check a list of string labels (cached: a route's or label set's labels repeat on every item)."""
+    """Check a list of string labels (cached when small: a route's labels repeat on every item)."""
     seen: set[str] = set()
     for label in labels:
         if not has_content(label):
-            raise InvalidInput(f"contains an empty label {label!r}")
+            raise InvalidInput(f"contains an empty label {_shown(label)}")
         if label in seen:
-            raise InvalidInput(f"duplicate label {label!r}")
+            raise InvalidInput(f"duplicate label {_shown(label)}")
         seen.add(label)
     # Whole-list checks in one pass over the joined labels; the offending label is looked up after.
     joined = "\n".join(labels)
@@ -151,7 +169,10 @@ def _valid_labels(labels: tuple[str, ...]) -> None:
     if control_at(joined) is not None:
         label = next(x for x in labels if control_at(x) is not None)
         at = control_at(label) or 0
-        raise InvalidInput(f"label {label!r} holds the control character {label[at]!r}")
+        raise InvalidInput(f"label {_shown(label)} holds the control character {label[at]!r}")
+
+
+_valid_labels_cached = functools.lru_cache(maxsize=1024)(_valid_labels)
 
 
 def _check_threshold(threshold: object, index: int | None) -> None:
@@ -164,4 +185,4 @@ def _check_threshold(threshold: object, index: int | None) -> None:
         values = [threshold]
     for v in values:
         if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v) or not 0.0 <= v <= 1.0:
-            raise InvalidInput(f"must be a number in [0, 1], got {v!r}", field="threshold", index=index)
+            raise InvalidInput(f"must be a number in [0, 1], got {_shown(v)}", field="threshold", index=index)

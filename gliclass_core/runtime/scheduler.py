@@ -232,7 +232,8 @@ class Scheduler:
 
         Raises (enqueuing nothing) InvalidInput naming the item (also when an item, or the call,
         needs more passes than the whole queue holds: it could never fit), Overloaded when the
-        queue has no room for all of them now, NotReady before warm-up or after shutdown began.
+        queue has no room for all of them now (checked first against one pass per item, before
+        anything is tokenized or validated), NotReady before warm-up or after shutdown began.
         `deadline` is an absolute `time.monotonic()` time. `span_contexts` (one per item) are
         what each item's batch span links to; by default every item links to the caller's span.
         """
@@ -248,6 +249,12 @@ class Scheduler:
             raise InvalidInput(
                 f"{len(items)} items in one call; the queue holds at most {self.max_queue}", field="items"
             )
+        if self._depth + len(items) > self.max_queue and (deadline is None or deadline > self._clock()):
+            # Every valid item needs a pass: refuse before planning, so a caller retrying against a
+            # full queue (the Kafka worker every few ms) does not validate its whole call each time.
+            # (An unlocked read: the check under the lock below is the one that counts.)
+            self._stats.count("rejected_items", len(items))
+            raise Overloaded(f"queue full ({self._depth} of {self.max_queue} queued); retry later")
         plans = [classifier.plan(item, index) for index, item in enumerate(items)]
         contexts = span_contexts or [capture_span_context()] * len(items)
         rows = self._check_fits(plans)

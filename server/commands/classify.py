@@ -145,7 +145,7 @@ def _lines(stream: IO[str]) -> Iterator[tuple[int, str | None]]:
         if not line:
             return
         number += 1
-        if len(line) > MAX_LINE_CHARS:
+        if len(line) > MAX_LINE_CHARS and not line.endswith("\n"):  # MAX_LINE_CHARS and its newline fit
             while line and not line.endswith("\n"):
                 line = stream.readline(MAX_LINE_CHARS)
             yield number, None

@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
                     )
                 continue
             if runtime.error is not None:
-                log.error("the model failed to load: %s", runtime.error)
+                what = "the model pool stopped" if announced else "the model failed to load"
+                log.error("%s: %s", what, runtime.error)
                 code = 1
                 break
             if not worker.running:

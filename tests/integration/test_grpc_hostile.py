@@ -78,3 +78,19 @@ def test_unparsable_request_is_invalid_argument_and_the_server_keeps_serving(
         pb.ClassifyRequest(items=[pb.Item(text="still up", labels=["a"])]), timeout=30
     )
     assert [s.label for s in reply.results[0].scores] == ["a"]
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        ["sport", "x" * 60_000, "x" * 60_000],  # a duplicate
+        ["sport", "\u200b" * 50_000],  # content-less
+        ["sport", "y" * 100_000 + "\x01"],  # a control character
+    ],
+)
+def test_a_huge_bad_label_is_invalid_argument_with_a_short_message(classifier_stub: Any, labels: Any) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        classifier_stub.Classify(pb.ClassifyRequest(items=[pb.Item(text="fine", labels=labels)]), timeout=30)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "item 0, field 'labels'" in info.value.details()
+    assert len(info.value.details()) < 1000  # a status that echoed the label did not reach the client

@@ -52,7 +52,7 @@ def test_health_goes_not_serving_when_the_pool_stops(monkeypatch: pytest.MonkeyP
             assert status() == health_pb2.HealthCheckResponse.NOT_SERVING
             assert grpc.StatusCode.DEADLINE_EXCEEDED not in codes
             assert server.server.load_failed.is_set()
-            assert "stopped after 5 faults" in str(server.server.load_error)
+            assert "stopped after 5 faults" in str(server.server.load_error) and server.server.was_serving
             with pytest.raises(grpc.RpcError) as refused:
                 classify.Classify(pb.ClassifyRequest(items=[item]), timeout=30)
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE

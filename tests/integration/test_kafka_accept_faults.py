@@ -10,6 +10,7 @@ resolution) and a scheduler that raises a RuntimeError while preparing one item 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -96,33 +97,46 @@ def test_unforeseen_failure_in_prepare_dead_letters_only_its_event(loop: Any) ->
         assert slot.bad is None and set(slot.future.result(60).scores) == set(slot.item.labels)
 
 
-class WholeCallRefusingScheduler:
-    """FAKE: the real scheduler, except that a call of several items is refused as a whole with an
-    InvalidInput naming no item, as a call whose label-chunk passes together exceed max_queue is (the
-    builtin bi-encoder needs one pass per item, so the real one never refuses a worker chunk so)."""
+def test_a_chunk_whose_passes_overflow_the_queue_is_submitted_one_by_one(
+    kafka: Any, group_id: str, own_checkpoint: Any
+) -> None:
+    from gliclass_core import Classifier, ClassifyItem
+    from gliclass_core.config import AppConfig, BatchingConfig, ModelConfig
+    from gliclass_core.runtime import Runtime
 
-    def __init__(self, real: Any) -> None:
-        self.real = real
-        self.max_queue = real.max_queue
-        self.calls: list[int] = []
+    # A uni-encoder scores labels inside the text's pass: many labels need several passes each.
+    uni = Classifier.from_pretrained(str(own_checkpoint("faults-uni")), device="cpu")
 
-    def submit(self, items: Any, **kwargs: Any) -> Any:
-        from gliclass_core.errors import InvalidInput
+    def topics(n: int) -> list[str]:
+        return [f"topic number {i} of many" for i in range(n)]
 
-        self.calls.append(len(items))
-        if len(items) > 1:
-            raise InvalidInput("the call needs more passes than the queue holds", field="items")
-        if "huge" in items[0].text:
-            raise InvalidInput("the item needs more passes than the queue holds", field="labels")
-        return self.real.submit(items, **kwargs)
-
-
-def test_call_level_invalid_input_is_split_until_it_names_one_event(loop: Any) -> None:
-    loop.scheduler = WholeCallRefusingScheduler(loop.scheduler)
-    texts = ["card charged twice", "huge item", "refund my order"]
-    slots = [loop.accept(record(i, text.encode())) for i, text in enumerate(texts)]
-    loop.submit(slots)  # must not raise into the loop
-    assert loop.scheduler.calls[0] == 3 and loop.scheduler.calls[1:] == [1, 1, 1]
-    assert slots[1].bad.reason == "invalid_input" and "passes" in slots[1].bad.message
-    for slot in (slots[0], slots[2]):
-        assert slot.bad is None and set(slot.future.result(60).scores) == set(slot.item.labels)
+    labels = next(
+        topics(n)
+        for n in range(2, 1000)
+        if len(uni.prepare(ClassifyItem("text", tuple(topics(n)))).passes) == 5
+    )
+    # The loop submits chunks of max_queue // 4 = 3 events: 15 passes, more than the queue holds,
+    # although each event (5 passes) fits alone.
+    config = AppConfig(model=ModelConfig(device="cpu"), batching=BatchingConfig(max_wait_ms=1, max_queue=12))
+    runtime = Runtime.from_config(config, loader=lambda device: uni)
+    runtime.start()
+    assert runtime.wait_ready(60), runtime.error
+    app = worker_config(kafka, group_id, [{"input": TOPIC, "output": "out", "label_set": "support"}])
+    worker_loop = WorkerLoop(parse_kafka_config(app), app.label_sets, runtime, "builtin:minilm")
+    worker_loop.lanes[(TOPIC, 0)] = OrderedLane()
+    try:
+        values = [json.dumps({"text": f"event {i}: card charged twice", "labels": labels}) for i in range(6)]
+        slots = [worker_loop.accept(record(i, v.encode())) for i, v in enumerate(values)]
+        assert all(s.bad is None for s in slots)
+        worker_loop.submit(slots)  # raised InvalidInput into the loop before
+        deadline = time.monotonic() + 60
+        while worker_loop.unsubmitted and time.monotonic() < deadline:
+            time.sleep(0.05)  # the queue is full: retried as the loop retries
+            worker_loop.submit(worker_loop.take_unsubmitted())
+        assert not worker_loop.unsubmitted, "events still unsubmitted"
+        for slot in slots:
+            assert slot.bad is None and set(slot.future.result(60).scores) == set(labels)
+    finally:
+        worker_loop.lanes.clear()
+        worker_loop.consumer.close()
+        runtime.stop(grace_s=1)

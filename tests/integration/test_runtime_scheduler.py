@@ -165,6 +165,27 @@ def test_full_queue_rejects_at_once_with_overloaded(classifier: Classifier) -> N
     assert scheduler.close(grace_s=0) == 3
 
 
+def test_a_full_queue_refuses_before_planning(
+    classifier: Classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scheduler = _idle_scheduler(classifier, max_queue=4)
+    scheduler.submit([ClassifyItem(t, LABELS) for t in TEXTS[:3]])
+    plan, calls = classifier.plan, []
+
+    def counted(*args, **kwargs):  # the real plan (validation, label chunks), counted
+        calls.append(args)
+        return plan(*args, **kwargs)
+
+    monkeypatch.setattr(classifier, "plan", counted)
+    for _ in range(3):  # a caller retrying against the full queue
+        with pytest.raises(Overloaded):
+            scheduler.submit([ClassifyItem(t, LABELS) for t in TEXTS[:2]])
+    assert calls == [] and scheduler.stats().rejected_items == 6
+    scheduler.submit([ClassifyItem(TEXTS[0], LABELS)])  # one pass of room: planned and queued
+    assert len(calls) == 1 and scheduler.stats().queue_depth == 4
+    assert scheduler.close(grace_s=0) == 4
+
+
 def test_shutdown_fails_queued_items_explicitly(classifier: Classifier) -> None:
     scheduler = _idle_scheduler(classifier, max_queue=10)
     futures = scheduler.submit([ClassifyItem(t, LABELS) for t in TEXTS[:3]])

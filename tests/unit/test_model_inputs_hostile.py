@@ -182,3 +182,21 @@ def test_content_rule_is_the_unicode_categories_for_every_code_point() -> None:
     ]
     assert not wrong
     assert not has_content("\x00" * 1_000_000) and has_content("\u200b" * 300_000 + "a")
+
+
+def test_label_checks_are_cached_only_for_small_label_lists() -> None:
+    from gliclass_core.processing import validation
+
+    cache = validation._valid_labels_cached
+    small = ("sport", "finance", "label cache probe")
+    validate_item(ClassifyItem("fine", small))
+    validate_item(ClassifyItem("fine", small))
+    assert cache.cache_info().hits >= 1
+    # Distinct huge label lists (hostile calls) are checked each time and never kept.
+    before = cache.cache_info().currsize
+    for i in range(3):
+        huge = ("sport", f"{i}" + "x" * validation.CACHED_LABEL_CHARS)
+        validate_item(ClassifyItem("fine", huge))
+        with pytest.raises(InvalidInput, match=r"duplicate label '\dx{10}.*\.\.\. \(\d+ characters\)"):
+            validate_item(ClassifyItem("fine", (*huge, huge[1])))
+    assert cache.cache_info().currsize == before

@@ -104,6 +104,15 @@ def test_torch_and_numpy_maps_agree_with_padding() -> None:
         ({"margin_weight": "2", "lone_label_logit": 0.0}, "finite number"),
         ({"margin_weight": 1.0}, "lone_label_logit"),
         ({"margin_weight": 1.0, "lone_label_logit": 0.0, "extra": 1}, "unknown keys"),
+        ({"margin_weight": float("nan"), "lone_label_logit": 0.0}, "finite number"),
+        ({"margin_weight": 1.0, "lone_label_logit": float("-inf")}, "finite number"),
+        ({"margin_weight": True, "lone_label_logit": 0.0}, "finite number"),
+        ({"margin_weight": None, "lone_label_logit": 0.0}, "finite number"),
+        ({"margin_weight": [1.0], "lone_label_logit": 0.0}, "finite number"),
+        # Finite but huge: the logits would overflow to +-inf and single-label scores be NaN.
+        ({"margin_weight": 1e300, "lone_label_logit": 0.0}, "within"),
+        ({"margin_weight": 1.0, "lone_label_logit": -1e300}, "within"),
+        ([1.0, 0.0], "must be an object"),
     ],
 )
 def test_bad_relative_options_are_refused_at_load(
