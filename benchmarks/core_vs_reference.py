@@ -197,13 +197,21 @@ def builtin_quality(engines: list[str]) -> None:
         truth = np.array([[k in r["true_labels"] for k in labels] for r in rows])
         texts = [r["text"] for r in rows]
         parts = []
+        base = None
         for name, clf in models.items():
             probs = np.array([[p.scores[k] for k in labels] for p in clf.classify(texts, labels)])
             single = np.eye(len(labels), dtype=bool)[probs.argmax(1)]
-            parts.append(
+            part = (
                 f"{name}: single-label macro-F1 {macro_f1(single, truth):.3f},"
                 f" multi-label@0.5 {macro_f1(probs >= 0.5, truth):.3f}"
             )
+            if base is None:
+                base = probs
+            else:
+                top1 = float(np.mean(probs.argmax(1) == base.argmax(1)))
+                diff = float(np.abs(probs - base).max())
+                part += f", top-1 agreement with torch fp32 {top1:.3f}, max |dprob| {diff:.1e}"
+            parts.append(part)
         print(
             f"builtin:minilm on {path.name} ({len(rows)} texts, {len(labels)} labels): " + " | ".join(parts)
         )
