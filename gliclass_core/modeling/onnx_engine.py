@@ -10,7 +10,8 @@ percent of padding is not worth the gathers. When the head reads only a few posi
 last token pooling, class-token "first"), the last layer computes only those, as on torch.
 
 Each thread that runs a forward pass gets its own ONNX Runtime session (replica threads and the
-offline `classify` caller never share one), with as many intra-op threads as torch has there.
+offline `classify` caller never share one), with as many intra-op threads as torch has there
+(`[model] cpu_threads` split over the replicas, as on torch).
 
 Supported: BERT-family encoders (`model_type` bert with absolute positions), last-layer features,
 every architecture `Classifier` runs (uni-encoder, bi-encoder, fused). Anything else is refused
@@ -118,6 +119,9 @@ class OnnxEncoder:
             opts.intra_op_num_threads = max(1, torch.get_num_threads())
             opts.inter_op_num_threads = 1
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            # Idle pool threads sleep instead of spinning: the cores are shared with tokenizing
+            # threads, other replicas and other processes (measured faster here under load, int8 most).
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             sess = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
             self._local.session = sess
         return sess

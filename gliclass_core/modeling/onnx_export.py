@@ -51,7 +51,7 @@ class BertExport(nn.Module):
         self.layers = nn.ModuleList(_Layer(layer, heads) for layer in model.encoder.layer)
 
     def smooth(
-        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, alpha: float = SMOOTH_ALPHA
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, alpha: float | None = None
     ) -> None:
         """SmoothQuant: move per-channel activation range into the weights before int8 quantisation.
 
@@ -61,6 +61,7 @@ class BertExport(nn.Module):
         weight rows multiplied by s: the same function in fp32, flatter activations for int8.
         Calibrated on `inputs_embeds` (real rows of the model's own inputs).
         """
+        alpha = SMOOTH_ALPHA if alpha is None else alpha
         for layer in self.layers:
             layer.observed = {}
         keep = torch.arange(inputs_embeds.shape[1]).expand(inputs_embeds.shape[0], -1)
@@ -271,6 +272,7 @@ def _atomic(path: Path, write: Any) -> None:
     tmp = Path(name)
     try:
         write(tmp)
+        tmp.chmod(0o644)  # mkstemp makes it private; the cache is read like any model file
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

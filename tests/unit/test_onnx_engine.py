@@ -16,13 +16,13 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
-from fixtures.models import write_checkpoint  # noqa: E402
+from fixtures.models import write_checkpoint
 
-from gliclass_core import Classifier  # noqa: E402
-from gliclass_core.config import ConfigError, parse_config  # noqa: E402
-from gliclass_core.errors import InvalidInput, UnsupportedModel  # noqa: E402
-from gliclass_core.modeling import fast_bert, onnx_engine, onnx_export  # noqa: E402
-from gliclass_core.modeling.onnx_engine import OnnxEncoder, length_groups  # noqa: E402
+from gliclass_core import Classifier
+from gliclass_core.config import ConfigError, parse_config
+from gliclass_core.errors import InvalidInput, UnsupportedModel
+from gliclass_core.modeling import fast_bert, onnx_engine, onnx_export
+from gliclass_core.modeling.onnx_engine import OnnxEncoder, length_groups
 
 LABELS = ["billing", "bug report", "sports", "travel"]
 TEXTS = [
@@ -133,7 +133,9 @@ def test_builtin_onnx_fp32_matches_torch_on_mixed_lengths(builtin_classifier: Cl
     alone = np.concatenate([scores(clf, [t], LABELS) for t in TEXTS])
     np.testing.assert_allclose(alone, want, atol=1e-5)  # batch-invariant, as on torch
     single = scores(clf, TEXTS, LABELS, multi_label=False)
-    np.testing.assert_allclose(single, scores(builtin_classifier, TEXTS, LABELS, multi_label=False), atol=1e-5)
+    np.testing.assert_allclose(
+        single, scores(builtin_classifier, TEXTS, LABELS, multi_label=False), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize(
@@ -194,7 +196,7 @@ def test_unsupported_encoders_and_options_are_refused() -> None:
     raw = {"model_type": "GLiClass", "architecture_type": "uni-encoder", "hidden_size": 32,
            "encoder_config": deberta, "class_token_index": 97, "text_token_index": 98,
            "example_token_index": 99}  # fmt: skip
-    with pytest.raises(UnsupportedModel, match="BERT-family.*deberta-v2"):
+    with pytest.raises(UnsupportedModel, match=r"BERT-family.*deberta-v2"):
         onnx_engine.check_supported(GLiClassNetwork(parse_model_config(raw)))
     bert = {**deberta, "model_type": "bert"}
     layered = GLiClassNetwork(parse_model_config({**raw, "encoder_config": bert, "encoder_layer_id": 0}))
