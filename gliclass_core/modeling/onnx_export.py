@@ -23,7 +23,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -39,6 +39,9 @@ _LINEARS = ("qkv", "out", "up", "down")
 
 class BertExport(nn.Module):
     """Export-friendly padded BERT forward over a `transformers` BertModel's weights."""
+
+    positions: torch.Tensor
+    type_row: torch.Tensor
 
     def __init__(self, model: Any) -> None:
         super().__init__()
@@ -62,12 +65,13 @@ class BertExport(nn.Module):
         Calibrated on `inputs_embeds` (real rows of the model's own inputs).
         """
         alpha = SMOOTH_ALPHA if alpha is None else alpha
-        for layer in self.layers:
+        layers = [cast(_Layer, layer) for layer in self.layers]
+        for layer in layers:
             layer.observed = {}
         keep = torch.arange(inputs_embeds.shape[1]).expand(inputs_embeds.shape[0], -1)
         with torch.no_grad():
             self(inputs_embeds, attention_mask, keep)
-            for layer in self.layers:
+            for layer in layers:
                 layer.apply_smoothing(alpha)
 
     def forward(
@@ -166,7 +170,7 @@ def cache_dir() -> Path:
     return cache_root() / "onnx"
 
 
-def encoder_digest(model: nn.Module, dtype: str, calibration: Calibration | None = None) -> str:
+def encoder_digest(model: Any, dtype: str, calibration: Calibration | None = None) -> str:
     """Cache key of `model`'s export at `dtype`: its weights and config plus the exporter's version.
 
     int8 adds onnxruntime's version (its quantiser) and the calibration rows.
@@ -222,7 +226,7 @@ def ensure_export(model: nn.Module, dtype: str, calibration: Calibration | None 
     return path, True
 
 
-def export_encoder(model: nn.Module, out: Path, calibration: Calibration | None = None) -> None:
+def export_encoder(model: Any, out: Path, calibration: Calibration | None = None) -> None:
     """Trace `model` (a BertModel) into an ONNX file at `out` (fp32, dynamic batch/sequence/keep axes).
 
     With `calibration`, the graph is smoothed for int8 first (`BertExport.smooth`).
@@ -230,9 +234,9 @@ def export_encoder(model: nn.Module, out: Path, calibration: Calibration | None 
     wrapper = BertExport(model).eval()
     if calibration is not None:
         with torch.no_grad():
-            embeds = model.embeddings.word_embeddings(calibration.input_ids)  # type: ignore[union-attr, operator]
+            embeds = model.embeddings.word_embeddings(calibration.input_ids)
         wrapper.smooth(embeds, calibration.attention_mask)
-    dim = int(model.config.hidden_size)  # type: ignore[union-attr]
+    dim = int(model.config.hidden_size)
     embeds = torch.randn(2, 7, dim)
     mask = torch.ones(2, 7, dtype=torch.long)
     mask[1, 5:] = 0
