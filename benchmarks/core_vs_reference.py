@@ -13,8 +13,13 @@ interleaved with alternating order, and the best time per side and window is sum
 spikes on a shared machine hit both alike. Prints texts/s per side and the ratio, and checks that
 the predicted labels' scores agree.
 
+`--engines onnx,int8` adds our Classifier on ONNX Runtime (fp32, and int8 dynamically quantised)
+as further sides (needs `gliclass-stream[onnx]`; uni and calibrated BERT checkpoints), with the
+largest probability difference from the reference and from ours-torch, int8's top-1 agreement
+with ours-torch, and the builtin model's macro-F1 on the labelled sets in tests/data at fp32 and int8.
+
 Usage:  python benchmarks/core_vs_reference.py [--threads N] [--repeats 3] [--texts 512] [--mixed 256]
-                                             [--families uni,cross-attn,calibrated]
+                                             [--families uni,cross-attn,calibrated] [--engines onnx,int8]
 Needs the reference package (`pip install gliclass`, a test dependency); checkpoints are built by
 tests/fixtures/reference.py.
 """
@@ -97,6 +102,9 @@ def main() -> None:
     ap.add_argument("--checkpoint", help="use this checkpoint instead of building one (one family)")
     ap.add_argument("--families", default=",".join(FAMILIES), help="comma-separated: " + ", ".join(FAMILIES))
     ap.add_argument(
+        "--engines", default="", help="extra sides of ours: comma list of onnx (fp32 ONNX Runtime), int8"
+    )
+    ap.add_argument(
         "--no-malloc-tuning",
         action="store_true",
         help="leave glibc mmap/trim thresholds alone (default: raised for both sides, as serve does)",
@@ -131,10 +139,13 @@ def main() -> None:
         else:
             ckpt = build_checkpoint(Path(tempfile.mkdtemp()) / family, FAMILIES[family])
         run_family(family, ckpt, workloads, args)
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if engines:
+        builtin_quality(engines)
 
 
 def run_family(family: str, ckpt: Path, workloads: dict[str, list[str]], args: argparse.Namespace) -> None:
-    """Reference pipeline vs ours on one checkpoint, every workload; prints one line per workload."""
+    """Reference pipeline vs ours (and each engine) on one checkpoint; prints lines per workload."""
     from gliclass import GLiClassModel, ZeroShotClassificationPipeline
     from transformers import AutoTokenizer
 
@@ -145,40 +156,106 @@ def run_family(family: str, ckpt: Path, workloads: dict[str, list[str]], args: a
     pipe = ZeroShotClassificationPipeline(
         ref_model, tokenizer, classification_type="multi-label", device="cpu", progress_bar=False
     )
-    ours = Classifier.from_pretrained(str(ckpt), device="cpu", dtype="float32")
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    ours: dict[str, Classifier] = {
+        "ours": Classifier.from_pretrained(str(ckpt), device="cpu", dtype="float32")
+    }
+    for name in engines:
+        dtype = {"onnx": "float32", "int8": "int8"}[name]
+        ours[name] = Classifier.from_pretrained(str(ckpt), engine="onnx", dtype=dtype)
+
+    def run(side: str, texts: list[str]) -> np.ndarray:
+        """Probabilities (texts, labels) in LABELS order."""
+        if side == "ref":
+            out = pipe(texts, LABELS, batch_size=args.batch_size, threshold=0.0)
+            return np.array([[{x["label"]: x["score"] for x in r}[k] for k in LABELS] for r in out])
+        preds = ours[side].classify(texts, LABELS, batch_size=args.batch_size)
+        return np.array([[p.scores[k] for k in LABELS] for p in preds])
+
+    sides = ["ref", *ours]
     for name, texts in workloads.items():
-        # Warm-up both sides on a few texts (first-call allocations, lazy inits).
-        pipe(texts[:8], LABELS, batch_size=args.batch_size)
-        ours.classify(texts[:8], LABELS, batch_size=args.batch_size)
-        # Interleave at the granularity of windows of `--window` texts, alternating which side goes
+        for side in sides:  # warm-up (first-call allocations, lazy inits, ONNX Runtime sessions)
+            run(side, texts[:8])
+        # Interleave at the granularity of windows of `--window` texts, rotating which side goes
         # first, and keep each window's best time per side: on a shared machine, load spikes then
-        # hit both sides alike instead of whichever happened to run during them.
-        ref_time = our_time = 0.0
-        agree = []
+        # hit every side alike instead of whichever happened to run during them.
+        total = dict.fromkeys(sides, 0.0)
+        scores: dict[str, list[np.ndarray]] = {side: [] for side in sides}
         for start in range(0, len(texts), args.window):
             window = texts[start : start + args.window]
-            best = {"ref": float("inf"), "ours": float("inf")}
-            outputs: dict[str, list] = {}
+            best = dict.fromkeys(sides, float("inf"))
+            outputs: dict[str, np.ndarray] = {}
             for rep in range(args.repeats):
-                order = ("ref", "ours") if (rep + start // args.window) % 2 == 0 else ("ours", "ref")
-                for side in order:
+                shift = (rep + start // args.window) % len(sides)
+                for side in sides[shift:] + sides[:shift]:
                     t = time.perf_counter()
-                    if side == "ref":
-                        outputs[side] = pipe(window, LABELS, batch_size=args.batch_size)
-                    else:
-                        outputs[side] = ours.classify(window, LABELS, batch_size=args.batch_size)
+                    outputs[side] = run(side, window)
                     best[side] = min(best[side], time.perf_counter() - t)
-            ref_time += best["ref"]
-            our_time += best["ours"]
-            for r, p in zip(outputs["ref"], outputs["ours"]):
-                ref_scores = {x["label"]: x["score"] for x in r}
-                ours_picked = {k: v for k, v in p.scores.items() if v >= 0.5}
-                agree.append(all(abs(ref_scores.get(k, 0.0) - v) < 1e-4 for k, v in ours_picked.items()))
-        ref_rate, our_rate = len(texts) / ref_time, len(texts) / our_time
+            for side in sides:
+                total[side] += best[side]
+                scores[side].append(outputs[side])
+        rate = {side: len(texts) / total[side] for side in sides}
+        probs = {side: np.concatenate(scores[side]) for side in sides}
+        print(f"{family:10s} {name}: " + " | ".join(f"{side} {rate[side]:7.1f} texts/s" for side in sides))
+        for side in ours:
+            diff = float(np.abs(probs[side] - probs["ref"]).max())
+            speedup = total["ref"] / total[side]
+            line = f"    {side:>5}: {speedup:.2f}x reference, max |dprob| vs reference {diff:.1e}"
+            if side != "ours":
+                top1 = float(np.mean(probs[side].argmax(1) == probs["ours"].argmax(1)))
+                dours = float(np.abs(probs[side] - probs["ours"]).max())
+                line += (
+                    f", {total['ours'] / total[side]:.2f}x ours-torch, max |dprob| vs ours-torch {dours:.1e},"
+                    f" top-1 agreement with ours-torch {top1:.3f}"
+                )
+            print(line)
+
+
+def builtin_quality(engines: list[str]) -> None:
+    """Macro-F1 of builtin:minilm on the labelled sets in tests/data, torch fp32 vs each engine."""
+    import json
+
+    from gliclass_core import Classifier
+
+    data = Path(__file__).resolve().parents[1] / "tests" / "data"
+    models = {"torch fp32": Classifier.from_pretrained("builtin:minilm", device="cpu")}
+    for name in engines:
+        dtype = {"onnx": "float32", "int8": "int8"}[name]
+        models[f"onnx {dtype}"] = Classifier.from_pretrained("builtin:minilm", engine="onnx", dtype=dtype)
+    for path in (data / "topics.jsonl", data / "fewshot_test.jsonl"):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        labels = rows[0]["all_labels"]
+        truth = np.array([[k in r["true_labels"] for k in labels] for r in rows])
+        texts = [r["text"] for r in rows]
+        parts = []
+        base = None
+        for name, clf in models.items():
+            probs = np.array([[p.scores[k] for k in labels] for p in clf.classify(texts, labels)])
+            single = np.eye(len(labels), dtype=bool)[probs.argmax(1)]
+            part = (
+                f"{name}: single-label macro-F1 {macro_f1(single, truth):.3f},"
+                f" multi-label@0.5 {macro_f1(probs >= 0.5, truth):.3f}"
+            )
+            if base is None:
+                base = probs
+            else:
+                top1 = float(np.mean(probs.argmax(1) == base.argmax(1)))
+                diff = float(np.abs(probs - base).max())
+                part += f", top-1 agreement with torch fp32 {top1:.3f}, max |dprob| {diff:.1e}"
+            parts.append(part)
         print(
-            f"{family:10s} {name}: reference {ref_rate:7.1f} texts/s | ours {our_rate:7.1f} texts/s"
-            f" | ratio {ref_time / our_time:.2f}x | predictions agree {np.mean(agree):.3f}"
+            f"builtin:minilm on {path.name} ({len(rows)} texts, {len(labels)} labels): " + " | ".join(parts)
         )
+
+
+def macro_f1(pred: np.ndarray, truth: np.ndarray) -> float:
+    f1 = []
+    for k in range(truth.shape[1]):
+        tp = float((pred[:, k] & truth[:, k]).sum())
+        fp = float((pred[:, k] & ~truth[:, k]).sum())
+        fn = float((~pred[:, k] & truth[:, k]).sum())
+        f1.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0)
+    return float(np.mean(f1))
 
 
 if __name__ == "__main__":

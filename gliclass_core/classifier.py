@@ -20,12 +20,12 @@ import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
 
-from gliclass_core.errors import InvalidInput
+from gliclass_core.errors import InvalidInput, UnsupportedModel
 from gliclass_core.types import TRUNCATE, ClassifyItem, Example, LongText, ModelInfo, Prediction
 
 DEFAULT_MAX_LENGTH = 1024
@@ -120,21 +120,34 @@ class Classifier:
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(
-        cls, source: str, device: str = "auto", dtype: str | None = None, **kwargs: Any
+        cls,
+        source: str,
+        device: str = "auto",
+        dtype: str | None = None,
+        engine: str = "torch",
+        **kwargs: Any,
     ) -> Classifier:
         """Load `builtin:minilm`, a local checkpoint directory, or a hub id.
 
+        `engine="onnx"` (CPU) runs the encoders in ONNX Runtime, `dtype` "float32" or "int8"
+        (see gliclass_core/modeling/onnx_engine.py); the default is torch at `dtype`.
         Keyword options: `max_length` (capped at the encoder's position limit), `label_cache_size`.
         """
 
         from gliclass_core.modeling.loading import load_network, load_tokenizer, read_config, resolve_source
+        from gliclass_core.modeling.onnx_engine import resolve_engine
         from gliclass_core.processing.packing import MARKER_TEXTS, Packer
         from gliclass_core.processing.tokens import PieceTokenizer
 
+        engine, engine_dtype = resolve_engine(engine, dtype, device)
+        if engine_dtype is not None:
+            device, dtype = "cpu", None
         directory = resolve_source(source)
         from gliclass_core.modeling.gliznet import GliZNetClassifier, is_gliznet_dir
 
         if is_gliznet_dir(directory):  # model_type "gliznet": its own packing and forward (training area)
+            if engine_dtype is not None:
+                raise UnsupportedModel('engine "onnx" runs GLiClass checkpoints; GliZNet runs on "torch"')
             return GliZNetClassifier.load(directory, source, device=device, dtype=dtype)
         cfg = read_config(directory)
         tokenizer = load_tokenizer(directory, cfg)
@@ -158,8 +171,14 @@ class Classifier:
         max_length = _max_length(cfg, kwargs.get("max_length"))
         pieces = PieceTokenizer(tokenizer, markers)
         packer = Packer(pieces, cfg.architecture, cfg.prompt_first, max_length, markers)
-        return cls(network, cfg, tokenizer, packer, dev, torch_dtype, source,
-                   int(kwargs.get("label_cache_size", 8192)))  # fmt: skip
+        clf = cls(network, cfg, tokenizer, packer, dev, torch_dtype, source,
+                  int(kwargs.get("label_cache_size", 8192)))  # fmt: skip
+        if engine_dtype is not None:
+            from gliclass_core.modeling.onnx_engine import attach
+
+            attach(clf, engine_dtype)
+            clf.info = replace(clf.info, dtype=engine_dtype, extra={**clf.info.extra, "engine": "onnx"})
+        return clf
 
     def replicate(self, device: str) -> Classifier:
         """Return a copy of this model on `device`, sharing tokenizer and label-prompt caches."""
@@ -170,6 +189,10 @@ class Classifier:
             network = copy.deepcopy(self.network).to(device=dev)
         clone = Classifier(network, self.config, self.tokenizer, self.packer, dev, self.dtype,
                            self.model_id, self.label_cache_size)  # fmt: skip
+        if getattr(self.network, "encoder_engine", None) is not None:  # an engine's replicas share it
+            if dev != self.device:
+                raise UnsupportedModel(f'engine "onnx" runs on CPU only, not {dev!r}')
+            clone.info = self.info
         return clone
 
     # -- the batching contract -------------------------------------------------------------------

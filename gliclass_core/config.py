@@ -51,7 +51,8 @@ class ModelConfig:
     id: str = "builtin:minilm"
     device: str = "auto"
     replicas_per_device: int = 1
-    dtype: str | None = None  # None: fp32 on CPU, bf16 on CUDA where supported
+    dtype: str | None = None  # None: fp32 on CPU, bf16 on CUDA where supported; "int8" with engine onnx
+    engine: str = "torch"  # "onnx": encoders in ONNX Runtime on CPU (extra gliclass-stream[onnx])
     cpu_threads: int | None = None
     max_length: int | None = None
 
@@ -168,6 +169,7 @@ def parse_config(data: Mapping[str, Any]) -> AppConfig:
         raise ConfigError("[batching] max_wait_ms must be >= 0")
     if not isinstance(model.replicas_per_device, int) or model.replicas_per_device < 1:
         raise ConfigError("[model] replicas_per_device must be a positive integer")
+    _check_engine(model)
     label_sets: dict[str, LabelSet] = {}
     raw_sets = data.get("label_sets", {})
     if not isinstance(raw_sets, Mapping):
@@ -232,6 +234,21 @@ def _label_set_options(name: str, table: Mapping[str, Any]) -> tuple[dict[str, A
             raise ConfigError(f"[{where}] labels: {exc.bare_message}") from exc
         extra.update(label_tree=tree, labels=list(flatten(tree)))
     return plain, extra
+
+
+def _check_engine(model: ModelConfig) -> None:
+    if model.engine not in ("torch", "onnx"):
+        raise ConfigError(f'[model] engine must be "torch" or "onnx", not {model.engine!r}')
+    dtype = str(model.dtype).lower() if model.dtype is not None else None
+    if model.engine == "torch" and dtype == "int8":
+        raise ConfigError('[model] dtype "int8" needs engine = "onnx"')
+    if model.engine == "onnx":
+        if dtype not in (None, "auto", "float32", "fp32", "int8"):
+            raise ConfigError(f'[model] engine "onnx" takes dtype "float32" or "int8", not {model.dtype!r}')
+        if model.device not in ("auto", "cpu"):
+            raise ConfigError(
+                f'[model] engine "onnx" runs on CPU: device must be "cpu" or "auto", not {model.device!r}'
+            )
 
 
 def redact(settings: Mapping[str, Any]) -> dict[str, Any]:

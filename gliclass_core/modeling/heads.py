@@ -106,6 +106,9 @@ class GLiClassNetwork(nn.Module):
             )
         # Packed, padding-free inference for BERT encoders (modeling/fast_bert.py); off: HF forward.
         self.use_fast_path = True
+        # Opt-in inference engines for the encoders (modeling/onnx_engine.py); None: torch.
+        self.encoder_engine: Any = None
+        self.label_engine: Any = None
         if cfg.is_bi_encoder:
             assert cfg.label_model_config is not None
             d_lab = int(cfg.label_model_config["hidden_size"])
@@ -125,6 +128,8 @@ class GLiClassNetwork(nn.Module):
         `keep` (B, P): the only positions the caller will read; the fast path may skip the others.
         """
         layer = self.cfg.encoder_layer_id
+        if self.encoder_engine is not None:
+            return self.encoder_engine(input_ids, attention_mask, inputs_embeds, keep)  # type: ignore[no-any-return]
         if self._fast(self.encoder_model) and layer == -1:
             return fast_bert.bert_forward(self.encoder_model, input_ids, attention_mask, inputs_embeds, keep)
         kwargs = {"output_hidden_states": True} if layer != -1 else {}
@@ -145,7 +150,9 @@ class GLiClassNetwork(nn.Module):
 
     def label_vectors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Bi-encoder label vectors (N, D) for N tokenized labels, before any text is seen."""
-        if self._fast(self.label_encoder):
+        if self.label_engine is not None:
+            hidden = self.label_engine(input_ids, attention_mask)
+        elif self._fast(self.label_encoder):
             hidden = fast_bert.bert_forward(self.label_encoder, input_ids, attention_mask)
         else:
             hidden = self.label_encoder(input_ids=input_ids, attention_mask=attention_mask)[0]

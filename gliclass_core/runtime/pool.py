@@ -82,7 +82,7 @@ class Pool:
     ) -> None:
         self.model = model
         self.scheduler = scheduler
-        self.devices = resolve_devices(model.device)
+        self.devices = resolve_devices("cpu" if model.engine == "onnx" else model.device)
         self.specs = plan_replicas(self.devices, model.replicas_per_device)
         self.replicas: list[Replica] = []
         self.classifier: Classifier | None = None
@@ -95,7 +95,9 @@ class Pool:
 
     def _load_base(self, device: str) -> Classifier:
         kwargs = {"max_length": self.model.max_length} if self.model.max_length else {}
-        return Classifier.from_pretrained(self.model.id, device=device, dtype=self.model.dtype, **kwargs)
+        return Classifier.from_pretrained(
+            self.model.id, device=device, dtype=self.model.dtype, engine=self.model.engine, **kwargs
+        )
 
     def cpu_threads_per_replica(self) -> int | None:
         """Split `cpu_threads` (default: torch's count) evenly over the CPU replicas."""

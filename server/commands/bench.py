@@ -42,7 +42,14 @@ LABELS = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="builtin:minilm", help="model id or checkpoint dir")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda:0,cuda:1 ...")
-    parser.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default per device)")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        help="float32 | float16 | bfloat16 (default per device) | int8 (--engine onnx)",
+    )
+    parser.add_argument(
+        "--engine", default="torch", choices=["torch", "onnx"], help="onnx: ONNX Runtime, CPU"
+    )
     parser.add_argument("--replicas-per-device", type=int, default=1)
     parser.add_argument("--cpu-threads", type=int, default=None, help="intra-op threads for all CPU replicas")
     parser.add_argument("--max-batch-size", type=int, default=64)
@@ -116,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         id=args.model,
         device=args.device,
         dtype=args.dtype,
+        engine=args.engine,
         replicas_per_device=args.replicas_per_device,
         cpu_threads=args.cpu_threads,
     )
@@ -128,8 +136,10 @@ def run(args: argparse.Namespace) -> int:
     config = AppConfig(model=model, batching=batching)
     from gliclass_core.runtime.pool import resolve_devices
 
-    first_device = resolve_devices(args.device)[0]
-    classifier = Classifier.from_pretrained(args.model, device=first_device, dtype=args.dtype)
+    first_device = resolve_devices("cpu" if args.engine == "onnx" else args.device)[0]
+    classifier = Classifier.from_pretrained(
+        args.model, device=first_device, dtype=args.dtype, engine=args.engine
+    )
     if args.cpu_threads and first_device == "cpu":
         import torch
 

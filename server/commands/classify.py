@@ -38,7 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=None, help="return at most K predicted labels")
     parser.add_argument("--prompt", default=None, help="task prompt placed after <<SEP>>")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    parser.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: by device)")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        help="float32, float16, bfloat16 (default: by device); int8 with --engine onnx",
+    )
+    parser.add_argument(
+        "--engine", default="torch", choices=["torch", "onnx"], help="onnx: ONNX Runtime, CPU"
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
     parser.add_argument("--long-text", choices=("truncate", "chunk"), default="truncate",
                         help="texts longer than the model: cut, or score overlapping chunks")  # fmt: skip
@@ -122,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
     retain_freed_memory()
 
-    clf = Classifier.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    clf = Classifier.from_pretrained(args.model, device=args.device, dtype=args.dtype, engine=args.engine)
     if args.texts:
         preds = clf.classify(
             args.texts, labels or [], threshold=args.threshold, prompt=args.prompt,
