@@ -243,7 +243,7 @@ def _calibration(clf: Classifier) -> dict[str, Calibration]:
     from gliclass_core.processing.packing import BiPayload
     from gliclass_core.types import ClassifyItem
 
-    rows: list[tuple[int, ...]] = []
+    rows: list[Any] = []  # token-id rows (int64 arrays or tuples)
     label_rows: dict[str, tuple[int, ...]] = {}
     for text in probe_texts():
         for p in clf.prepare(ClassifyItem(text=text, labels=AGREEMENT_PROBE_LABELS)).passes:
@@ -256,7 +256,7 @@ def _calibration(clf: Classifier) -> dict[str, Calibration]:
     return out
 
 
-def _padded(rows: list[tuple[int, ...]], pad_id: int) -> Calibration:
+def _padded(rows: list[Any], pad_id: int) -> Calibration:
     from gliclass_core.modeling.onnx_export import Calibration
 
     width = max(len(r) for r in rows)
