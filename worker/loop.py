@@ -95,6 +95,8 @@ class WorkerStats:
     pauses: int = 0
     producer_restarts: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    #: Predicted labels counted per route (its input topic): the console's label distribution.
+    predicted_labels: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class WorkerLoop:
@@ -326,6 +328,9 @@ class WorkerLoop:
         if not retry:
             if slot.bad is None:
                 self.stats.scored += 1
+                counts = self.stats.predicted_labels.setdefault(route.input, {})
+                for label in prediction.labels:
+                    counts[label] = counts.get(label, 0) + 1
             else:
                 self.stats.dead_lettered += 1
                 reasons = self.stats.dead_letter_reasons
