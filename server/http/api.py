@@ -110,6 +110,8 @@ class Api:
             assert isinstance(message, pb.ClassifyRequest)
             self.on_items(len(message.items))
             response = await self.servicer.Classify(message, HttpCallContext(deadline))
+        except web.HTTPException:
+            raise  # aiohttp's own answers (413 for a body over the limit)
         except Exception as exc:
             return error_response(exc)
         return json_response(response)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import grpc
@@ -32,13 +33,21 @@ def error_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
 
 
 def invalid_json(exc: json_format.ParseError | ValueError, where: str = "body") -> InvalidInput:
-    """A body that is not the message's JSON mapping: name the field protobuf's parser stopped at."""
+    """A body that is not the message's JSON mapping: name the field protobuf's parser stopped at.
+
+    json_format nests its messages ('Failed to parse items field: Failed to parse topK field: ...'
+    or '... has no field named "txt" ...'); the innermost name is the field, in its proto spelling.
+    """
     message = str(exc)
-    field = where
-    # json_format names the path it failed at: '... at "ClassifyRequest.items[0]"' / 'field named "x"'.
-    for marker in ('field named "', 'at "'):
-        start = message.find(marker)
-        if start >= 0:
-            field = message[start + len(marker) :].split('"', 1)[0]
-            break
-    return InvalidInput(message, field=field)
+    unknown = _UNKNOWN_FIELD.search(message)
+    nested = _PARSING_FIELD.findall(message)
+    path = _AT_PATH.search(message)
+    leaf = path.group(1).rsplit(".", 1)[-1].split("[", 1)[0] if path else ""
+    name = unknown.group(1) if unknown else (leaf or (nested[-1] if nested else where))
+    return InvalidInput(message.split("\n", 1)[0], field=_CAMEL.sub(r"_\1", name).lower())
+
+
+_UNKNOWN_FIELD = re.compile(r'has no field named "([^"]{1,100})"')
+_PARSING_FIELD = re.compile(r"Failed to parse (\w{1,100}) field")
+_AT_PATH = re.compile(r" at ([A-Za-z_][\w.\[\]]{0,200}\.[\w\[\]]{1,100})\.?$")
+_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
