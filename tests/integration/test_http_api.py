@@ -123,7 +123,10 @@ def test_request_limits(http_stack: HttpStack) -> None:
 def test_bad_timeout_header_is_400(http_stack: HttpStack) -> None:
     for value in ("soon", "-5", "0", "nan", "inf"):
         response = post(
-            http_stack, "/v1/classify", {"items": [{"text": "a", "labels": ["a"]}]}, headers={"X-Timeout-Ms": value}
+            http_stack,
+            "/v1/classify",
+            {"items": [{"text": "a", "labels": ["a"]}]},
+            headers={"X-Timeout-Ms": value},
         )
         assert response.status_code == 400 and response.json()["error"]["field"] == "X-Timeout-Ms"
 

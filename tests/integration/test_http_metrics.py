@@ -79,7 +79,9 @@ def test_scrape_carries_every_readme_metric_and_stats_follow_the_edges(
         first = requests.get(stack.url + "/v1/stats", timeout=10).json()
         producer = kafka.producer()
         for i in range(GOOD):
-            producer.produce(topic_in, value=f"my card was charged twice, ticket {i}".encode(), partition=i % 2)
+            producer.produce(
+                topic_in, value=f"my card was charged twice, ticket {i}".encode(), partition=i % 2
+            )
         for value in BAD:
             producer.produce(topic_in, value=value, partition=0)
         assert producer.flush(30) == 0
@@ -123,7 +125,9 @@ def test_scrape_carries_every_readme_metric_and_stats_follow_the_edges(
 
     items = {s.labels["gliclass_outcome"]: s.value for s in samples("gliclass_scheduler_items", "_total")}
     assert items["completed"] >= GOOD + 5
-    grpc_calls = samples("rpc_server_call_duration_seconds", "_count", rpc_method="gliclass.v1.Classifier/Classify")
+    grpc_calls = samples(
+        "rpc_server_call_duration_seconds", "_count", rpc_method="gliclass.v1.Classifier/Classify"
+    )
     assert sum(s.value for s in grpc_calls) >= 1
     http_calls = samples("http_server_request_duration_seconds", "_count", http_route="/v1/classify")
     assert sum(s.value for s in http_calls) == 1
@@ -135,12 +139,19 @@ def test_scrape_carries_every_readme_metric_and_stats_follow_the_edges(
     # --- /v1/stats: the live view's figures moved with the traffic
     assert first["edges"]["grpc"]["items"] == 0 and first["edges"]["http"]["items"] == 0
     edges = stats["edges"]
-    assert (edges["grpc"]["items"], edges["http"]["items"], edges["kafka"]["items"]) == (2, 3, GOOD + len(BAD))
+    assert (edges["grpc"]["items"], edges["http"]["items"], edges["kafka"]["items"]) == (
+        2,
+        3,
+        GOOD + len(BAD),
+    )
     assert edges["kafka"]["items_per_s"] > 0 and stats["completed_per_s"] > 0
     assert edges["grpc"]["latency"]["p50_ms"] > 0 and edges["kafka"]["latency"]["p99_ms"] > 0
     assert stats["batch"]["mean_size"] >= 1 and 0 < stats["batch"]["padding_efficiency"] <= 1
     assert stats["dead_letters"] and sum(stats["dead_letters"].values()) == len(BAD)
     route_labels = stats["labels_by_route"][topic_in]
     assert set(route_labels) <= set(LABELS) and sum(route_labels.values()) >= 1
-    assert {(row["topic"], row["partition"]) for row in stats["consumer_lag"]} >= {(topic_in, 0), (topic_in, 1)}
+    assert {(row["topic"], row["partition"]) for row in stats["consumer_lag"]} >= {
+        (topic_in, 0),
+        (topic_in, 1),
+    }
     json.dumps(stats)  # plain JSON all the way down
