@@ -51,6 +51,9 @@ def message_schema(descriptor: Descriptor, *, request: bool) -> dict[str, Any]:
     properties: dict[str, Any] = {}
     for field in descriptor.fields:
         schema = _field_schema(field)
+        if request and "$ref" not in schema:
+            # The proto3 JSON mapping reads null as "not set" (json_format does).
+            schema = {**schema, "nullable": True}
         properties[field.json_name] = schema
         if request and field.name != field.json_name:
             properties[field.name] = schema
@@ -87,7 +90,7 @@ TIMEOUT = {
     "in": "header",
     "required": False,
     "description": "Deadline in ms from receipt (the gRPC deadline); queued items past it are dropped",
-    "schema": {"type": "number", "exclusiveMinimum": 0},
+    "schema": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
 }
 
 
@@ -181,7 +184,7 @@ def build_openapi(with_classify: bool = True) -> dict[str, Any]:
                 ),
                 "parameters": [TIMEOUT],
                 "requestBody": {
-                    "required": True,
+                    "required": False,  # an empty body is an empty stream, as in gRPC
                     "content": {"application/x-ndjson": {"schema": _ref("ClassifyStreamRequest")}},
                 },
                 "responses": {
