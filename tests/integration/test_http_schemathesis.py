@@ -1,4 +1,4 @@
-"""Schemathesis against the running HTTP edge: every operation, generated inputs, no 500s, schema-true answers.
+"""Schemathesis against the running HTTP edge: every operation, no 500s, schema-true answers.
 
 Deterministic (derandomized, bounded examples). NDJSON bodies are serialized as one JSON line per
 generated ClassifyStreamRequest. Each generated case is sent to the real server over the real model.
