@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--http-address",
         default="127.0.0.1:8080",
-        help="HTTP address: JSON API, /metrics and the web console (port 0: a free one)",
+        help="HTTP address of the JSON API, /metrics and the web console (busy: a free port)",
     )
 
 
@@ -95,6 +95,19 @@ def instructions(bootstrap: str, grpc_address: str | None, console_url: str | No
     return "\n".join(lines)
 
 
+def _free_if_busy(address: str) -> str:
+    """`address`, or the same host with port 0 (a free one) when something already listens there."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.socket() as sock:
+            sock.bind((host.strip("[]") or "0.0.0.0", int(port)))
+    except (OSError, ValueError):
+        return f"{host}:0"
+    return address
+
+
 def run(args: argparse.Namespace) -> int:
     import importlib.util
     import logging
@@ -120,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
                 sock.bind(("127.0.0.1", port))
         except OSError:
             port = free_port()
+    args.http_address = _free_if_busy(args.http_address)
     broker = EmbeddedBroker(port=port).start()
     bootstrap = broker.bootstrap_servers
     try:

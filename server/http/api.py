@@ -49,13 +49,22 @@ def to_json(message: Message) -> dict[str, Any]:
     return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
 
 
+def json_body(value: Any, status: int = 200) -> web.Response:
+    """A JSON response ending in a newline (so `curl` output stays one document per line)."""
+    return web.json_response(value, status=status, dumps=_dumps_line)
+
+
+def _dumps_line(value: Any) -> str:
+    return json.dumps(value) + "\n"
+
+
 def json_response(message: Message, status: int = 200) -> web.Response:
-    return web.json_response(to_json(message), status=status)
+    return json_body(to_json(message), status)
 
 
 def error_response(exc: BaseException) -> web.Response:
     status, body = error_body(exc)
-    return web.json_response(body, status=status)
+    return json_body(body, status)
 
 
 def deadline_of(request: web.Request) -> float | None:

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from gliclass_core.telemetry.metrics import SECONDS_BUCKETS
-from server.http.api import Api
+from server.http.api import Api, json_body
 from server.http.config import HttpConfig
 from server.http.live import EdgeCounters, LiveStats
 from server.http.openapi import build_openapi
@@ -115,7 +115,7 @@ class HttpServer:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         if self.draining and request.path.startswith(DRAINED_PREFIX):
-            return web.json_response(
+            return json_body(
                 {"error": {"code": 14, "status": "UNAVAILABLE", "message": "the server is shutting down"}},
                 status=503,
             )
@@ -143,16 +143,16 @@ class HttpServer:
 
     async def healthz(self, request: web.Request) -> web.Response:
         """Alive: the process answers (the model may still be loading)."""
-        return web.json_response({"status": "ok"})
+        return json_body({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
         """Ready: the model pool is warm and the server is not draining."""
         if self.ready():
-            return web.json_response({"status": "SERVING"})
+            return json_body({"status": "SERVING"})
         reason = "draining" if self.draining else "loading"
         if getattr(self.runtime, "error", None) is not None:
             reason = "failed"
-        return web.json_response({"status": "NOT_SERVING", "reason": reason}, status=503)
+        return json_body({"status": "NOT_SERVING", "reason": reason}, status=503)
 
     async def metrics(self, request: web.Request) -> web.Response:
         if self.registry is None:
@@ -164,13 +164,13 @@ class HttpServer:
         return web.Response(body=body, headers={"Content-Type": PROMETHEUS_TEXT})
 
     async def openapi(self, request: web.Request) -> web.Response:
-        return web.json_response(self._openapi)
+        return json_body(self._openapi)
 
     async def stats(self, request: web.Request) -> web.Response:
         body = await asyncio.to_thread(self.live.to_json)
         body["ready"] = self.ready()
         body["classify_api"] = self.servicer is not None
-        return web.json_response(body)
+        return json_body(body)
 
     async def console(self, request: web.Request) -> web.Response:
         page = resources.files(STATIC).joinpath("static/console.html").read_bytes()
