@@ -210,6 +210,22 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         closed, closed_cpu = await measured(None)
                     ratios.append(opened / closed)
                     cpu_ratios.append(opened_cpu / closed_cpu)
+
+                # What the console costs the server, in CPU (not wall) time, so other jobs do not count.
+                await asyncio.sleep(1.0)
+                cpu0 = cpu_seconds(proc.pid)
+                for _ in range(args.polls):
+                    async with session.get(url + "v1/stats") as response:
+                        await response.read()
+                stats_cpu_ms = (cpu_seconds(proc.pid) - cpu0) * 1000 / args.polls
+                cpu0 = cpu_seconds(proc.pid)
+                for _ in range(args.polls):
+                    async with session.get(url + "metrics") as response:
+                        await response.read()
+                scrape_cpu_ms = (cpu_seconds(proc.pid) - cpu0) * 1000 / args.polls
+                cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+                await asyncio.sleep(2.0)
+                idle_cpu_ms = (cpu_seconds(proc.pid) - cpu0) * 1000 / (time.perf_counter() - t0)
         finally:
             proc.terminate()
             proc.wait(60)
@@ -235,6 +251,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "server_cpu_per_item_open_vs_closed_per_pair": " ".join(f"{r:.3f}" for r in cpu_ratios),
         "server_cpu_per_item_open_vs_closed_median": statistics.median(cpu_ratios),
         "stats_polls": len(polls),
+        "server_cpu_per_stats_poll_ms": stats_cpu_ms,
+        "server_cpu_per_metrics_scrape_ms": scrape_cpu_ms,
+        "server_idle_cpu_ms_per_s": idle_cpu_ms,
+        "console_cpu_share_of_one_core": stats_cpu_ms / 1000.0,  # the page polls once a second
     }
 
 
@@ -244,6 +264,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--callers", type=int, default=4, help="concurrent gRPC callers under load")
     parser.add_argument("--rounds", type=int, default=6, help="console open/closed pairs")
     parser.add_argument("--round-s", type=float, default=8.0)
+    parser.add_argument("--polls", type=int, default=100, help="quiet /v1/stats and /metrics calls timed")
     parser.add_argument("--model", default="builtin:minilm")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--max-batch-size", type=int, default=64)
