@@ -62,6 +62,9 @@ class GrpcServer:
         self.load_error: BaseException | None = None
         self.load_failed = asyncio.Event()
         self.was_serving = False  # load_error came after SERVING: the pool stopped, loading was fine
+        #: Innermost interceptors added before `start` (the HTTP edge's per-edge item counter).
+        self.interceptors: list[grpc.aio.ServerInterceptor] = []
+        self.http: Any = None  # the HTTP edge serving beside this server, if any (server.http)
 
     async def start(self) -> int:
         """Bind and start serving; health stays NOT_SERVING until the runtime is warm. Return the port."""
@@ -74,7 +77,9 @@ class GrpcServer:
         if self.config.max_concurrent_streams:
             options.append(("grpc.max_concurrent_streams", self.config.max_concurrent_streams))
         # Tracing outermost: its span covers the whole call and sees the status errors map to.
-        server = grpc.aio.server(interceptors=[TracingInterceptor(), ErrorInterceptor()], options=options)
+        server = grpc.aio.server(
+            interceptors=[TracingInterceptor(), ErrorInterceptor(), *self.interceptors], options=options
+        )
         classifier_pb2_grpc.add_ClassifierServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -144,10 +149,12 @@ async def serve(
     on_started: Callable[[GrpcServer], None] | None = None,
     stop_event: asyncio.Event | None = None,
     config_path: str | None = None,
+    prometheus_registry: Any = None,
 ) -> int:
     """Run the runtime, the gRPC server and (with a [kafka] section) the Kafka worker until SIGTERM/SIGINT.
 
-    SIGHUP re-reads `config_path` (see `reload`).
+    With `[http] address` set, the HTTP edge runs beside gRPC on this loop (`server.http`);
+    `prometheus_registry` is what its `/metrics` renders. SIGHUP re-reads `config_path` (see `reload`).
     """
     from gliclass_core.runtime import Runtime
 
@@ -156,6 +163,8 @@ async def serve(
     runtime.start()
     server = GrpcServer(runtime, config)
     worker = None
+    http = None
+    http_edge = http_edge_for(app_config, server)
     try:
         port = await server.start()
         host = config.address.rsplit(":", 1)[0]
@@ -166,6 +175,9 @@ async def serve(
 
             worker = KafkaWorker(runtime, app_config)
             worker.start()
+        if http_edge is not None:
+            http = await http_edge(lambda: worker, prometheus_registry)
+        server.http = http
         if on_started is not None:
             on_started(server)
         stop = stop_event or asyncio.Event()
@@ -208,6 +220,8 @@ async def serve(
         if worker is not None:
             # The worker drains for its own [kafka] drain_timeout_ms, as `gliclass-stream worker` does.
             stops.append(asyncio.to_thread(worker.stop))
+        if http is not None:
+            stops.append(http.stop(grace))
         await asyncio.gather(*stops)
         await asyncio.to_thread(runtime.stop, grace_s=grace)
     return 0
@@ -217,6 +231,18 @@ async def _worker_stopped(worker: Any) -> None:
     """Return once the Kafka worker's loop thread has ended (for any reason)."""
     while worker.running:
         await asyncio.sleep(WORKER_POLL_S)
+
+
+def http_edge_for(app_config: AppConfig, server: GrpcServer) -> Any:
+    """The HTTP edge's starter when `[http] address` is set (None otherwise); hooks it into `server`."""
+    from server.http.config import parse_http_config
+
+    http_config = parse_http_config(app_config.section("http"))
+    if not http_config.enabled:
+        return None
+    from server.http.embed import attach
+
+    return attach(http_config, server)
 
 
 def reload(path: str | None, running: AppConfig, server: GrpcServer, worker: Any = None) -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 # Each area keeps its fixtures in its own module under tests/fixtures/.
-pytest_plugins = ["fixtures.models", "fixtures.kafka", "fixtures.grpc"]
+pytest_plugins = ["fixtures.models", "fixtures.kafka", "fixtures.grpc", "fixtures.http"]
 
 TIERS = ("unit", "integration", "e2e")
 

@@ -110,6 +110,8 @@ class WorkerStats:
     pauses: int = 0
     producer_restarts: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    #: Predicted labels counted per route (its input topic): the console's label distribution.
+    predicted_labels: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class WorkerLoop:
@@ -396,6 +398,9 @@ class WorkerLoop:
         if slot.sends == 1:
             if slot.bad is None:
                 self.stats.scored += 1
+                counts = self.stats.predicted_labels.setdefault(route.input, {})
+                for label in prediction.labels:
+                    counts[label] = counts.get(label, 0) + 1
             else:
                 self.stats.dead_lettered += 1
                 reasons = self.stats.dead_letter_reasons

@@ -168,12 +168,19 @@ class Telemetry:
     """What `setup` configured; `shutdown()` flushes and stops the exporters."""
 
     def __init__(
-        self, settings: TelemetrySettings, tracer_provider: Any, meter_provider: Any, logger_provider: Any
+        self,
+        settings: TelemetrySettings,
+        tracer_provider: Any,
+        meter_provider: Any,
+        logger_provider: Any,
+        prometheus_registry: Any = None,
     ):
         self.settings = settings
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self.logger_provider = logger_provider
+        #: The `prometheus_client` registry the Prometheus reader fills (None unless asked for).
+        self.prometheus_registry = prometheus_registry
 
     @property
     def enabled(self) -> bool:
@@ -191,15 +198,22 @@ class Telemetry:
         self.tracer_provider = self.meter_provider = self.logger_provider = None
 
 
-def setup(service_name: str = DEFAULT_SERVICE_NAME, env: Mapping[str, str] | None = None) -> Telemetry:
+def setup(
+    service_name: str = DEFAULT_SERVICE_NAME,
+    env: Mapping[str, str] | None = None,
+    *,
+    prometheus: bool = False,
+) -> Telemetry:
     """Configure logging and, when the environment asks for it, the OTel SDK; call once per process.
 
     `service_name` is the default when OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES name none.
+    `prometheus`: also (or only) collect metrics for a Prometheus scrape, through the SDK's
+    Prometheus reader on the same meter provider as the OTLP reader (`Telemetry.prometheus_registry`).
     Raises ConfigError for a bad variable, before anything is started.
     """
     settings = settings_from_env(env)
     configure_logging(settings.log_format)
-    if not settings.enabled:
+    if not settings.enabled and not prometheus:
         return Telemetry(settings, None, None, None)
     from opentelemetry import metrics, trace
 
@@ -213,11 +227,17 @@ def setup(service_name: str = DEFAULT_SERVICE_NAME, env: Mapping[str, str] | Non
         for name in settings.traces:
             tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter(name, settings)))
         trace.set_tracer_provider(tracer_provider)  # the runtime's batch spans use the global one
-    if settings.metrics:
+    registry = None
+    if settings.metrics or prometheus:
         from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 
-        readers = [PeriodicExportingMetricReader(_metric_exporter(n, settings)) for n in settings.metrics]
+        readers: list[MetricReader] = [
+            PeriodicExportingMetricReader(_metric_exporter(n, settings)) for n in settings.metrics
+        ]
+        if prometheus:
+            registry, reader = prometheus_reader()
+            readers.append(reader)
         meter_provider = MeterProvider(metric_readers=readers, resource=resource)
         metrics.set_meter_provider(meter_provider)
     if settings.logs:
@@ -226,11 +246,24 @@ def setup(service_name: str = DEFAULT_SERVICE_NAME, env: Mapping[str, str] | Non
     log.info(
         "telemetry on: traces=%s metrics=%s logs=%s (service %s)",
         ",".join(settings.traces) or "off",
-        ",".join(settings.metrics) or "off",
+        ",".join((*settings.metrics, *(("prometheus",) if prometheus else ()))) or "off",
         ",".join(settings.logs) or "off",
         resource.attributes.get("service.name"),
     )
-    return Telemetry(settings, tracer_provider, meter_provider, logger_provider)
+    return Telemetry(settings, tracer_provider, meter_provider, logger_provider, registry)
+
+
+def prometheus_reader() -> tuple[Any, Any]:
+    """A Prometheus metric reader and the private `prometheus_client` registry it fills.
+
+    A private registry (not prometheus_client's global one), so a process or a test can build
+    several without name clashes; a scrape renders it with `prometheus_client.generate_latest`.
+    """
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry(auto_describe=True)
+    return registry, PrometheusMetricReader(registry=registry)
 
 
 def _resource(service_name: str) -> Any:

@@ -30,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grpc-address", default="127.0.0.1:50051", help="gRPC listen address (port 0: a free one)"
     )
+    parser.add_argument(
+        "--http-address",
+        default="127.0.0.1:8080",
+        help="HTTP address of the JSON API, /metrics and the web console (busy: a free port)",
+    )
 
 
 def dev_config(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -38,6 +43,7 @@ def dev_config(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
         "model": {"id": args.model, "device": args.device},
         "label_sets": EXAMPLE_LABEL_SETS,
         "grpc": {"address": args.grpc_address},
+        "http": {"address": args.http_address},
         "kafka": {
             "bootstrap_servers": bootstrap,
             "group_id": "gliclass-dev",
@@ -50,7 +56,7 @@ def dev_config(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def instructions(bootstrap: str, grpc_address: str | None) -> str:
+def instructions(bootstrap: str, grpc_address: str | None, console_url: str | None = None) -> str:
     """What `dev` prints: where things are and copy-paste commands to produce and consume."""
     lines = [
         "",
@@ -61,6 +67,10 @@ def instructions(bootstrap: str, grpc_address: str | None) -> str:
     ]
     if grpc_address:
         lines.append(f"  gRPC: {grpc_address} (service gliclass.v1.Classifier, reflection on)")
+    if console_url:
+        lines.append(
+            f"  web console: {console_url} (HTTP API {console_url}v1/..., metrics {console_url}metrics)"
+        )
     lines += [
         "",
         "Produce events (a plain-text value, or JSON {id, text, labels?, label_set?}):",
@@ -85,6 +95,19 @@ def instructions(bootstrap: str, grpc_address: str | None) -> str:
     return "\n".join(lines)
 
 
+def _free_if_busy(address: str) -> str:
+    """`address`, or the same host with port 0 (a free one) when something already listens there."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.socket() as sock:
+            sock.bind((host.strip("[]") or "0.0.0.0", int(port)))
+    except (OSError, ValueError):
+        return f"{host}:0"
+    return address
+
+
 def run(args: argparse.Namespace) -> int:
     import importlib.util
     import logging
@@ -97,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
     from worker.broker import EmbeddedBroker, create_topics, free_port
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    telemetry = setup_telemetry("gliclass-stream")  # OTEL_* variables; off unless they name an exporter
+    # OTEL_* variables (off unless they name an exporter), plus the Prometheus reader for /metrics.
+    telemetry = setup_telemetry("gliclass-stream", prometheus=True)
     port = args.kafka_port
     if port == 0:
         port = free_port()
@@ -109,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
                 sock.bind(("127.0.0.1", port))
         except OSError:
             port = free_port()
+    args.http_address = _free_if_busy(args.http_address)
     broker = EmbeddedBroker(port=port).start()
     bootstrap = broker.bootstrap_servers
     try:
@@ -126,10 +151,22 @@ def run(args: argparse.Namespace) -> int:
             grpc_config = parse_grpc_config(app_config.section("grpc"))
 
             def started(server: Any) -> None:
-                host = grpc_config.address.rsplit(":", 1)[0]
-                print(instructions(bootstrap, f"{host}:{server.port}"), flush=True)
+                from server.http.config import parse_http_config
+                from server.http.embed import url
 
-            return asyncio.run(serve(app_config, grpc_config, on_started=started))
+                host = grpc_config.address.rsplit(":", 1)[0]
+                http = getattr(server, "http", None)
+                console = url(parse_http_config(app_config.section("http")), http.port) if http else None
+                print(instructions(bootstrap, f"{host}:{server.port}", console), flush=True)
+
+            return asyncio.run(
+                serve(
+                    app_config,
+                    grpc_config,
+                    on_started=started,
+                    prometheus_registry=telemetry.prometheus_registry,
+                )
+            )
 
         # No gRPC server in this build: run the worker alone.
         from gliclass_core.runtime import Runtime

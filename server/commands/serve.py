@@ -21,14 +21,24 @@ def run(args: argparse.Namespace) -> int:
     from gliclass_core.telemetry import setup as setup_telemetry
     from server.app import serve
     from server.grpc_config import parse_grpc_config
+    from server.http.config import parse_http_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    telemetry = setup_telemetry("gliclass-stream")  # OTEL_* variables; off unless they name an exporter
     app_config = load_config(args.config)
+    # OTEL_* variables (off unless they name an exporter); [http] address adds the Prometheus reader.
+    http_on = parse_http_config(app_config.section("http")).enabled
+    telemetry = setup_telemetry("gliclass-stream", prometheus=http_on)
     grpc_config = parse_grpc_config(app_config.section("grpc"))
     if args.address:
         grpc_config = dataclasses.replace(grpc_config, address=args.address)
     try:
-        return asyncio.run(serve(app_config, grpc_config, config_path=args.config))
+        return asyncio.run(
+            serve(
+                app_config,
+                grpc_config,
+                config_path=args.config,
+                prometheus_registry=telemetry.prometheus_registry,
+            )
+        )
     finally:
         telemetry.shutdown()  # flush what is still buffered

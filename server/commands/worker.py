@@ -29,15 +29,18 @@ def run(args: argparse.Namespace) -> int:
     from gliclass_core.runtime import Runtime
     from gliclass_core.telemetry import observe_runtime
     from gliclass_core.telemetry import setup as setup_telemetry
+    from server.http.config import parse_http_config
     from server.reload import reload_config
     from worker.app import KafkaWorker
     from worker.config import parse_kafka_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    telemetry = setup_telemetry("gliclass-worker")  # OTEL_* variables; off unless they name an exporter
     log = logging.getLogger("gliclass.worker")
     app_config = load_config(args.config)
     parse_kafka_config(app_config)  # fail fast, before loading a model, on a bad [kafka] section
+    http_config = parse_http_config(app_config.section("http"))
+    # OTEL_* variables (off unless they name an exporter); [http] address adds the Prometheus reader.
+    telemetry = setup_telemetry("gliclass-worker", prometheus=http_config.enabled)
 
     # Each signal sets its own flag and wakes the main loop; `stop` is never cleared, so a SIGTERM
     # that arrives while a SIGHUP reload runs still stops the process right after it.
@@ -52,6 +55,15 @@ def run(args: argparse.Namespace) -> int:
     observe_runtime(runtime)
     runtime.start()
     worker = KafkaWorker(runtime, app_config)
+    http = None
+    if http_config.enabled:
+        from server.http.background import BackgroundHttp
+        from server.http.embed import url
+
+        http = BackgroundHttp(http_config, runtime, telemetry.prometheus_registry, lambda: worker)
+        print(
+            f"gliclass-stream worker: HTTP on {url(http_config, http.start())}", file=sys.stderr, flush=True
+        )
     code = 0
     announced = False
     try:
@@ -83,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         print("gliclass-stream worker: draining", file=sys.stderr, flush=True)
         clean = worker.stop(args.drain_timeout)
+        if http is not None:
+            http.stop()
         runtime.stop(grace_s=5.0)
         if not clean and code == 0 and worker.error is not None:
             code = 1

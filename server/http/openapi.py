@@ -1,0 +1,240 @@
+"""The OpenAPI 3 document of the HTTP edge, with its schemas generated from the proto descriptors.
+
+The component schemas are the proto3 JSON mapping of `gliclass.v1` messages, derived from the
+same descriptors `json_format` encodes with, so the document cannot describe other shapes than
+the server sends. `docs/openapi.json` is this document committed; a test fails when they differ.
+Regenerate with `python -m server.http.openapi > docs/openapi.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+from server.proto import classifier_pb2 as pb
+
+#: Messages clients send: their fields are also accepted under the proto name (snake_case).
+REQUEST_MESSAGES = ("Item", "ClassifyRequest", "ClassifyStreamRequest")
+UINT32_MAX = 2**32 - 1
+
+_SCALARS: dict[int, dict[str, Any]] = {
+    FieldDescriptor.TYPE_STRING: {"type": "string"},
+    FieldDescriptor.TYPE_BOOL: {"type": "boolean"},
+    FieldDescriptor.TYPE_FLOAT: {"type": "number"},
+    FieldDescriptor.TYPE_DOUBLE: {"type": "number"},
+    FieldDescriptor.TYPE_INT32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_UINT32: {"type": "integer", "format": "int64", "minimum": 0, "maximum": UINT32_MAX},
+}
+
+
+def _field_schema(field: FieldDescriptor) -> dict[str, Any]:
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        value = field.message_type.fields_by_name["value"]
+        return {"type": "object", "additionalProperties": _value_schema(value)}
+    schema = _value_schema(field)
+    if field.is_repeated:
+        return {"type": "array", "items": schema}
+    return schema
+
+
+def _value_schema(field: FieldDescriptor) -> dict[str, Any]:
+    if field.message_type is not None:
+        return {"$ref": f"#/components/schemas/{field.message_type.name}"}
+    return dict(_SCALARS[field.type])
+
+
+def message_schema(descriptor: Descriptor, *, request: bool) -> dict[str, Any]:
+    """The JSON schema of one message: every field under its JSON name (and proto name for requests)."""
+    properties: dict[str, Any] = {}
+    for field in descriptor.fields:
+        schema = _field_schema(field)
+        if request and "$ref" not in schema:
+            # The proto3 JSON mapping reads null as "not set" (json_format does).
+            schema = {**schema, "nullable": True}
+        properties[field.json_name] = schema
+        if request and field.name != field.json_name:
+            properties[field.name] = schema
+    return {"type": "object", "properties": properties, "additionalProperties": False}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(name)}}
+
+
+ERRORS = {
+    "400": "A malformed request; `error.field` names the field (`error.message` the item index)",
+    "413": "The body is larger than the limits' max_message_bytes",
+    "429": "The scheduler queue is full; back off and retry",
+    "503": "The model is still loading, or the server is shutting down",
+    "504": "The X-Timeout-Ms deadline passed before the items were computed",
+}
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    out = {}
+    for code in codes:
+        content = {} if code == "413" else {"content": _json("ErrorResponse")}
+        out[code] = {"description": ERRORS[code], **content}
+    return out
+
+
+TIMEOUT = {
+    "name": "X-Timeout-Ms",
+    "in": "header",
+    "required": False,
+    "description": "Deadline in ms from receipt (the gRPC deadline); queued items past it are dropped",
+    "schema": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
+}
+
+
+def build_openapi(with_classify: bool = True) -> dict[str, Any]:
+    """The whole document (without the classify operations for a worker-only edge)."""
+    messages = pb.DESCRIPTOR.message_types_by_name
+    schemas: dict[str, Any] = {
+        name: message_schema(messages[name], request=name in REQUEST_MESSAGES) for name in sorted(messages)
+    }
+    schemas["ErrorResponse"] = {
+        "type": "object",
+        "properties": {"error": _ref("ItemError")},
+        "required": ["error"],
+    }
+    schemas["Probe"] = {
+        "type": "object",
+        "properties": {"status": {"type": "string"}, "reason": {"type": "string"}},
+        "required": ["status"],
+    }
+    probe = {"content": {"application/json": {"schema": _ref("Probe")}}}
+    paths: dict[str, Any] = {
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "Liveness: the process answers",
+                "responses": {"200": {"description": "Alive", **probe}},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "summary": "Readiness: the model pool is warm and the server is not draining",
+                "responses": {
+                    "200": {"description": "SERVING", **probe},
+                    "503": {"description": "NOT_SERVING (loading, draining or failed)", **probe},
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus text exposition of every metric (the OpenTelemetry Prometheus reader)",
+                "responses": {
+                    "200": {
+                        "description": "Metrics",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "404": {"description": "Metrics are off"},
+                },
+            }
+        },
+        "/v1/stats": {
+            "get": {
+                "operationId": "stats",
+                "summary": "Live view figures: rates and percentiles over the last seconds (the console)",
+                "responses": {
+                    "200": {
+                        "description": "Figures",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+    }
+    if with_classify:
+        paths["/v1/classify"] = {
+            "post": {
+                "operationId": "classify",
+                "summary": "Classify many items (gRPC Classify): all are accepted or none",
+                "parameters": [TIMEOUT],
+                "requestBody": {"required": True, "content": _json("ClassifyRequest")},
+                "responses": {
+                    "200": {
+                        "description": "One result per item, in order",
+                        "content": _json("ClassifyResponse"),
+                    },
+                    **_errors("400", "413", "429", "503", "504"),
+                },
+            }
+        }
+        paths["/v1/classify/stream"] = {
+            "post": {
+                "operationId": "classifyStream",
+                "summary": "Classify a stream (gRPC ClassifyStream): NDJSON in, NDJSON out, in order",
+                "description": (
+                    "Each request line is a ClassifyStreamRequest; each response line a "
+                    "ClassifyStreamResponse, one per item in input order. The server keeps at most "
+                    "limits.streamMaxInFlight items unanswered and stops reading meanwhile. An item "
+                    "that fails alone has result.error set; a call-wide failure after the first "
+                    "result ends the stream with an ErrorResponse line."
+                ),
+                "parameters": [TIMEOUT],
+                "requestBody": {
+                    "required": False,  # an empty body is an empty stream, as in gRPC
+                    "content": {"application/x-ndjson": {"schema": _ref("ClassifyStreamRequest")}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "One ClassifyStreamResponse per line",
+                        "content": {"application/x-ndjson": {"schema": _ref("ClassifyStreamResponse")}},
+                    },
+                    **_errors("400", "413", "503", "504"),
+                },
+            }
+        }
+        paths["/v1/model"] = {
+            "get": {
+                "operationId": "getModelInfo",
+                "summary": "The loaded model and the limits this server enforces (gRPC GetModelInfo)",
+                "responses": {
+                    "200": {"description": "Model info", "content": _json("GetModelInfoResponse")},
+                    **_errors("503"),
+                },
+            }
+        }
+        paths["/v1/label-sets"] = {
+            "get": {
+                "operationId": "listLabelSets",
+                "summary": "The configured label sets (gRPC ListLabelSets)",
+                "responses": {
+                    "200": {"description": "Label sets", "content": _json("ListLabelSetsResponse")}
+                },
+            }
+        }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "gliclass-stream HTTP API",
+            "version": "v1",
+            "description": (
+                "The gliclass.v1.Classifier service over HTTP/JSON. Bodies are the proto3 JSON "
+                "mapping of the gRPC messages (camelCase on output; requests accept camelCase "
+                "or the proto's snake_case names)."
+            ),
+        },
+        "paths": dict(sorted(paths.items())),
+        "components": {"schemas": schemas},
+    }
+
+
+def main() -> None:
+    json.dump(build_openapi(), sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
