@@ -40,7 +40,7 @@ ARCHITECTURES = {
 
 @pytest.fixture(scope="module", params=sorted(ARCHITECTURES))
 def clf(request, tmp_path_factory) -> Classifier:
-    from tests.fixtures.models import write_checkpoint
+    from fixtures.models import write_checkpoint
 
     out = write_checkpoint(
         tmp_path_factory.mktemp("host-path") / request.param, **ARCHITECTURES[request.param]
