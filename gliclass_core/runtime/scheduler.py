@@ -213,6 +213,12 @@ class Scheduler:
             self._closed = True
             self._cond.notify_all()
             self._intake_cond.notify_all()
+        intake = self._intake
+        if intake is not None and intake is not threading.current_thread():
+            # The intake thread returns once it sees `_closed` (a round it is tokenizing takes
+            # milliseconds). Joined so that no thread is inside the Rust tokenizer while the
+            # interpreter shuts down, which can abort the process after a clean stop.
+            intake.join(timeout=5.0)
         for item in leftovers:
             _fail(item.future, NotReady("the scheduler shut down before this item was computed"))
         self._stats.count("failed_items", len(leftovers))
