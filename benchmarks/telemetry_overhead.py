@@ -157,8 +157,8 @@ class Server:
     """A GrpcServer on its own event loop thread (as `serve` runs it), port 0."""
 
     def __init__(self, runtime: Runtime) -> None:
-        from server.app import GrpcServer
-        from server.grpc_config import parse_grpc_config
+        from server.grpc.config import parse_grpc_config
+        from server.grpc.server import GrpcServer
 
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

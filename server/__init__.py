@@ -1,1 +1,2 @@
-"""The gRPC edge and the command-line interface."""
+"""The edges and the process: `grpc` (gRPC edge), `http` (HTTP edge), `process` (both edges and the
+Kafka worker on one runtime), and the command-line interface (`cli`, `commands`)."""

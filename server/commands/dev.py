@@ -142,11 +142,11 @@ def run(args: argparse.Namespace) -> int:
             topics.update({topic: 3, f"{topic}.scored": 3, f"{topic}.dlq": 3})
         create_topics(bootstrap, topics)
         app_config = parse_config(dev_config(bootstrap, args))
-        if importlib.util.find_spec("server.app") is not None:
+        if importlib.util.find_spec("server.process") is not None:
             import asyncio
 
-            from server.app import serve
-            from server.grpc_config import parse_grpc_config
+            from server.grpc.config import parse_grpc_config
+            from server.process import serve
 
             grpc_config = parse_grpc_config(app_config.section("grpc"))
 

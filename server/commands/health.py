@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from server.tls import channel_credentials
+    from server.grpc.tls import channel_credentials
 
     options = [("grpc.ssl_target_name_override", args.server_name)] if args.server_name else []
     if args.tls or args.ca_file or args.cert_file or args.key_file:

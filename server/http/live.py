@@ -10,19 +10,17 @@ cost is paid only while a console (or anyone) polls, and memory stays bounded.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
+from server.grpc.interceptors import CLASSIFIER_METHODS, Around, CallInterceptor
 
-from server.handlers import rewrap
-
-SERVICE_PREFIX = "/gliclass.v1.Classifier/"
 #: Prometheus histograms (OTel names after the exporter's translation) giving per-edge latency.
 LATENCY_HISTOGRAMS = {
     "grpc": "rpc_server_call_duration_seconds",
@@ -42,42 +40,27 @@ class EdgeCounters:
         self.items[edge] = self.items.get(edge, 0) + n
 
 
-class ItemCountInterceptor(grpc.aio.ServerInterceptor):
+class ItemCountInterceptor(CallInterceptor):
     """Count the items of every Classifier call (unary and stream) into `EdgeCounters` as "grpc"."""
 
     def __init__(self, counters: EdgeCounters) -> None:
         self.counters = counters
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(SERVICE_PREFIX):
-            return handler
-        counters = self.counters
+    def around_call(self, method: str, metadata: Any) -> Around | None:
+        return self._counted if method.startswith(CLASSIFIER_METHODS) else None
 
-        def unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-            async def call(request: Any, context: Any) -> Any:
-                counters.add("grpc", len(getattr(request, "items", ())))
-                return await behavior(request, context)
+    @contextlib.asynccontextmanager
+    async def _counted(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        if hasattr(request, "__aiter__"):
+            yield self._count_stream(request)
+        else:
+            self.counters.add("grpc", len(getattr(request, "items", ())))
+            yield request
 
-            return call
-
-        def stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-            async def counted(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-                async for request in requests:
-                    counters.add("grpc", len(request.items))
-                    yield request
-
-            async def call(requests: Any, context: Any) -> AsyncIterator[Any]:
-                async for response in behavior(counted(requests), context):
-                    yield response
-
-            return call
-
-        return rewrap(handler, unary, stream)
+    async def _count_stream(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for request in requests:
+            self.counters.add("grpc", len(request.items))
+            yield request
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ import pytest
 from fixtures.grpc import ServerThread, TlsFiles
 
 from server.cli import main
-from server.grpc_config import TlsConfig
+from server.grpc.config import TlsConfig
+from server.grpc.tls import channel_credentials
 from server.proto import classifier_pb2 as pb
 from server.proto import classifier_pb2_grpc
-from server.tls import channel_credentials
 
 REQUEST = pb.ClassifyRequest(items=[pb.Item(id="x", text="I was charged twice", labels=["billing", "bug"])])
 

@@ -24,7 +24,7 @@ from test_deploy_support import (
     route_topics,
 )
 
-from server.grpc_config import parse_grpc_config
+from server.grpc.config import parse_grpc_config
 from worker.config import parse_kafka_config
 
 CONFIG_TARGET = "/etc/gliclass/gliclass.toml"

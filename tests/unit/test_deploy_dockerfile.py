@@ -21,7 +21,7 @@ from test_deploy_support import (
     run_cli,
 )
 
-from server.grpc_config import parse_grpc_config
+from server.grpc.config import parse_grpc_config
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import pytest
 from gliclass_core.config import ConfigError, LabelSet
 from gliclass_core.errors import BatchFailed, InvalidInput, NotReady, Overloaded
 from gliclass_core.types import ModelInfo, Prediction
-from server import convert
-from server.errors import status_for
-from server.grpc_config import GrpcConfig, parse_grpc_config
+from server.grpc import convert
+from server.grpc.config import GrpcConfig, parse_grpc_config
+from server.grpc.errors import status_for
 from server.proto import classifier_pb2 as pb
 
 SETS = {

@@ -7,7 +7,7 @@ from pathlib import Path
 import grpc
 
 from gliclass_core.config import ConfigError
-from server.grpc_config import TlsConfig
+from server.grpc.config import TlsConfig
 
 
 def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:

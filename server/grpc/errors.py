@@ -1,14 +1,15 @@
 """Core errors → gRPC status codes, in one place: `status_for` and the `ErrorInterceptor`.
 
-Servicer methods raise `GliclassError`s (from the core or from `server.convert`); the interceptor
+Servicer methods raise `GliclassError`s (from the core or from `server.grpc.convert`); the interceptor
 turns them into the call's status. ClassifyStream reports per-item failures in its responses, and
 uses `status_for` for those too, so the mapping table below is the only one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -22,11 +23,9 @@ from gliclass_core.errors import (
     NotReady,
     Overloaded,
 )
-from server.handlers import rewrap
+from server.grpc.interceptors import CLASSIFIER_METHODS, Around, CallInterceptor, Wrap
 
 log = logging.getLogger(__name__)
-
-SERVICE_PREFIX = "/gliclass.v1.Classifier/"
 
 _CODES: tuple[tuple[type[GliclassError], grpc.StatusCode], ...] = (
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
@@ -61,18 +60,26 @@ def _details(message: str) -> str:
     return f"{message[:MAX_DETAILS_CHARS]}... ({len(message) - MAX_DETAILS_CHARS} more characters cut)"
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(CallInterceptor):
     """Map exceptions escaping Classifier methods to statuses via `status_for`."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(SERVICE_PREFIX):
-            return handler
-        return rewrap(handler, _wrap_unary, _wrap_stream, _lenient)
+    def around_call(self, method: str, metadata: Any) -> Around | None:
+        return _mapped_errors if method.startswith(CLASSIFIER_METHODS) else None
+
+    def wrap_deserializer(self, method: str) -> Wrap | None:
+        return _lenient
+
+
+@contextlib.asynccontextmanager
+async def _mapped_errors(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    """End the call with the status `status_for` maps its error to (an abort passes through)."""
+    try:
+        yield _checked(request)
+    except grpc.aio.AbortError:
+        raise
+    except Exception as exc:
+        code, message = status_for(exc)
+        await context.abort(code, message)
 
 
 class _Unparsable:
@@ -109,30 +116,3 @@ async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         if isinstance(request, _Unparsable):
             raise request.error
         yield request
-
-
-def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await behavior(_checked(request), context)
-        except Exception as exc:
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
-            code, message = status_for(exc)
-            await context.abort(code, message)
-
-    return unary
-
-
-def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-    async def stream(request_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        try:
-            async for response in behavior(_checked(request_iterator), context):
-                yield response
-        except Exception as exc:
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
-            code, message = status_for(exc)
-            await context.abort(code, message)
-
-    return stream

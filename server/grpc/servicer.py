@@ -1,7 +1,7 @@
 """The `gliclass.v1.Classifier` servicer: decode, submit to the shared scheduler, encode.
 
-Thin by design: conversion lives in `server.convert`, status codes in `server.errors`, batching
-and the forward pass in the runtime's scheduler and device threads (never on this event loop).
+Thin by design: conversion lives in `server.grpc.convert`, status codes in `server.grpc.errors`,
+batching and the forward pass in the runtime's scheduler and device threads (never on this event loop).
 """
 
 from __future__ import annotations
@@ -19,13 +19,10 @@ from gliclass_core.config import LabelSet
 from gliclass_core.errors import InvalidInput, NotReady
 from gliclass_core.runtime import Priority, bridge
 from gliclass_core.types import Prediction
-from server import convert
-from server.grpc_config import GrpcConfig
+from server.grpc import convert
+from server.grpc.config import GrpcConfig
 from server.proto import classifier_pb2 as pb
 from server.proto import classifier_pb2_grpc as pb_grpc
-
-#: Above this many characters in one Classify call, tokenize in a worker thread.
-INLINE_PREPARE_CHARS = 20_000
 
 
 @dataclass
@@ -94,19 +91,11 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
     ) -> pb.ClassifyResponse:
         received = time.perf_counter()
         items = convert.items_from_proto(request.items, self.label_sets, self._config)
-        submit_args = (items, Priority.INTERACTIVE, _deadline(context))
-        if sum(len(item.text) for item in items) > INLINE_PREPARE_CHARS:
-            # Tokenizing is CPU work; past a few thousand words keep it off the event loop.
-            futures = await asyncio.to_thread(self._runtime.scheduler.submit, *submit_args)
-        else:
-            futures = self._runtime.scheduler.submit(*submit_args)
-        try:
-            # return_exceptions: every outcome is retrieved; one loop wake-up per batch, not per item.
-            outcomes = await bridge.gather_futures(futures, return_exceptions=True)
-        finally:
-            # A cancelled call drops whatever of it is still queued.
-            for f in futures:
-                f.cancel()
+        # What `Scheduler.classify` does (submit only plans: the intake thread tokenizes), keeping
+        # the futures for their queue/compute timings. A cancelled call cancels what is still queued.
+        futures = self._runtime.scheduler.submit(items, Priority.INTERACTIVE, _deadline(context))
+        # return_exceptions: every outcome is retrieved; one loop wake-up per batch, not per item.
+        outcomes = await bridge.gather_futures(futures, return_exceptions=True)
         failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
         if failure is not None:
             raise failure

@@ -15,8 +15,9 @@ Health checks are not traced (probes every few seconds would bury the real traff
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -25,7 +26,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gliclass_core import telemetry
-from server.handlers import rewrap
+from server.grpc.interceptors import Around, CallInterceptor
 
 SKIPPED_PREFIXES = ("/grpc.health.v1.Health/",)
 SERVER_ERRORS = frozenset(
@@ -40,22 +41,15 @@ SERVER_ERRORS = frozenset(
 )
 
 
-class TracingInterceptor(grpc.aio.ServerInterceptor):
+class TracingInterceptor(CallInterceptor):
     """Wrap each call in a SERVER span and record `rpc.server.call.duration` (no-op when off)."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
+    def around_call(self, method: str, metadata: Any) -> Around | None:
         tracer = telemetry.tracer("gliclass.server")
         metrics = telemetry.instruments()
-        method = handler_call_details.method
-        if handler is None or (tracer is None and metrics is None) or method.startswith(SKIPPED_PREFIXES):
-            return handler
-        call = _Call(tracer, metrics, method, handler_call_details.invocation_metadata)
-        return rewrap(handler, call.wrap_unary, call.wrap_stream)
+        if (tracer is None and metrics is None) or method.startswith(SKIPPED_PREFIXES):
+            return None
+        return _Call(tracer, metrics, method, metadata).around
 
 
 class _Call:
@@ -66,34 +60,18 @@ class _Call:
         self.method = method.lstrip("/")  # "gliclass.v1.Classifier/Classify"
         self.metadata = metadata
 
-    def wrap_unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            span, token, started = self._start(context)
-            code = grpc.StatusCode.OK
-            try:
-                return await behavior(request, context)
-            except BaseException as exc:
-                code = _code_of(exc, context)
-                raise
-            finally:
-                self._end(span, token, started, code, context)
-
-        return unary
-
-    def wrap_stream(self, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            span, token, started = self._start(context)
-            code = grpc.StatusCode.OK
-            try:
-                async for response in behavior(request, context):
-                    yield response
-            except BaseException as exc:
-                code = _code_of(exc, context)
-                raise
-            finally:
-                self._end(span, token, started, code, context)
-
-        return stream
+    @contextlib.asynccontextmanager
+    async def around(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        """The span is current while the handler runs; it ends with the status the call ends with."""
+        span, token, started = self._start(context)
+        code = grpc.StatusCode.OK
+        try:
+            yield request
+        except BaseException as exc:
+            code = _code_of(exc, context)
+            raise
+        finally:
+            self._end(span, token, started, code, context)
 
     def _start(self, context: grpc.aio.ServicerContext) -> tuple[Any, Any, float]:
         started = time.perf_counter()

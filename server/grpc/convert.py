@@ -18,8 +18,8 @@ from gliclass_core.errors import InvalidInput
 from gliclass_core.processing.hierarchy import DEFAULT_SEPARATOR, flatten, tree_from_nodes
 from gliclass_core.processing.long_text import long_text_options
 from gliclass_core.types import TRUNCATE, ClassifyItem, LabelNode, LongText, ModelInfo, Prediction
-from server.errors import status_for
-from server.grpc_config import GrpcConfig
+from server.grpc.config import GrpcConfig
+from server.grpc.errors import status_for
 from server.proto import classifier_pb2 as pb
 
 
