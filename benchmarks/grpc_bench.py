@@ -29,7 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -59,7 +61,8 @@ def make_texts(n: int, seed: int = 0) -> list[str]:
     return texts
 
 
-def config_toml(args: argparse.Namespace) -> str:
+def config_toml(args: argparse.Namespace, *, http: bool = False) -> str:
+    """The config both the served subprocess and this process's Runtime use (`[http]` on with `http`)."""
     return f"""
 [model]
 id = "{args.model}"
@@ -74,7 +77,17 @@ max_queue = 20000
 [grpc]
 address = "127.0.0.1:0"
 max_items_per_request = 256
+{"[http]" + chr(10) + 'address = "127.0.0.1:0"' if http else ""}
 """
+
+
+def start_runtime(config_path: Path) -> Runtime:
+    """A warm Runtime in this process with the served config (the direct-call baseline)."""
+    runtime = Runtime.from_config(parse_config(tomllib.loads(config_path.read_text())))
+    runtime.start()
+    if not runtime.wait_ready(600):
+        raise SystemExit(f"runtime failed: {runtime.error}")
+    return runtime
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -150,7 +163,9 @@ async def unary_latency(
     return direct, over_grpc, paired
 
 
-def start_server(config_path: Path) -> tuple[subprocess.Popen[str], str]:
+def start_server(config_path: Path, *, http: bool = False) -> tuple[subprocess.Popen[str], str, str]:
+    """Start `gliclass-stream serve --config config_path`; return it, its gRPC address and (with
+    `http`) its HTTP URL ("" without), once its health is SERVING."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--config", str(config_path)],
         stdout=subprocess.PIPE,
@@ -158,9 +173,13 @@ def start_server(config_path: Path) -> tuple[subprocess.Popen[str], str]:
         text=True,
     )
     assert proc.stdout is not None
+    address = http_url = ""
     for line in proc.stdout:
         if "listening on" in line:
             address = line.rsplit(" ", 1)[-1].strip()
+        if "HTTP on" in line:
+            http_url = line.rsplit(" ", 1)[-1].strip()
+        if address and (http_url or not http):
             break
     else:
         raise SystemExit(f"server exited with {proc.wait()}")
@@ -171,7 +190,15 @@ def start_server(config_path: Path) -> tuple[subprocess.Popen[str], str]:
         if time.monotonic() > deadline or proc.poll() is not None:
             raise SystemExit("server did not become SERVING")
         time.sleep(0.5)
-    return proc, address
+    return proc, address, http_url
+
+
+def print_figures(figures: dict[str, Any]) -> None:
+    """One aligned line per figure, then all of them as one JSON line."""
+    width = max(map(len, figures))
+    for key, value in figures.items():
+        print(f"{key:<{width}}  {value:.3f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    print(json.dumps(figures))
 
 
 async def main(args: argparse.Namespace) -> dict[str, float]:
@@ -181,14 +208,9 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "bench.toml"
         config_path.write_text(config_toml(args), encoding="utf-8")
-        import tomllib
-
-        runtime = Runtime.from_config(parse_config(tomllib.loads(config_path.read_text())))
-        runtime.start()
-        if not runtime.wait_ready(600):
-            raise SystemExit(f"runtime failed: {runtime.error}")
+        runtime = start_runtime(config_path)
         await offline_ceiling(runtime, texts[: min(len(texts), 256)])  # warm-up
-        proc, address = start_server(config_path)
+        proc, address, _ = start_server(config_path)
         try:
             await stream_throughput(address, texts[: args.streams * 4], args.streams)  # warm-up
             # Alternate direct and gRPC rounds on the same texts so drifting machine load hits both.
@@ -263,8 +285,4 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    figures = asyncio.run(main(parse_args()))
-    width = max(map(len, figures))
-    for key, value in figures.items():
-        print(f"{key:<{width}}  {value:.3f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
-    print(json.dumps(figures))
+    print_figures(asyncio.run(main(parse_args())))

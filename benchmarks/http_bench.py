@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -33,32 +30,12 @@ import aiohttp
 import grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from grpc_bench import LABELS, make_texts, percentile
+from grpc_bench import LABELS, config_toml, make_texts, percentile, print_figures, start_runtime, start_server
 
-from gliclass_core.config import parse_config
 from gliclass_core.runtime import Priority, Runtime
 from gliclass_core.types import ClassifyItem
 from server.proto import classifier_pb2 as pb
 from server.proto import classifier_pb2_grpc
-
-
-def config_toml(args: argparse.Namespace) -> str:
-    return f"""
-[model]
-id = "{args.model}"
-device = "{args.device}"
-
-[batching]
-max_batch_size = {args.max_batch_size}
-max_wait_ms = {args.max_wait_ms}
-max_queue = 20000
-
-[grpc]
-address = "127.0.0.1:0"
-
-[http]
-address = "127.0.0.1:0"
-"""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -67,40 +44,6 @@ def cpu_seconds(pid: int) -> float:
     import os
 
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def start_server(config_path: Path) -> tuple[subprocess.Popen[str], str, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--config", str(config_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    grpc_address = http_url = ""
-    for line in proc.stdout:
-        if "listening on" in line:
-            grpc_address = line.rsplit(" ", 1)[-1].strip()
-        if "HTTP on" in line:
-            http_url = line.rsplit(" ", 1)[-1].strip()
-            break
-    if not (grpc_address and http_url):
-        raise SystemExit(f"server exited with {proc.wait()}")
-    return proc, grpc_address, http_url
-
-
-async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            async with session.get(url + "readyz") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit("server did not become ready")
-        await asyncio.sleep(0.5)
 
 
 async def unary(
@@ -163,19 +106,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     texts = make_texts(2000, seed=1)
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "bench.toml"
-        config_path.write_text(config_toml(args), encoding="utf-8")
-        runtime = Runtime.from_config(parse_config(tomllib.loads(config_path.read_text())))
-        runtime.start()
-        if not runtime.wait_ready(600):
-            raise SystemExit(f"runtime failed: {runtime.error}")
-        proc, grpc_address, url = start_server(config_path)
+        config_path.write_text(config_toml(args, http=True), encoding="utf-8")
+        runtime = start_runtime(config_path)
+        proc, grpc_address, url = start_server(config_path, http=True)
         scrapes: list[float] = []
         scrape_bytes = 0
         polls: list[float] = []
         try:
             async with aiohttp.ClientSession() as session, grpc.aio.insecure_channel(grpc_address) as channel:
                 stub = classifier_pb2_grpc.ClassifierStub(channel)
-                await wait_ready(session, url)
                 lat = await unary(runtime, session, url, stub, texts, args.calls)
 
                 async def console_open() -> None:
@@ -269,12 +208,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.set_defaults(host_bound=False)  # grpc_bench's config_toml reads it
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    figures = asyncio.run(main(parse_args()))
-    width = max(map(len, figures))
-    for key, value in figures.items():
-        print(f"{key:<{width}}  {value:.3f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
-    print(json.dumps(figures))
+    print_figures(asyncio.run(main(parse_args())))

@@ -3,25 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-
-def _run(args: list[str], cache: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GLICLASS_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "server.cli", "classify", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=240,
-        cwd=Path(__file__).parents[2],
-    )
+from fixtures.cli import run_classify
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +15,7 @@ def cache(builtin_classifier, gliclass_cache: Path) -> Path:
 
 
 def test_texts_as_arguments(cache: Path) -> None:
-    proc = _run(
+    proc = run_classify(
         ["--labels", "billing,sports", "--threshold", "0.5", "I was charged twice", "The Lakers won"], cache
     )
     assert proc.returncode == 0, proc.stderr
@@ -49,7 +34,7 @@ def test_json_lines_on_stdin_with_a_bad_line(cache: Path) -> None:
             json.dumps({"text": ""}),
         ]
     )
-    proc = _run(["--labels", "billing,bug report", "--single-label"], cache, stdin)
+    proc = run_classify(["--labels", "billing,bug report", "--single-label"], cache, stdin)
     assert proc.returncode == 1  # some lines failed; the others were still classified
     out = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(out) == 4
@@ -70,7 +55,7 @@ def test_json_lines_on_stdin_with_a_bad_line(cache: Path) -> None:
     ],
 )
 def test_bad_input_is_a_clean_error(cache: Path, args: list[str], words: str) -> None:
-    proc = _run(args, cache)
+    proc = run_classify(args, cache)
     assert proc.returncode == 2
     assert words in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-
-def _run(args: list[str], cache: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GLICLASS_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "server.cli", "classify", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=240,
-        cwd=Path(__file__).parents[2],
-    )
+from fixtures.cli import run_classify
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +21,7 @@ TEXT = "I was charged twice for my card. " * 8 + "Also the Lakers won."
 
 def test_nested_labels_chunked_text_and_hierarchy(cache: Path, builtin_classifier: Any) -> None:
     chunking = ["--long-text", "chunk", "--text-chunk-size", "120", "--text-chunk-overlap", "10"]
-    proc = _run(["--labels", json.dumps(LABELS), "--hierarchical", *chunking, TEXT], cache)
+    proc = run_classify(["--labels", json.dumps(LABELS), "--hierarchical", *chunking, TEXT], cache)
     assert proc.returncode == 0, proc.stderr
     (line,) = [json.loads(x) for x in proc.stdout.splitlines()]
     offline = builtin_classifier.classify([TEXT], LABELS, long_text="chunk", text_chunk_size=120,
@@ -51,13 +36,13 @@ def test_nested_labels_chunked_text_and_hierarchy(cache: Path, builtin_classifie
             json.dumps({"text": "x", "labels": 3}),
         ]
     )
-    proc = _run(["--hierarchical"], cache, stdin=stdin)
+    proc = run_classify(["--hierarchical"], cache, stdin=stdin)
     assert proc.returncode == 1
     first, second = [json.loads(x) for x in proc.stdout.splitlines()]
     assert (
         list(first["hierarchy"]["g"]) == ["billing"] and second["line"] == 2 and "labels" in second["error"]
     )
-    bad = _run(["--labels", "{not json", "hi"], cache)
+    bad = run_classify(["--labels", "{not json", "hi"], cache)
     assert bad.returncode == 2 and "--labels" in bad.stderr
-    bad = _run(["--labels", "a,b", "--long-text", "chunk", "--text-chunk-size", "5", "hi"], cache)
+    bad = run_classify(["--labels", "a,b", "--long-text", "chunk", "--text-chunk-size", "5", "hi"], cache)
     assert bad.returncode == 2 and "text_chunk_overlap" in bad.stderr
