@@ -261,16 +261,21 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
     return figures
 
 
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model and batching options `config_toml` writes (shared with http_bench)."""
+    parser.add_argument("--model", default="builtin:minilm")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=64)
     parser.add_argument("--texts-per-stream", type=int, default=2000)
     parser.add_argument("--unary-calls", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=4, help="alternating direct/gRPC rounds")
-    parser.add_argument("--model", default="builtin:minilm")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--max-batch-size", type=int, default=64)
-    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    add_serve_arguments(parser)
     parser.add_argument(
         "--host-bound",
         action="store_true",

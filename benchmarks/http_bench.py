@@ -30,7 +30,16 @@ import aiohttp
 import grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from grpc_bench import LABELS, config_toml, make_texts, percentile, print_figures, start_runtime, start_server
+from grpc_bench import (
+    LABELS,
+    add_serve_arguments,
+    config_toml,
+    make_texts,
+    percentile,
+    print_figures,
+    start_runtime,
+    start_server,
+)
 
 from gliclass_core.runtime import Priority, Runtime
 from gliclass_core.types import ClassifyItem
@@ -204,10 +213,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=6, help="console open/closed pairs")
     parser.add_argument("--round-s", type=float, default=8.0)
     parser.add_argument("--polls", type=int, default=100, help="quiet /v1/stats and /metrics calls timed")
-    parser.add_argument("--model", default="builtin:minilm")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--max-batch-size", type=int, default=64)
-    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    add_serve_arguments(parser)
     parser.set_defaults(host_bound=False)  # grpc_bench's config_toml reads it
     return parser.parse_args(argv)
 
