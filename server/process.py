@@ -90,7 +90,7 @@ async def serve(
             loop.add_signal_handler(signal.SIGHUP, on_sighup)
         stopped = asyncio.create_task(stop.wait())
         failed = asyncio.create_task(server.load_failed.wait())
-        watched = [stopped, failed]
+        watched: list[asyncio.Task[Any]] = [stopped, failed]
         if worker is not None:
             watched.append(asyncio.create_task(_worker_stopped(worker)))
         await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)

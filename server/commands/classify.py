@@ -59,7 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-separator", default=".", help="joins hierarchical label names (default .)")
 
 
-def _parse_labels(value: str | None) -> list[str] | dict[str, Any] | None:
+#: --labels: comma-separated labels, or a JSON object of label groups (hierarchical).
+Labels = list[str] | dict[str, Any]
+
+
+def _parse_labels(value: str | None) -> Labels | None:
     """Comma-separated labels, or a JSON object of hierarchical labels (`{"sports": ["football"]}`)."""
     if value is None:
         return None
@@ -131,8 +135,10 @@ def run(args: argparse.Namespace) -> int:
 
     clf = Classifier.from_pretrained(args.model, device=args.device, dtype=args.dtype, engine=args.engine)
     if args.texts:
+        # A nested mapping is taken too (see `Classifier.classify`), though its annotation says Sequence.
+        flat_or_nested: Any = labels or []
         preds = clf.classify(
-            args.texts, labels or [], threshold=args.threshold, prompt=args.prompt,
+            args.texts, flat_or_nested, threshold=args.threshold, prompt=args.prompt,
             batch_size=args.batch_size, long_text=options["long_text"],
             return_hierarchical=args.hierarchical, label_separator=args.label_separator, **common,
         )  # fmt: skip
@@ -185,9 +191,7 @@ def _error_line(exc: Exception, number: int) -> dict[str, Any]:
     return out
 
 
-def _stream(
-    clf: Any, stdin: IO[str], stdout: IO[str], labels: list[str] | None, args: Any, common: dict
-) -> int:
+def _stream(clf: Any, stdin: IO[str], stdout: IO[str], labels: Labels | None, args: Any, common: dict) -> int:
     from gliclass_core.types import ClassifyItem
 
     failed = False
@@ -222,7 +226,7 @@ def _stream(
     return 1 if failed else 0
 
 
-def _item_from_line(line: str, labels: list[str] | None, args: Any, common: dict, item_type: Any) -> Any:
+def _item_from_line(line: str, labels: Labels | None, args: Any, common: dict, item_type: Any) -> Any:
     from gliclass_core.processing.bounded_json import JsonRejected, loads
 
     try:

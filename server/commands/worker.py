@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,9 +48,17 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     reload = threading.Event()
     wake = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: (stop.set(), wake.set()))
-    signal.signal(signal.SIGINT, lambda *_: (stop.set(), wake.set()))
-    signal.signal(signal.SIGHUP, lambda *_: (reload.set(), wake.set()))
+
+    def on_signal(flag: threading.Event) -> Callable[..., None]:
+        def handler(*_: object) -> None:
+            flag.set()
+            wake.set()
+
+        return handler
+
+    signal.signal(signal.SIGTERM, on_signal(stop))
+    signal.signal(signal.SIGINT, on_signal(stop))
+    signal.signal(signal.SIGHUP, on_signal(reload))
 
     runtime = Runtime.from_config(app_config)
     observe_runtime(runtime)

@@ -50,9 +50,9 @@ class TlsConfig:
                 out.append(Path(path).read_bytes())
             except OSError as exc:
                 raise ConfigError(f"[grpc.tls] {key}: cannot read {path}: {exc.strerror}") from exc
-        cert, key, ca = out
-        assert cert is not None and key is not None
-        return cert, key, ca
+        cert, private_key, ca = out
+        assert cert is not None and private_key is not None
+        return cert, private_key, ca
 
 
 @dataclass(frozen=True)
