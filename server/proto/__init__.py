@@ -1,6 +1,7 @@
 """Generated code for protos/gliclass/v1/classifier.proto (regenerate: `python -m server.proto.generate`).
 
-Only `server.grpc.convert` and the servicer wiring import these modules; the core never sees them.
+Imported only where messages are converted or wired (`server.grpc.convert`, `.servicer`, `.server`;
+`server.http.api`, `.errors`, `.openapi`), as the `protobuf-at-the-edge` import contract checks.
 """
 
 from __future__ import annotations
