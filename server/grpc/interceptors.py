@@ -19,7 +19,8 @@ CLASSIFIER_METHODS = "/gliclass.v1.Classifier/"
 Wrap = Callable[[Callable[..., Any]], Callable[..., Any]]
 #: Called with (request or request iterator, context) at the start of a call; the context manager
 #: is entered around the whole call (a stream's too, until its last response) and yields the
-#: request (or request iterator) the handler gets. An error in the call reaches its `__aexit__`.
+#: request (or request iterator) the handler gets. An error in the call reaches its `__aexit__`,
+#: which must not swallow it (re-raise it, or end the call with `context.abort`).
 Around = Callable[[Any, grpc.aio.ServicerContext], AbstractAsyncContextManager[Any]]
 
 # handler attribute -> factory building a handler of the same shape
@@ -66,7 +67,6 @@ def wrap_handler(
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             async with around(request, context) as request:
                 return await behavior(request, context)
-            raise AssertionError("unreachable: an `around` never swallows a call's error")
 
         return call
 
