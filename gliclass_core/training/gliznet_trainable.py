@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from gliclass_core.modeling.gliznet import GliZNet, activate
+from gliclass_core.modeling.gliznet import GliZNet
+from gliclass_core.processing.postprocess import scores_from_logits
 from gliclass_core.training.datasets import LabelledExample
 from gliclass_core.training.losses import gliznet_loss
 
@@ -73,7 +74,7 @@ class GliZNetTrainable:
         out, pos = [], 0
         for passes in items:
             names = [lbl for p in passes for lbl in p.labels]
-            row = activate(np.concatenate(logits[pos : pos + len(passes)]), multi_label)
+            row = scores_from_logits(np.concatenate(logits[pos : pos + len(passes)]), multi_label)
             pos += len(passes)
             out.append({n: float(s) for n, s in zip(names, row)})
         return out
