@@ -32,7 +32,8 @@ from gliclass_core.processing.postprocess import scores_from_logits
 from gliclass_core.processing.relative import from_config as relative_from_config
 from gliclass_core.processing.tokens import PieceTokenizer
 from gliclass_core.training.datasets import LabelledExample
-from gliclass_core.training.losses import focal_loss
+from gliclass_core.training.losses import focal_loss, target_matrix
+from gliclass_core.training.trainer import split_parameters
 
 DEFAULT_MAX_LENGTH = 512
 
@@ -84,9 +85,7 @@ class GLiClassTrainable:
     # ---- Trainable -----------------------------------------------------------------------------------
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        enc = [p for m in self._encoders for p in m.parameters()]
-        ids = {id(p) for p in enc}
-        return enc, [p for p in self.network.parameters() if id(p) not in ids]
+        return split_parameters(self.network, self._encoders)
 
     def logits(
         self, texts: Sequence[str], labels: Sequence[Sequence[str]]
@@ -129,9 +128,7 @@ class GLiClassTrainable:
 
     def compute_loss(self, batch: Sequence[LabelledExample]) -> tuple[torch.Tensor, dict[str, float]]:
         logits, mask = self.logits([e.text for e in batch], [e.labels for e in batch])
-        targets = torch.zeros_like(logits)
-        for r, e in enumerate(batch):
-            targets[r, : len(e.targets)] = torch.tensor(e.targets, dtype=logits.dtype)
+        targets = target_matrix([e.targets for e in batch], logits)
         loss = focal_loss(logits, targets, mask, self.alpha, self.gamma)
         return loss, {"focal": float(loss.detach())}
 
