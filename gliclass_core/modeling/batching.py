@@ -16,9 +16,10 @@ if TYPE_CHECKING:
     from gliclass_core.classifier import Classifier, EncodedPass
 
 
-def _pad(
+def pad_rows(
     rows: Sequence[Sequence[int] | np.ndarray], pad_id: int, device: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as (ids, attention mask), both int64 (N, longest row), right-padded with `pad_id`."""
     # A handful of vectorised copies: all rows joined once, then scattered under the mask.
     lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
     width = int(lengths.max())
@@ -28,19 +29,20 @@ def _pad(
     return torch.from_numpy(ids).to(device), torch.from_numpy(mask.astype(np.int64)).to(device)
 
 
-def _marker_batch(passes: Sequence[EncodedPass], markers: list[tuple[int, ...] | np.ndarray], seps: list[int],
-                  device: str) -> MarkerBatch:  # fmt: skip
+def marker_batch(lengths: Sequence[int], markers: Sequence[tuple[int, ...] | np.ndarray], seps: Sequence[int],
+                 device: str) -> MarkerBatch:  # fmt: skip
+    """Rows' label-marker positions, first-<<SEP>> positions and real lengths as a padded MarkerBatch."""
     counts = np.fromiter((len(m) for m in markers), dtype=np.int64, count=len(markers))
     k = max(1, int(counts.max()))
     valid = np.arange(k)[None, :] < counts[:, None]
-    pos = np.zeros((len(passes), k), dtype=np.int64)
+    pos = np.zeros((len(markers), k), dtype=np.int64)
     if valid.any():
         pos[valid] = np.concatenate([np.asarray(m, dtype=np.int64) for m in markers])
     return MarkerBatch(
         markers=torch.from_numpy(pos).to(device),
         label_mask=torch.from_numpy(valid).to(device),
         first_sep=torch.tensor(seps, dtype=torch.long, device=device),
-        lengths=torch.tensor([p.num_tokens for p in passes], dtype=torch.long, device=device),
+        lengths=torch.tensor(lengths, dtype=torch.long, device=device),
     )
 
 
@@ -59,7 +61,7 @@ def label_vectors(clf: Classifier, payloads: Sequence[BiPayload]) -> dict[str, t
                 found[label] = hit
     if missing:
         names = list(missing)
-        ids, mask = _pad([missing[n] for n in names], clf.pad_id, clf.device)
+        ids, mask = pad_rows([missing[n] for n in names], clf.pad_id, clf.device)
         vectors = clf.network.label_vectors(ids, mask)
         for name, vec in zip(names, vectors):
             vec = vec.clone()  # own storage, so a cached row does not pin the whole batch tensor
@@ -91,7 +93,7 @@ def _encdec(
     if not all(isinstance(x, EncDecPayload) for x in payloads):
         raise TypeError("encoder-decoder passes need EncDecPayload")
     prompts = [x.class_ids for x in payloads]
-    class_ids, class_mask = _pad(prompts, clf.pad_id, clf.device)
+    class_ids, class_mask = pad_rows(prompts, clf.pad_id, clf.device)
     markers = [tuple(i for i, t in enumerate(r) if t == cfg.class_token_index) for r in prompts]
     seps = [next((i for i, t in enumerate(r) if t == cfg.text_token_index), 0) for r in prompts]
     k = max(1, max(len(m) for m in markers))
@@ -118,15 +120,18 @@ def run_forward(clf: Classifier, passes: Sequence[EncodedPass]) -> list[np.ndarr
     """
     arch = clf.config.architecture
     net = clf.network
-    ids, mask = _pad([p.input_ids for p in passes], clf.pad_id, clf.device)
+    ids, mask = pad_rows([p.input_ids for p in passes], clf.pad_id, clf.device)
     if clf.config.is_encoder_decoder:
         scored, label_mask = _encdec(clf, passes, ids, mask)
     elif arch == "uni-encoder":
         payloads_u = [p.payload for p in passes]
         if not all(isinstance(x, UniPayload) for x in payloads_u):
             raise TypeError("uni-encoder passes need UniPayload")
-        mb = _marker_batch(
-            passes, [x.markers for x in payloads_u], [x.first_sep for x in payloads_u], clf.device
+        mb = marker_batch(
+            [p.num_tokens for p in passes],
+            [x.markers for x in payloads_u],
+            [x.first_sep for x in payloads_u],
+            clf.device,
         )
         scored = net.uni_scored(ids, mask, mb)
         label_mask = mb.label_mask
@@ -139,7 +144,9 @@ def run_forward(clf: Classifier, passes: Sequence[EncodedPass]) -> list[np.ndarr
         if arch == "bi-encoder":
             scored = net.bi_scored(ids, mask, labels, label_mask)
         else:
-            mb = _marker_batch(passes, [x.markers for x in payloads_b], [0] * len(passes), clf.device)
+            mb = marker_batch(
+                [p.num_tokens for p in passes], [x.markers for x in payloads_b], [0] * len(passes), clf.device
+            )
             scored = net.fused_scored(ids, mask, labels, mb)
     logits = scored.logits
     if clf.config.logit_bias:

@@ -1,4 +1,5 @@
-"""Locate a checkpoint (local dir, hub id, builtin) and load its config, weights and tokenizer."""
+"""Locate a checkpoint (local dir, hub id, builtin) and load its config, weights and tokenizer;
+`save_checkpoint` writes the same layout back."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from gliclass_core.modeling.heads import GLiClassNetwork
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HUB_FILES = ["config.json", "*.safetensors", "*.json", "*.model", "*.txt", "pytorch_model.bin"]
+# The reference layout keys every network weight under this prefix (GLiClassModel.model.*).
+WEIGHT_PREFIX = "model."
 # Present in some checkpoints, never used by GLiClass inference.
 _IGNORABLE = ("pooler.", "position_ids", "embeddings.token_type_ids")
 
@@ -124,7 +127,7 @@ def shard_files(directory: Path, index: Path) -> list[Path]:
 def load_network(directory: Path, cfg: GLiClassConfig) -> GLiClassNetwork:
     """Build the network for `cfg` and load the checkpoint's weights into it, strictly."""
     state = read_state_dict(directory)
-    state = {k.removeprefix("model."): v for k, v in state.items()}
+    state = {k.removeprefix(WEIGHT_PREFIX): v for k, v in state.items()}
     net = GLiClassNetwork(cfg)
     own = net.state_dict()
     unexpected = [
@@ -175,3 +178,23 @@ def load_tokenizer(directory: Path, cfg: GLiClassConfig) -> Any:
         return AutoTokenizer.from_pretrained(str(directory), **kwargs)
     except Exception as exc:
         raise CheckpointError(f"{directory}: cannot load the tokenizer ({exc})") from exc
+
+
+def save_checkpoint(
+    directory: str | Path, network: GLiClassNetwork, raw_config: dict[str, Any], tokenizer: Any
+) -> Path:
+    """Write a checkpoint in the reference layout, which `load_network` and the `gliclass` package read.
+
+    config.json is `raw_config` as given (`model_type` "GLiClass"); model.safetensors holds the
+    network's weights under WEIGHT_PREFIX; the tokenizer writes its own files. Returns the directory.
+    """
+    from safetensors.torch import save_file
+
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.json").write_text(json.dumps(raw_config, indent=2))
+    weights = network.state_dict().items()
+    state = {f"{WEIGHT_PREFIX}{k}": v.detach().to("cpu").contiguous() for k, v in weights}
+    save_file(state, str(root / "model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(str(root))
+    return root

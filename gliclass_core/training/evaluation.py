@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from gliclass_core.processing.postprocess import decide_row
 from gliclass_core.training.datasets import LabelledExample
 
 # predict(texts, labels per text) -> {label: probability} per text
@@ -79,12 +80,10 @@ def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
 
 
 def decide(scores: Mapping[str, float], threshold: float, multi_label: bool) -> set[str]:
-    """Predicted labels: score >= threshold (multi-label) or the argmax (single-label)."""
+    """Predicted labels: score >= threshold (multi-label) or the argmax (single-label), as served."""
     if not scores:
         return set()
-    if multi_label:
-        return {lbl for lbl, s in scores.items() if s >= threshold}
-    return {max(scores, key=lambda lbl: scores[lbl])}
+    return set(decide_row(list(scores), list(scores.values()), multi_label, threshold, None))
 
 
 def compute_metrics(

@@ -1,29 +1,39 @@
 """GLiClass (uni-encoder / bi-encoder) as a `Trainable`, built on the core's `GLiClassNetwork`.
 
-Training needs logits with grad, so this module packs batches itself (same layout as the
-reference: `<<LABEL>>l1<<LABEL>>l2...<<SEP>>` before or after the text; bi-encoder: text and
-each label encoded alone) and calls the network's `uni_logits` / `bi_logits` directly.
-Checkpoints are written in the reference layout: config.json (`model_type` "GLiClass"),
-model.safetensors with keys prefixed `model.`, and the tokenizer files.
+Training needs logits with grad, so this module calls the network's `uni_logits` / `bi_logits`
+directly, on rows that the inference `Packer` builds (the same prompt layout and tokenization as
+`Classifier`; every label of an example in one row, only the text is cut) and pads with the
+inference helpers. Checkpoints are written by `modeling.loading.save_checkpoint`, beside the loader.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from gliclass_core.errors import UnsupportedModel
+from gliclass_core.modeling.batching import marker_batch, pad_rows
 from gliclass_core.modeling.config import parse_config
-from gliclass_core.modeling.heads import GLiClassNetwork, MarkerBatch
+from gliclass_core.modeling.heads import GLiClassNetwork
+from gliclass_core.modeling.loading import (
+    load_network,
+    load_tokenizer,
+    read_config,
+    resolve_source,
+    save_checkpoint,
+)
+from gliclass_core.processing.packing import MARKER_TEXTS, Packer, UniPayload
+from gliclass_core.processing.postprocess import scores_from_logits
 from gliclass_core.processing.relative import from_config as relative_from_config
+from gliclass_core.processing.tokens import PieceTokenizer
 from gliclass_core.training.datasets import LabelledExample
-from gliclass_core.training.losses import focal_loss
+from gliclass_core.training.losses import focal_loss, target_matrix
+from gliclass_core.training.trainer import split_parameters
 
 DEFAULT_MAX_LENGTH = 512
 
@@ -55,15 +65,18 @@ class GLiClassTrainable:
         self.alpha, self.gamma = alpha, gamma
         self.max_length = min(DEFAULT_MAX_LENGTH, self.cfg.max_position_embeddings or DEFAULT_MAX_LENGTH)
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-        self._label_cache: dict[str, list[int]] = {}
+        markers: dict[str, int] = {}
+        if self.cfg.uses_markers:
+            indices = (self.cfg.class_token_index, self.cfg.text_token_index, self.cfg.example_token_index)
+            markers = dict(zip(MARKER_TEXTS, indices))
+        pieces = PieceTokenizer(tokenizer, markers)
+        self.packer = Packer(pieces, self.cfg.architecture, self.cfg.prompt_first, self.max_length, markers)
         # Logits relative to the row's other labels (config "relative_scoring"), as at inference.
         self.relative = relative_from_config(self.cfg.raw)
 
     @classmethod
     def from_pretrained(cls, source: str, alpha: float = 0.5, gamma: float = 2.0) -> GLiClassTrainable:
         """Load `builtin:minilm`, a checkpoint directory or a hub id for training."""
-        from gliclass_core.modeling.loading import load_network, load_tokenizer, read_config, resolve_source
-
         directory = resolve_source(source)
         cfg = read_config(directory)
         network = load_network(directory, cfg)
@@ -72,43 +85,41 @@ class GLiClassTrainable:
     # ---- Trainable -----------------------------------------------------------------------------------
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        enc = [p for m in self._encoders for p in m.parameters()]
-        ids = {id(p) for p in enc}
-        return enc, [p for p in self.network.parameters() if id(p) not in ids]
+        return split_parameters(self.network, self._encoders)
 
     def logits(
         self, texts: Sequence[str], labels: Sequence[Sequence[str]]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, K) with grad and the real-slot mask (B, K)."""
-        device = self.network.logit_scale.device
+        device = str(self.network.logit_scale.device)
         k = max(len(lbls) for lbls in labels)
         label_mask = torch.zeros(len(texts), k, dtype=torch.bool)
         for r, lbls in enumerate(labels):
             label_mask[r, : len(lbls)] = True
+        label_sets = [tuple(lbls) for lbls in labels]
         if self.cfg.architecture == "uni-encoder":
-            rows = [self._uni_ids(t, lbls) for t, lbls in zip(texts, labels)]
-            ids, mask = self._pad([r[0] for r in rows])
-            markers = torch.zeros(len(rows), k, dtype=torch.long)
-            for r, (_, pos, _) in enumerate(rows):
-                markers[r, : len(pos)] = torch.tensor(pos)
-            mb = MarkerBatch(
-                markers.to(device),
-                label_mask.to(device),
-                torch.tensor([r[2] for r in rows], device=device),
-                mask.sum(1).to(device),
-            )
-            out = self.network.uni_logits(ids.to(device), mask.to(device), mb)
+            # One chunk per example: every label in the row (InvalidInput if they leave the text no room).
+            n = len(texts)
+            packed = self.packer.marker_rows_many(texts, [[s] for s in label_sets], [None] * n, [()] * n)
+            rows = [item_rows[0] for item_rows in packed]
+            uni = [cast(UniPayload, r.payload) for r in rows]
+            ids, mask = pad_rows([r.input_ids for r in rows], self.pad_id, device)
+            lengths = [len(r.input_ids) for r in rows]
+            mb = marker_batch(lengths, [p.markers for p in uni], [p.first_sep for p in uni], device)
+            out = self.network.uni_logits(ids, mask, mb)
         else:
-            unique = sorted({lbl for lbls in labels for lbl in lbls})
-            lab_ids, lab_mask = self._pad([self._encode(lbl, special=True) for lbl in unique])
-            vectors = self.network.label_vectors(lab_ids.to(device), lab_mask.to(device))
+            rows = self.packer.bi_rows_many(texts, label_sets, [None] * len(texts))
+            unique = sorted({lbl for lbls in label_sets for lbl in lbls})
+            label_ids = [self.packer.label_encoder_ids(lbl) for lbl in unique]
+            lab_ids, lab_mask = pad_rows(label_ids, self.pad_id, device)
+            vectors = self.network.label_vectors(lab_ids, lab_mask)
             index = {lbl: i for i, lbl in enumerate(unique)}
             gather = torch.zeros(len(texts), k, dtype=torch.long)
-            for r, lbls in enumerate(labels):
+            for r, lbls in enumerate(label_sets):
                 gather[r, : len(lbls)] = torch.tensor([index[lbl] for lbl in lbls])
             per_row = vectors[gather.to(device)] * label_mask.to(device).unsqueeze(-1).to(vectors.dtype)
-            ids, mask = self._pad([self._encode(t, special=True, limit=self.max_length) for t in texts])
-            out = self.network.bi_logits(ids.to(device), mask.to(device), per_row, label_mask.to(device))
+            ids, mask = pad_rows([r.input_ids for r in rows], self.pad_id, device)
+            out = self.network.bi_logits(ids, mask, per_row, label_mask.to(device))
         bias = getattr(self.cfg, "logit_bias", 0.0)  # a config-level offset (builtin:minilm), as at inference
         out = out + bias if bias else out
         if self.relative is not None:
@@ -117,9 +128,7 @@ class GLiClassTrainable:
 
     def compute_loss(self, batch: Sequence[LabelledExample]) -> tuple[torch.Tensor, dict[str, float]]:
         logits, mask = self.logits([e.text for e in batch], [e.labels for e in batch])
-        targets = torch.zeros_like(logits)
-        for r, e in enumerate(batch):
-            targets[r, : len(e.targets)] = torch.tensor(e.targets, dtype=logits.dtype)
+        targets = target_matrix([e.targets for e in batch], logits)
         loss = focal_loss(logits, targets, mask, self.alpha, self.gamma)
         return loss, {"focal": float(loss.detach())}
 
@@ -128,58 +137,12 @@ class GLiClassTrainable:
         self, texts: Sequence[str], labels: Sequence[Sequence[str]], multi_label: bool = True
     ) -> list[dict[str, float]]:
         self.network.eval()
-        logits, mask = self.logits(texts, labels)
-        logits = logits.float().masked_fill(~mask, float("-inf"))
-        probs = torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)
-        return [{lbl: float(p) for lbl, p in zip(lbls, row.tolist())} for lbls, row in zip(labels, probs)]
+        logits = self.logits(texts, labels)[0].float().cpu().numpy()
+        return [
+            dict(zip(lbls, scores_from_logits(row[: len(lbls)], multi_label).tolist()))
+            for lbls, row in zip(labels, logits)
+        ]
 
     def save(self, path: str | Path) -> None:
         """Write the checkpoint in the reference layout (loads in `gliclass` and in our server)."""
-        from safetensors.torch import save_file
-
-        root = Path(path)
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "config.json").write_text(json.dumps(self.raw_config, indent=2))
-        state = {
-            f"model.{k}": v.detach().to("cpu").contiguous() for k, v in self.network.state_dict().items()
-        }
-        save_file(state, str(root / "model.safetensors"), metadata={"format": "pt"})
-        self.tokenizer.save_pretrained(str(root))
-
-    # ---- packing -------------------------------------------------------------------------------------
-
-    def _encode(self, text: str, special: bool = False, limit: int | None = None) -> list[int]:
-        if not special:
-            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        return list(self.tokenizer(text, truncation=True, max_length=limit or self.max_length)["input_ids"])
-
-    def _label_ids(self, label: str) -> list[int]:
-        if label not in self._label_cache:
-            if len(self._label_cache) > 4096:  # bounded: label vocabularies can be open-ended
-                self._label_cache.clear()
-            self._label_cache[label] = self._encode(label)
-        return self._label_cache[label]
-
-    def _uni_ids(self, text: str, labels: Sequence[str]) -> tuple[list[int], list[int], int]:
-        """Ids, <<LABEL>> positions and the first <<SEP>> position; the text is cut, never the labels."""
-        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-        if cls_id is None:
-            cls_id, sep_id = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
-        prompt: list[int] = []
-        for lbl in labels:
-            prompt += [self.cfg.class_token_index, *self._label_ids(lbl)]
-        prompt.append(self.cfg.text_token_index)
-        text_ids = self._encode(text)[: max(0, self.max_length - 2 - len(prompt))]
-        body = prompt + text_ids if self.cfg.prompt_first else text_ids + prompt
-        ids = [cls_id, *body, sep_id]
-        markers = [i for i, t in enumerate(ids) if t == self.cfg.class_token_index]
-        return ids, markers, ids.index(self.cfg.text_token_index)
-
-    def _pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        return ids, mask
+        save_checkpoint(path, self.network, self.raw_config, self.tokenizer)

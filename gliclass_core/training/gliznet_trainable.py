@@ -10,9 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from gliclass_core.modeling.gliznet import GliZNet, activate
+from gliclass_core.modeling.gliznet import GliZNet
+from gliclass_core.processing.postprocess import scores_from_logits
 from gliclass_core.training.datasets import LabelledExample
-from gliclass_core.training.losses import gliznet_loss
+from gliclass_core.training.losses import gliznet_loss, target_matrix
+from gliclass_core.training.trainer import split_parameters
 
 
 class GliZNetTrainable:
@@ -27,9 +29,7 @@ class GliZNetTrainable:
         self.dropped_labels = 0
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        encoder = list(self.net.model.encoder.parameters())
-        ids = {id(p) for p in encoder}
-        return encoder, [p for p in self.net.model.parameters() if id(p) not in ids]
+        return split_parameters(self.net.model, [self.net.model.encoder])
 
     def compute_loss(self, batch: Sequence[LabelledExample]) -> tuple[torch.Tensor, dict[str, float]]:
         passes, rows = [], []
@@ -45,9 +45,7 @@ class GliZNetTrainable:
             rows.append([ex.targets[i] for i in order[: first.num_labels]])
         inputs = self.net.collate(passes)
         out = self.net.model(**inputs)
-        targets = torch.zeros_like(out.logits)
-        for r, row in enumerate(rows):
-            targets[r, : len(row)] = torch.tensor(row, dtype=targets.dtype)
+        targets = target_matrix(rows, out.logits)
         c = self.net.config
         parts = gliznet_loss(
             out.logits,
@@ -73,7 +71,7 @@ class GliZNetTrainable:
         out, pos = [], 0
         for passes in items:
             names = [lbl for p in passes for lbl in p.labels]
-            row = activate(np.concatenate(logits[pos : pos + len(passes)]), multi_label)
+            row = scores_from_logits(np.concatenate(logits[pos : pos + len(passes)]), multi_label)
             pos += len(passes)
             out.append({n: float(s) for n, s in zip(names, row)})
         return out

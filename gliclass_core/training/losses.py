@@ -6,10 +6,19 @@ Shapes: `logits`, `targets`, `mask` are (B, K); K is the longest label list in t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+
+def target_matrix(rows: Sequence[Sequence[float]], like: torch.Tensor) -> torch.Tensor:
+    """Per-example target scores as a (B, K) tensor shaped, typed and placed like `like`, 0 in empty slots."""
+    targets = torch.zeros_like(like)
+    for r, row in enumerate(rows):
+        targets[r, : len(row)] = torch.tensor(row, dtype=targets.dtype)
+    return targets
 
 
 def focal_loss(

@@ -96,6 +96,15 @@ class TrainResult:
         return [e.train_loss for e in self.epochs]
 
 
+def split_parameters(
+    module: nn.Module, encoders: Sequence[nn.Module]
+) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """`Trainable.param_groups` of a model: the encoders' parameters, then the rest of `module`'s."""
+    encoder = [p for m in encoders for p in m.parameters()]
+    ids = {id(p) for p in encoder}
+    return encoder, [p for p in module.parameters() if id(p) not in ids]
+
+
 def make_optimizer(model: Trainable, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW with the encoder and the heads in separate groups (own learning rates)."""
     encoder, heads = model.param_groups()
