@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gliclass_core.runtime.batching import (
+from gliclass_core.runtime.batch_forming import (
     BatchDecision,
     BatchPolicy,
     PendingPass,

@@ -5,7 +5,7 @@ Callers `submit` items and get one `concurrent.futures.Future` per item; asyncio
 texts are tokenized on the scheduler's intake thread, many submissions per Rust `encode_batch`
 call (which releases the GIL), and their passes are queued from there. Replica threads call
 `next_batch` (blocking) and `complete`. What goes into a batch is decided by the pure
-`batching.form_batch`; this module only keeps the queue, the futures and the counters.
+`batch_forming.form_batch`; this module only keeps the queue, the futures and the counters.
 
 Futures are never resolved while the scheduler lock is held, because their callbacks run
 user code (asyncio wake-ups, resubmissions) that may re-enter the scheduler.
@@ -36,7 +36,7 @@ from gliclass_core.errors import (
     NotReady,
     Overloaded,
 )
-from gliclass_core.runtime.batching import (
+from gliclass_core.runtime.batch_forming import (
     BatchDecision,
     BatchPolicy,
     PendingPass,
