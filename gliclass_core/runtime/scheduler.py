@@ -33,7 +33,7 @@ from gliclass_core.runtime.intake import Intake
 from gliclass_core.runtime.pass_queue import PassQueue
 from gliclass_core.runtime.stats import SchedulerStats, StatsRecorder
 from gliclass_core.runtime.tracing import capture_span_context
-from gliclass_core.runtime.work import Batch, SubmittedItem, TimedFuture
+from gliclass_core.runtime.work import Batch, InFlight, SubmittedItem, TimedFuture
 from gliclass_core.types import ClassifyItem, Prediction
 
 
@@ -63,10 +63,7 @@ class Scheduler:
         self._draining = False
         self._closed = False
         self._last_interactive_at = float("-inf")
-        self._last_bulk_dispatch_at = float("-inf")
-        self._in_flight = 0
-        self._bulk_in_flight = 0
-        self._running: dict[int, Batch] = {}  # dispatched, not yet completed or abandoned
+        self._in_flight = InFlight()
 
     # ----------------------------------------------------------------- lifecycle (Runtime)
 
@@ -217,7 +214,7 @@ class Scheduler:
         with self._cond:
             depth_i = self._passes.depth_of(Priority.INTERACTIVE)
             depth_b = self._passes.depth_of(Priority.BULK)
-            in_flight = self._in_flight
+            in_flight = self._in_flight.count
         return self._stats.snapshot(depth_i, depth_b, in_flight)
 
     # ----------------------------------------------------------------- replicas
@@ -282,12 +279,10 @@ class Scheduler:
         finished: list[SubmittedItem] = []
         failed: list[tuple[SubmittedItem, BaseException]] = []
         with self._cond:
-            if self._running.pop(id(batch), None) is None:
+            if not self._in_flight.remove(batch):
                 return  # abandoned: its items were failed already
-            self._in_flight -= 1
             if batch.decision.priority is Priority.BULK:
-                self._bulk_in_flight -= 1
-                self._last_bulk_dispatch_at = self._clock()
+                self._in_flight.last_bulk_at = self._clock()
             for entry, result in zip(batch.entries, results):
                 item = entry.item
                 if item.done:
@@ -331,10 +326,7 @@ class Scheduler:
         """
         items: dict[int, SubmittedItem] = {}
         with self._cond:
-            if self._running.pop(id(batch), None) is not None:
-                self._in_flight -= 1
-                if batch.decision.priority is Priority.BULK:
-                    self._bulk_in_flight -= 1
+            self._in_flight.remove(batch)
             for entry in batch.entries:
                 item = entry.item
                 item.done = True
@@ -360,8 +352,8 @@ class Scheduler:
         return QueueState(
             now=now,
             last_interactive_at=self._last_interactive_at,
-            last_bulk_dispatch_at=self._last_bulk_dispatch_at,
-            bulk_in_flight=self._bulk_in_flight,
+            last_bulk_dispatch_at=self._in_flight.last_bulk_at,
+            bulk_in_flight=self._in_flight.bulk,
             reserve_for_interactive=self._reserved > 0 and self._idle <= self._reserved,
             draining=self._draining,
         )
@@ -371,12 +363,8 @@ class Scheduler:
         entries = self._passes.take_batch(decision.batch)
         if not entries:
             return None
-        if decision.priority is Priority.BULK:
-            self._last_bulk_dispatch_at = now
-            self._bulk_in_flight += 1
-        self._in_flight += 1
         batch = Batch(tuple(entries), decision, now)
-        self._running[id(batch)] = batch
+        self._in_flight.add(batch)
         return batch
 
     def _on_future_done(self, item: SubmittedItem, future: Future[Prediction]) -> None:

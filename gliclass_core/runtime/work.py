@@ -92,3 +92,30 @@ class Batch:
     @property
     def max_queue_wait_s(self) -> float:
         return max(self.dispatched_at - entry.pending.enqueued_at for entry in self.entries)
+
+
+class InFlight:
+    """The batches handed to replicas and not yet completed or abandoned (scheduler's lock held)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.bulk = 0
+        #: When a bulk batch was last dispatched or completed (bulk was being served until then).
+        self.last_bulk_at = float("-inf")
+        self._running: dict[int, Batch] = {}
+
+    def add(self, batch: Batch) -> None:
+        if batch.decision.priority is Priority.BULK:
+            self.last_bulk_at = batch.dispatched_at
+            self.bulk += 1
+        self.count += 1
+        self._running[id(batch)] = batch
+
+    def remove(self, batch: Batch) -> bool:
+        """Forget `batch`; False when it was not in flight (abandoned already)."""
+        if self._running.pop(id(batch), None) is None:
+            return False
+        self.count -= 1
+        if batch.decision.priority is Priority.BULK:
+            self.bulk -= 1
+        return True
