@@ -4,9 +4,9 @@ Callers `submit` items and get one `concurrent.futures.Future` per item; asyncio
 `classify`. `submit` only validates and plans (cheap Python, so it is fine on an event loop); the
 texts are tokenized on the scheduler's intake thread (`intake`), many submissions per Rust
 `encode_batch` call (which releases the GIL), and their passes are queued from there
-(`pass_queue`). Replica threads call `next_batch` (blocking) and `complete`. What goes into a batch
-is decided by the pure `batch_forming.form_batch`; this module keeps the lifecycle, admission,
-the batches in flight and the counters.
+(`pass_queue`). Replica threads call `next_batch` (blocking) and `complete`, which the dispatcher
+serves (`dispatch`); what goes into a batch is decided by the pure `batch_forming.form_batch`.
+This module keeps the lifecycle and admission; all of them share the scheduler's one lock.
 
 Futures are never resolved while the scheduler lock is held, because their callbacks run
 user code (asyncio wake-ups, resubmissions) that may re-enter the scheduler.
@@ -26,14 +26,15 @@ from opentelemetry.trace import SpanContext
 
 from gliclass_core.classifier import Classifier
 from gliclass_core.errors import DeadlineExceeded, InvalidInput, NotReady, Overloaded
-from gliclass_core.runtime.batch_forming import BatchDecision, BatchPolicy, Priority, QueueState, form_batch
-from gliclass_core.runtime.bridge import deferred_wakeups, gather_futures
-from gliclass_core.runtime.completion import as_batch_failure, fail_future, finish_items
+from gliclass_core.runtime.batch_forming import BatchPolicy, Priority
+from gliclass_core.runtime.bridge import gather_futures
+from gliclass_core.runtime.completion import fail_future, finish_items
+from gliclass_core.runtime.dispatch import Dispatcher
 from gliclass_core.runtime.intake import Intake
 from gliclass_core.runtime.pass_queue import PassQueue
 from gliclass_core.runtime.stats import SchedulerStats, StatsRecorder
 from gliclass_core.runtime.tracing import capture_span_context
-from gliclass_core.runtime.work import Batch, InFlight, SubmittedItem, TimedFuture
+from gliclass_core.runtime.work import Batch, SubmittedItem, TimedFuture
 from gliclass_core.types import ClassifyItem, Prediction
 
 
@@ -56,14 +57,9 @@ class Scheduler:
         # Batch forming looks at the oldest passes only, so its cost does not grow with the queue.
         self._passes = PassQueue(max_queue, window=max(4 * policy.max_batch_size, 256))
         self._intake = Intake(lock, self._cond, self._passes, self._stats)
-        self._idle = 0
-        self._reserved = 0
+        self._dispatch = Dispatcher(policy, self._cond, self._passes, self._stats, clock)
         self._classifier: Classifier | None = None
         self._accepting = False
-        self._draining = False
-        self._closed = False
-        self._last_interactive_at = float("-inf")
-        self._in_flight = InFlight()
 
     # ----------------------------------------------------------------- lifecycle (Runtime)
 
@@ -71,8 +67,9 @@ class Scheduler:
         """Start accepting work, prepared/finished by `classifier`, for `replicas` pulling threads."""
         with self._cond:
             self._classifier = classifier
-            self._reserved = reserved_for_interactive if replicas > reserved_for_interactive else 0
-            self._accepting = not self._closed
+            reserved = reserved_for_interactive if replicas > reserved_for_interactive else 0
+            self._dispatch.open(classifier, reserved)
+            self._accepting = not self._dispatch.closed
             self._intake.open(classifier)
 
     @property
@@ -88,7 +85,7 @@ class Scheduler:
         end = self._clock() + grace_s
         with self._cond:
             self._accepting = False
-            self._draining = True
+            self._dispatch.draining = True
             self._cond.notify_all()
             while drain and self._classifier is not None and self._passes.depth > 0:
                 remaining = end - self._clock()
@@ -97,7 +94,7 @@ class Scheduler:
                 self._cond.wait(remaining)
             leftovers = {id(item): item for item in self._intake.close()}
             leftovers.update((id(item), item) for item in self._passes.take_all())
-            self._closed = True
+            self._dispatch.closed = True
             self._cond.notify_all()
         self._intake.join(timeout=5.0)
         for item in leftovers.values():
@@ -129,7 +126,7 @@ class Scheduler:
         classifier = self._classifier
         if classifier is None or not self._accepting:
             raise NotReady(
-                "the model is not ready" if not self._draining else "the scheduler is shutting down"
+                "the model is not ready" if not self._dispatch.draining else "the scheduler is shutting down"
             )
         priority = Priority(priority)
         if len(items) > self.max_queue:
@@ -176,7 +173,7 @@ class Scheduler:
                 passes.depth += rows
                 passes.reserve(priority, staged_rows)
                 if priority is Priority.INTERACTIVE:
-                    self._last_interactive_at = now
+                    self._dispatch.last_interactive_at = now
                 self._intake.stage(priority, staged)
                 self._cond.notify_all()
         self._stats.count("submitted_items", len(items))
@@ -214,52 +211,14 @@ class Scheduler:
         with self._cond:
             depth_i = self._passes.depth_of(Priority.INTERACTIVE)
             depth_b = self._passes.depth_of(Priority.BULK)
-            in_flight = self._in_flight.count
+            in_flight = self._dispatch.in_flight.count
         return self._stats.snapshot(depth_i, depth_b, in_flight)
 
-    # ----------------------------------------------------------------- replicas
+    # ----------------------------------------------------------------- replicas (see `dispatch`)
 
     def next_batch(self) -> Batch | None:
         """Block until a batch is due and return it; None once the scheduler is closed."""
-        passes = self._passes
-        while True:
-            expired: list[SubmittedItem] = []
-            batch: Batch | None = None
-            with self._cond:
-                self._idle += 1
-                try:
-                    while batch is None and not expired:
-                        if self._closed:
-                            return None
-                        now = self._clock()
-                        decision = form_batch(
-                            passes.oldest(Priority.INTERACTIVE),
-                            passes.oldest(Priority.BULK),
-                            self.policy,
-                            self._state(now),
-                        )
-                        if decision.expired:
-                            expired = passes.take_expired(decision.expired)
-                        if decision.batch:
-                            batch = self._take_batch(decision, now)
-                        if batch is None and not expired:
-                            timeout = None if decision.wake_at is None else max(0.0, decision.wake_at - now)
-                            self._cond.wait(timeout)
-                finally:
-                    self._idle -= 1
-            try:
-                for item in expired:
-                    fail_future(
-                        item.future, DeadlineExceeded("the deadline passed while the item was queued")
-                    )
-                if expired:
-                    self._stats.count("expired_items", len(expired))
-            except BaseException as exc:
-                if batch is not None:  # taken from the queue but never handed out: fail it, not lose it
-                    self.abandon(batch, exc, "the scheduler")
-                raise
-            if batch is not None:
-                return batch
+        return self._dispatch.next_batch()
 
     def complete(
         self,
@@ -269,74 +228,12 @@ class Scheduler:
         *,
         compute_s: float | None = None,
     ) -> None:
-        """Deliver a computed batch: logits (or the exception) per row, in batch order.
-
-        `compute_s` is the batch's wall time on the replica (default: since it was dispatched);
-        each item's future gets its queue and compute seconds (see `TimedFuture`) before resolving.
-        """
-        if compute_s is None:
-            compute_s = max(0.0, self._clock() - batch.dispatched_at)
-        finished: list[SubmittedItem] = []
-        failed: list[tuple[SubmittedItem, BaseException]] = []
-        with self._cond:
-            if not self._in_flight.remove(batch):
-                return  # abandoned: its items were failed already
-            if batch.decision.priority is Priority.BULK:
-                self._in_flight.last_bulk_at = self._clock()
-            for entry, result in zip(batch.entries, results):
-                item = entry.item
-                if item.done:
-                    continue
-                future = item.future
-                if future.queue_s is None:
-                    future.queue_s = max(0.0, batch.dispatched_at - item.enqueued_at)
-                future.compute_s = (future.compute_s or 0.0) + compute_s
-                if isinstance(result, BaseException):
-                    item.done = True
-                    self._passes.unqueue(item)
-                    failed.append((item, result))
-                else:
-                    item.logits[entry.pass_index] = result
-                    item.remaining -= 1
-                    if item.remaining == 0:
-                        item.done = True
-                        finished.append(item)
-            if self._draining:
-                self._cond.notify_all()
-        self._stats.batch(
-            device,
-            len(batch.entries),
-            batch.real_tokens,
-            batch.padded_tokens,
-            [batch.dispatched_at - entry.pending.enqueued_at for entry in batch.entries],
-        )
-        with deferred_wakeups():
-            finish_items(self._classifier, finished, self._stats)
-            for item, exc in failed:
-                fail_future(item.future, as_batch_failure(exc, device))
-        if failed:
-            self._stats.count("failed_items", len(failed))
+        """Deliver a computed batch: logits (or the exception) per row (`Dispatcher.complete`)."""
+        self._dispatch.complete(batch, results, device, compute_s=compute_s)
 
     def abandon(self, batch: Batch, exc: BaseException, device: str) -> int:
-        """Fail every unresolved item of `batch` after its replica faulted outside the batch's guard.
-
-        Safe whether or not `complete` ran part-way first; a later `complete` of the batch is
-        ignored. The items get `exc` as a BatchFailed (their other passes are dropped from the
-        queue). Returns how many futures this failed.
-        """
-        items: dict[int, SubmittedItem] = {}
-        with self._cond:
-            self._in_flight.remove(batch)
-            for entry in batch.entries:
-                item = entry.item
-                item.done = True
-                self._passes.unqueue(item)
-                items[id(item)] = item
-            self._cond.notify_all()
-        failure = as_batch_failure(exc, f"{device} (the replica faulted outside the batch)")
-        failed = sum(fail_future(item.future, failure) for item in items.values())
-        self._stats.count("failed_items", failed)
-        return failed
+        """Fail the items of a faulted replica's batch; how many it failed (`Dispatcher.abandon`)."""
+        return self._dispatch.abandon(batch, exc, device)
 
     def record_compute(self, seconds: float) -> None:
         """Count the wall time of one forward pass (called by replicas)."""
@@ -347,25 +244,6 @@ class Scheduler:
         self._stats.count("oom_splits")
 
     # ----------------------------------------------------------------- internals
-
-    def _state(self, now: float) -> QueueState:
-        return QueueState(
-            now=now,
-            last_interactive_at=self._last_interactive_at,
-            last_bulk_dispatch_at=self._in_flight.last_bulk_at,
-            bulk_in_flight=self._in_flight.bulk,
-            reserve_for_interactive=self._reserved > 0 and self._idle <= self._reserved,
-            draining=self._draining,
-        )
-
-    def _take_batch(self, decision: BatchDecision, now: float) -> Batch | None:
-        """Take the decided batch out of the queue and count it in flight (lock held)."""
-        entries = self._passes.take_batch(decision.batch)
-        if not entries:
-            return None
-        batch = Batch(tuple(entries), decision, now)
-        self._in_flight.add(batch)
-        return batch
 
     def _on_future_done(self, item: SubmittedItem, future: Future[Prediction]) -> None:
         if not future.cancelled():
