@@ -28,7 +28,8 @@ class PassQueue:
             Priority.INTERACTIVE: {},
             Priority.BULK: {},
         }
-        self._reserved = {Priority.INTERACTIVE: 0, Priority.BULK: 0}
+        #: Rows of staged items, per priority (`Scheduler.submit` adds them, each item's `staged_rows`).
+        self.reserved = {Priority.INTERACTIVE: 0, Priority.BULK: 0}
         self._keys = itertools.count()
         # Batch forming looks at the oldest passes only, so its cost does not grow with the queue.
         self._window = window
@@ -53,16 +54,12 @@ class PassQueue:
 
     def depth_of(self, priority: Priority) -> int:
         """Queued passes plus reserved rows of one priority."""
-        return len(self._queues[priority]) + self._reserved[priority]
+        return len(self._queues[priority]) + self.reserved[priority]
 
     def oldest(self, priority: Priority) -> list[PendingPass]:
         """The oldest queued passes of `priority` (at most the window), for batch forming."""
         queued = self._queues[priority].values()
         return [entry[0] for entry in itertools.islice(queued, self._window)]
-
-    def reserve(self, priority: Priority, rows: int) -> None:
-        """Count `rows` of items staged for the intake (each item's `staged_rows` is set already)."""
-        self._reserved[priority] += rows
 
     def enqueue(self, item: SubmittedItem, prepared: PreparedItem) -> None:
         """Queue an item's passes (its rows are already counted in the depth)."""
@@ -83,7 +80,7 @@ class PassQueue:
             if item.done:
                 continue
             rows = item.staged_rows
-            self._reserved[item.priority] -= rows
+            self.reserved[item.priority] -= rows
             item.staged_rows = 0
             self.depth += len(encoded.passes) - rows
             self.enqueue(item, encoded)
@@ -101,7 +98,7 @@ class PassQueue:
         """Drop every queued pass and reserved row of `item`."""
         if item.staged_rows:
             self.depth -= item.staged_rows
-            self._reserved[item.priority] -= item.staged_rows
+            self.reserved[item.priority] -= item.staged_rows
             item.staged_rows = 0
         for key in item.queued:
             if self._queues[item.priority].pop(key, None) is not None:
@@ -146,7 +143,7 @@ class PassQueue:
     def take_all(self) -> list[SubmittedItem]:
         """Empty the queue (shutdown): the items not done yet, marked done; nothing stays reserved."""
         items: dict[int, SubmittedItem] = {}
-        self._reserved = {Priority.INTERACTIVE: 0, Priority.BULK: 0}
+        self.reserved = {Priority.INTERACTIVE: 0, Priority.BULK: 0}
         for queue in self._queues.values():
             for _, item, _ in queue.values():
                 if not item.done:

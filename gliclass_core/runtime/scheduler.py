@@ -171,7 +171,7 @@ class Scheduler:
                     staged.append(item)
             if not expired_now:
                 passes.depth += rows
-                passes.reserve(priority, staged_rows)
+                passes.reserved[priority] += staged_rows
                 if priority is Priority.INTERACTIVE:
                     self._dispatch.last_interactive_at = now
                 self._intake.stage(priority, staged)
