@@ -1,8 +1,8 @@
 """The scheduler's bounded queue: passes waiting for a replica, per priority, oldest first.
 
 Its depth counts queued passes plus the rows reserved for items still waiting for the intake
-thread, so both count against `max_queue`. It has no lock of its own: every method is called
-with the scheduler's lock held.
+thread, so both count against `max_queue`. It has no lock of its own: every method but
+`check_fits` (which reads only the bound) is called with the scheduler's lock held.
 """
 
 from __future__ import annotations

@@ -54,7 +54,6 @@ class Scheduler:
         lock = threading.Lock()  # not re-entrant: cheaper, and never re-entered
         self._cond = threading.Condition(lock)  # replicas wait here
         self._stats = StatsRecorder()
-        # Batch forming looks at the oldest passes only, so its cost does not grow with the queue.
         self._passes = PassQueue(max_queue, window=max(4 * policy.max_batch_size, 256))
         self._intake = Intake(lock, self._cond, self._passes, self._stats)
         self._dispatch = Dispatcher(policy, self._cond, self._passes, self._stats, clock)
