@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gliclass_core.runtime.batching import (
+from gliclass_core.runtime.batch_forming import (
     BatchDecision,
     BatchPolicy,
     PendingPass,
@@ -13,8 +13,9 @@ from gliclass_core.runtime.batching import (
 from gliclass_core.runtime.bridge import gather_futures
 from gliclass_core.runtime.pool import Pool, resolve_devices
 from gliclass_core.runtime.runtime import Runtime
-from gliclass_core.runtime.scheduler import Batch, Scheduler, TimedFuture
+from gliclass_core.runtime.scheduler import Scheduler
 from gliclass_core.runtime.stats import Histogram, SchedulerStats
+from gliclass_core.runtime.work import Batch, TimedFuture
 
 __all__ = [
     "Batch",

@@ -18,8 +18,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from gliclass_core.classifier import Classifier, EncodedPass
-from gliclass_core.runtime.scheduler import Batch, Scheduler
+from gliclass_core.runtime.scheduler import Scheduler
 from gliclass_core.runtime.tracing import batch_span
+from gliclass_core.runtime.work import Batch
 from gliclass_core.types import ClassifyItem
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from gliclass_core.classifier import Classifier
 from gliclass_core.config import AppConfig, LabelSet
 from gliclass_core.errors import NotReady
-from gliclass_core.runtime.batching import BatchPolicy
+from gliclass_core.runtime.batch_forming import BatchPolicy
 from gliclass_core.runtime.host_memory import retain_freed_memory
 from gliclass_core.runtime.pool import Pool, resolve_devices
 from gliclass_core.runtime.scheduler import Scheduler

@@ -29,8 +29,8 @@ from gliclass_core.errors import (
     Overloaded,
 )
 from gliclass_core.runtime import BatchPolicy, Priority, Runtime, Scheduler
+from gliclass_core.runtime import dispatch as dispatch_module
 from gliclass_core.runtime import replica as replica_module
-from gliclass_core.runtime import scheduler as scheduler_module
 
 LABELS = ("billing", "bug report", "feature request")
 TEXTS = [
@@ -124,7 +124,7 @@ def test_a_fault_while_forming_a_batch_restarts_the_loop_and_keeps_the_queue(
     runtime: Runtime, classifier: Classifier, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Fault hook: batch forming is a pure function with no real way to fail; make it raise once.
-    monkeypatch.setattr(scheduler_module, "form_batch", fail_once(scheduler_module.form_batch))
+    monkeypatch.setattr(dispatch_module, "form_batch", fail_once(dispatch_module.form_batch))
     futures = bulk(runtime, TEXTS)
     settle(futures)
     assert_scores_match_offline(classifier, TEXTS, futures)  # nothing was held: nothing failed

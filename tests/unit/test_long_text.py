@@ -178,7 +178,7 @@ def test_whitespace_only_chunks_are_skipped(builtin_classifier: Any) -> None:
 
 
 def test_scheduler_batches_chunk_passes_with_other_traffic(builtin_classifier: Any) -> None:
-    from gliclass_core.runtime.batching import BatchPolicy
+    from gliclass_core.runtime.batch_forming import BatchPolicy
     from gliclass_core.runtime.scheduler import Scheduler
 
     policy = BatchPolicy(max_batch_tokens=1 << 20, max_wait_s=0.01, min_padding_efficiency=0.0)

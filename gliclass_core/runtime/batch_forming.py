@@ -35,13 +35,17 @@ class PendingPass:
     deadline: float | None = None
 
 
+#: The `[batching]` defaults: the policy's limits default to the same values.
+_CONFIG = BatchingConfig()
+
+
 @dataclass(frozen=True)
 class BatchPolicy:
     """Limits and trade-offs of batch forming (all times in seconds)."""
 
-    max_batch_size: int = 64
-    max_batch_tokens: int = 16384
-    max_wait_s: float = 0.005
+    max_batch_size: int = _CONFIG.max_batch_size
+    max_batch_tokens: int = _CONFIG.max_batch_tokens
+    max_wait_s: float = _CONFIG.max_wait_ms / 1000.0
     #: Grouping stops adding rows once real/padded tokens of the batch would drop below this.
     min_padding_efficiency: float = 0.9
     #: Bulk is "starved" when no bulk batch ran for this long while bulk work waited; it then

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from gliclass_core.config import BatchingConfig
-from gliclass_core.runtime.batching import (
+from gliclass_core.runtime.batch_forming import (
     BatchPolicy,
     PendingPass,
     Priority,

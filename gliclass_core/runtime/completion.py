@@ -1,0 +1,62 @@
+"""Resolving items' futures: results in one vectorised post-processing step, failures typed.
+
+Never called with the scheduler's lock held: a future's callbacks run user code (asyncio
+wake-ups, resubmissions) that may re-enter the scheduler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import Future, InvalidStateError
+from typing import Any
+
+from gliclass_core.classifier import Classifier
+from gliclass_core.errors import BatchFailed, GliclassError
+from gliclass_core.runtime.bridge import deferred_wakeups
+from gliclass_core.runtime.stats import StatsRecorder
+from gliclass_core.runtime.work import SubmittedItem
+from gliclass_core.types import Prediction
+
+
+def finish_items(classifier: Classifier | None, items: Sequence[SubmittedItem], stats: StatsRecorder) -> None:
+    """Post-process finished items in one vectorised step, then resolve their futures."""
+    if not items:
+        return
+    assert classifier is not None  # items are only submitted once the scheduler is open
+    prepared = [item.prepared for item in items]
+    logits = [[x for x in item.logits if x is not None] for item in items]
+    try:
+        outcomes: Sequence[Prediction | Exception] = classifier.finish_many(prepared, logits)  # type: ignore[arg-type]
+    except Exception as exc:
+        outcomes = [exc] * len(items)
+    completed = 0
+    with deferred_wakeups():  # one event-loop wake-up for the whole batch
+        for item, outcome in zip(items, outcomes):
+            if isinstance(outcome, Exception):
+                stats.count("failed_items")
+                fail_future(item.future, as_batch_failure(outcome, "post-processing"))
+                continue
+            try:
+                item.future.set_result(outcome)
+            except InvalidStateError:
+                continue
+            completed += 1
+    stats.count("completed_items", completed)
+
+
+def fail_future(future: Future[Any], exc: BaseException) -> bool:
+    """Resolve `future` with `exc`; False when it was resolved (or cancelled) already."""
+    try:
+        future.set_exception(exc)
+    except InvalidStateError:
+        return False  # cancelled or already resolved: nobody is waiting for this outcome
+    return True
+
+
+def as_batch_failure(exc: BaseException, where: str) -> BaseException:
+    """`exc` as the item's error: a GliclassError as it is, anything else as BatchFailed naming `where`."""
+    if isinstance(exc, GliclassError):
+        return exc
+    failure = BatchFailed(f"batch failed on {where}: {type(exc).__name__}: {exc}")
+    failure.__cause__ = exc
+    return failure

@@ -1,0 +1,139 @@
+"""The scheduler's intake thread: it tokenizes what was submitted, many items per call, and queues
+their passes.
+
+`Scheduler.submit` only plans an item and stages it here with its rows reserved in the queue.
+This thread takes everything staged meanwhile (interactive first, then bulk up to a character
+budget), tokenizes it in one `Classifier.encode` call (the Rust `encode_batch`, which releases the
+GIL) outside the lock, and queues the passes in place of the reserved rows. It shares the
+scheduler's lock; every method but the thread's own loop is called with that lock held.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Sequence
+
+from gliclass_core.classifier import Classifier
+from gliclass_core.runtime.batch_forming import Priority
+from gliclass_core.runtime.completion import as_batch_failure, fail_future
+from gliclass_core.runtime.pass_queue import PassQueue
+from gliclass_core.runtime.stats import StatsRecorder
+from gliclass_core.runtime.work import SubmittedItem
+
+log = logging.getLogger(__name__)
+
+#: One intake round tokenizes at most this many items, and bulk items only up to this many
+#: characters, so an interactive item arriving meanwhile waits behind little tokenization.
+_INTAKE_MAX_ITEMS = 512
+_INTAKE_BULK_CHARS = 64_000
+
+
+class Intake:
+    """Staged items per priority and the thread that tokenizes and queues them."""
+
+    def __init__(
+        self, lock: threading.Lock, queued: threading.Condition, passes: PassQueue, stats: StatsRecorder
+    ) -> None:
+        self._lock = lock
+        self._wake = threading.Condition(lock)  # the intake thread waits here
+        self._queued = queued  # notified (replicas wait there) once passes are queued
+        self._passes = passes
+        self._stats = stats
+        self._staged: dict[Priority, deque[SubmittedItem]] = {
+            Priority.INTERACTIVE: deque(),
+            Priority.BULK: deque(),
+        }
+        self._round: list[SubmittedItem] = []  # items the intake thread is tokenizing right now
+        self._classifier: Classifier | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def open(self, classifier: Classifier) -> None:
+        """Tokenize with `classifier` from now on; start the thread the first time."""
+        self._classifier = classifier
+        if self._thread is None and not self._closed:
+            self._thread = threading.Thread(target=self._run, name="gliclass-intake", daemon=True)
+            self._thread.start()
+
+    def stage(self, priority: Priority, items: Sequence[SubmittedItem]) -> None:
+        """Hand over items whose rows are reserved already; wake the thread if anything waits."""
+        staged = self._staged[priority]
+        staged.extend(items)
+        if staged:
+            self._wake.notify()
+
+    def close(self) -> list[SubmittedItem]:
+        """Stop the thread; return the staged items not done yet (and those being tokenized), done now."""
+        self._closed = True
+        self._wake.notify_all()
+        items: dict[int, SubmittedItem] = {}
+        for staged in (*self._staged.values(), self._round):
+            for item in staged:
+                if not item.done:
+                    item.done = True
+                    item.staged_rows = 0
+                    items[id(item)] = item
+            staged.clear()
+        return list(items.values())
+
+    def join(self, timeout: float) -> None:
+        """Wait (lock not held) for the thread to return after `close`."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            # The thread returns once it sees `_closed` (a round it is tokenizing takes
+            # milliseconds). Joined so that no thread is inside the Rust tokenizer while the
+            # interpreter shuts down, which can abort the process after a clean stop.
+            thread.join(timeout=timeout)
+
+    def _take_round(self) -> list[SubmittedItem]:
+        """The next intake round: interactive items first, then bulk up to a character budget."""
+        taken: list[SubmittedItem] = []
+        chars = 0
+        for priority in (Priority.INTERACTIVE, Priority.BULK):
+            staged = self._staged[priority]
+            while staged and len(taken) < _INTAKE_MAX_ITEMS:
+                if priority is Priority.BULK and taken and chars >= _INTAKE_BULK_CHARS:
+                    return taken
+                item = staged.popleft()
+                if not item.done:
+                    taken.append(item)
+                    chars += len(item.plan.item.text)
+        return taken
+
+    def _run(self) -> None:
+        """Tokenize staged submissions in batches and queue their passes (the intake thread)."""
+        while True:
+            with self._lock:
+                while not (self._staged[Priority.INTERACTIVE] or self._staged[Priority.BULK]):
+                    if self._closed:
+                        return
+                    self._wake.wait()
+                taken = self._round = self._take_round()
+                classifier = self._classifier
+            if not taken or classifier is None:
+                continue
+            try:
+                prepared = classifier.encode([item.plan for item in taken])
+                error: BaseException | None = None
+            except Exception as exc:  # a tokenizer bug, not bad input (plan checked that): fail the round
+                log.exception("tokenizing %d items failed", len(taken))
+                prepared, error = [], exc
+            failed: list[SubmittedItem] = []
+            with self._lock:
+                if error is None:
+                    self._passes.enqueue_tokenized(taken, prepared)
+                else:
+                    for item in taken:
+                        if not item.done:  # else cancelled or shut down while being tokenized
+                            item.done = True
+                            self._passes.unqueue(item)
+                            failed.append(item)
+                self._round = []
+                self._queued.notify_all()
+            for item in failed:
+                assert error is not None
+                fail_future(item.future, as_batch_failure(error, "tokenization"))
+            if failed:
+                self._stats.count("failed_items", len(failed))
