@@ -9,7 +9,8 @@ from typing import Any
 
 from gliclass_core.config import AppConfig
 from worker.config import KafkaConfig, parse_kafka_config
-from worker.loop import WorkerLoop, WorkerStats
+from worker.loop import WorkerLoop
+from worker.state import WorkerStats
 
 log = logging.getLogger("gliclass.worker")
 
@@ -117,7 +118,7 @@ class KafkaWorker:
                 "producer": loop.config.producer,
             }
         )
-        loop.config, loop.label_sets = merged, label_sets
+        loop.reconfigure(merged, label_sets)
         self.config, self._label_sets = merged, label_sets
         new_topics = sorted(r.input for r in merged.routes)
         if new_topics != old_topics:

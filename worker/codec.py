@@ -157,12 +157,13 @@ def _event_id(event_id: object) -> str | None:
 def _labels(labels: object) -> tuple[str, ...] | None:
     if labels is None:
         return None
-    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
-        raise BadEvent("invalid_labels", "'labels' must be a non-empty list of non-empty strings")
+    if not isinstance(labels, list) or not labels:
+        raise BadEvent("invalid_labels", "'labels' must be a non-empty list of strings")
+    # Checked here, not left to validate_item, for the specific reason (invalid_labels, not invalid_input).
     if len(labels) > MAX_LABELS:
         raise BadEvent("invalid_labels", f"'labels' has {len(labels)} entries; at most {MAX_LABELS}")
     try:
-        check_labels(labels)  # the checks every edge applies (content, duplicates, surrogates, controls)
+        check_labels(labels)  # validate_item's label checks: strings with content, distinct, no controls
     except InvalidInput as exc:
         raise BadEvent("invalid_labels", exc.bare_message) from None
     size = sum(len(label.encode("utf-8")) for label in labels)

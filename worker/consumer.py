@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -236,3 +236,10 @@ class OutputProducer:
     def flush(self, timeout: float) -> int:
         """Wait for queued records; return how many are still undelivered."""
         return int(self._producer.flush(timeout))
+
+
+class Clients(Protocol):
+    """The worker's two clients. `producer` is replaced after a fatal error: read it at each use."""
+
+    producer: OutputProducer
+    consumer: InputConsumer

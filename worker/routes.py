@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from gliclass_core.config import LabelSet
 from gliclass_core.processing.hierarchy import DEFAULT_SEPARATOR, flatten, with_separator
-from gliclass_core.types import TRUNCATE, ClassifyItem
+from gliclass_core.processing.label_sets import item_settings
+from gliclass_core.types import ClassifyItem
 from worker.codec import BadEvent, Event
 from worker.config import Route
 
@@ -51,26 +52,12 @@ def resolve(event: Event, route: Route, label_sets: Mapping[str, LabelSet]) -> R
         labels, name, tree = label_set.labels, set_name, label_set.label_tree
     else:
         raise BadEvent("missing_labels", "event has no labels or label_set, and its route has none")
-    threshold = route.threshold
-    if threshold is None:
-        threshold = label_set.threshold if label_set is not None else 0.5
-    multi_label = route.multi_label
-    if multi_label is None:
-        multi_label = label_set.multi_label if label_set is not None else True
-    top_k = route.top_k if route.top_k is not None else (label_set.top_k if label_set else None)
-    item = ClassifyItem(
-        text=text,
-        labels=tuple(labels),
-        threshold=threshold,
-        multi_label=multi_label,
-        top_k=top_k,
-        prompt=label_set.prompt if label_set is not None else None,
-        long_text=route.long_text or (label_set.long_text if label_set is not None else TRUNCATE),
-        label_tree=tree,
-        return_hierarchical=(
-            route.return_hierarchical
-            if route.return_hierarchical is not None
-            else (label_set.return_hierarchical if label_set is not None else False)
-        ),
+    settings = item_settings(
+        label_set,
+        threshold=route.threshold,
+        multi_label=route.multi_label,
+        top_k=route.top_k,
+        long_text=route.long_text,
+        return_hierarchical=route.return_hierarchical,
     )
-    return Resolved(item=item, label_set=name)
+    return Resolved(item=settings.item(text, tuple(labels), tree), label_set=name)

@@ -1,4 +1,4 @@
-"""The exactly-once loop's open transaction: what it holds, and librdkafka's rules for its errors.
+"""Exactly-once commits: the open transaction, what it holds, and librdkafka's rules for its errors.
 
 librdkafka's transactional API sorts every error into one of three kinds (rdkafka.h, "Transactional
 producer API"):
@@ -22,17 +22,23 @@ transactional id runs `init_transactions`, which fences the old one and aborts i
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import time
+import uuid
+from collections.abc import Callable
 
 from confluent_kafka import KafkaError, KafkaException
 
-from worker.consumer import TP, OutputProducer
-
-if TYPE_CHECKING:
-    from worker.loop import WorkerLoop
+from worker.codec import Headers
+from worker.config import KafkaConfig
+from worker.consumer import TP, Clients, OutputProducer
+from worker.delivery import OffsetTracker
+from worker.state import WorkerStats
 
 log = logging.getLogger("gliclass.worker")
 
+#: Names the transaction in a header of every record it writes, so duplicates on a broker that
+#: shows aborted records to read_committed consumers (tansu 0.6) can be traced to it.
+TXN_HEADER = "gliclass.txn"
 FENCED = frozenset({KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH, KafkaError._FENCED})
 ABORT_ATTEMPTS = 2
 ABORT_TIMEOUT_S = 5.0
@@ -43,68 +49,127 @@ def must_stop(err: KafkaError) -> bool:
     return bool(err.fatal()) or err.code() in FENCED
 
 
-class Transaction:
-    """Begin, commit and abort the loop's transactions; never commits outputs without their offsets.
+class TransactionalCommitter:
+    """The exactly-once `Committer` (commit.py): never commits outputs without their offsets.
 
-    `written` holds, per input partition, one past the last input offset whose output or dead
-    letter is in the open transaction. A commit sends the consumed offsets with it; when those
-    do not cover `written` (the offset tracker lost a partition, e.g. on a crash or a rebalance),
-    the transaction is aborted instead, so its records are read and written again, once.
+    A record is acknowledged once it is queued inside the open transaction; a refused produce or
+    a failed delivery fails the transaction, which is then aborted and every partition re-read
+    from `rewind_to` (`rewind`). `written` holds, per input partition, one past the last input
+    offset whose output or dead letter is in the open transaction. A commit sends the consumed
+    offsets with it; when those do not cover `written` (the offset tracker lost a partition, e.g.
+    on a crash or a rebalance), the transaction is aborted instead, so its records are read and
+    written again, once.
     """
 
-    def __init__(self, loop: WorkerLoop, instance: str) -> None:
-        self.loop = loop
-        self.instance = instance
+    def __init__(
+        self,
+        config: KafkaConfig,
+        clients: Clients,
+        tracker: OffsetTracker,
+        stats: WorkerStats,
+        rewind_to: dict[TP, int | None],
+        rewind: Callable[[], None],
+        instance: str | None = None,
+    ) -> None:
+        self.config, self.clients, self.tracker, self.stats = config, clients, tracker, stats
+        self.rewind_to, self.rewind = rewind_to, rewind
+        self.instance = instance or uuid.uuid4().hex[:12]
         self.seq = 0
         self.written: dict[TP, int] = {}
         self.failed: KafkaError | None = None
         self.commit_pending = False
+        self.last_commit = time.monotonic()
 
     @property
     def name(self) -> str:
         """The open transaction's name (the `gliclass.txn` header of its records)."""
         return f"{self.instance}-{self.seq}"
 
+    def new_producer(self) -> OutputProducer:
+        producer = OutputProducer(self.config.producer_settings(), transactional=True)
+        producer.init_transactions()  # fences an older producer with the same transactional id
+        return producer
+
     def can_send(self) -> bool:
         """False while the transaction has failed (it is aborted next) or its commit is being retried."""
         return self.failed is None and not self.commit_pending
 
-    def ensure_open(self) -> str | None:
-        """Begin a transaction unless one is open; return its name (None: it failed to begin)."""
-        producer = self.loop.producer
+    def stamp(self, headers: Headers) -> Headers | None:
+        """Open a transaction unless one is open; add its name to the headers (None: it failed to begin)."""
+        producer = self.clients.producer
         if not producer.in_transaction:
             try:
                 producer.begin()
             except KafkaException as exc:
                 self.fail(exc.args[0])
-                return None
+                return None  # aborted on this step
             self.seq += 1
-        return self.name
+        return [*headers, (TXN_HEADER, self.name.encode())]
 
-    def wrote(self, tp: TP, offset: int) -> None:
+    def queued(self, tp: TP, offset: int) -> bool:
+        # Inside a transaction the output and the offset commit atomically: queued = acknowledged.
         self.written[tp] = max(self.written.get(tp, 0), offset + 1)
+        self.tracker.ack(tp, offset)
+        return True
+
+    def delivered(self, err: KafkaError | None) -> bool:
+        if err is None:
+            self.stats.delivered += 1
+        elif self.failed is None:  # one line per transaction, not one per record
+            log.warning("delivery failed inside transaction %s (it will abort): %s", self.name, err)
+            self.fail(err)
+        return True
+
+    def refused(self, err: KafkaError) -> bool:
+        # Any refusal inside a transaction (librdkafka answers _STATE once the transaction is in
+        # an abortable state) fails the whole transaction: abort and re-read, never skip.
+        self.fail(err)
+        return True
+
+    def producer_failed(self, err: KafkaError | None) -> None:
+        # Fenced or broken inside a transaction: only a restart (which re-reads from the last
+        # committed transaction) keeps exactly-once.
+        raise KafkaException(err)
 
     def fail(self, err: KafkaError) -> None:
         """Mark the open transaction failed (a refused produce or a failed delivery): it will abort."""
         if self.failed is None:
             self.failed = err
 
-    def commit(self) -> None:
+    def step(self) -> None:
+        if self.failed is not None:
+            self.abort(self.failed)  # at once: nothing more can be written into it
+        interval = self.config.retry_backoff_ms if self.commit_pending else self.config.commit_interval_ms
+        if time.monotonic() - self.last_commit >= interval / 1000:
+            self.commit()
+
+    def commit(self, wait: bool = False) -> None:
+        self.last_commit = time.monotonic()
+        self.commit_open()
+
+    def revoke(self, tps: list[TP]) -> None:
+        self.commit_open()  # the transaction holds other partitions' outputs too: all or nothing
+
+    def lost(self, tps: list[TP]) -> None:
+        if self.clients.producer.in_transaction:
+            self.abort(f"partitions lost: {tps}")  # it may hold outputs of the lost partitions
+
+    def commit_open(self) -> None:
         """Commit the open transaction with its offsets; retry, abort or stop as librdkafka prescribes."""
-        loop, producer = self.loop, self.loop.producer
+        producer = self.clients.producer
         if self.failed is not None:
             self.abort(self.failed)
             return
         if not producer.in_transaction:
             return
-        positions = loop.tracker.positions(list(self.written))
+        positions = self.tracker.positions(list(self.written))
         uncovered = sorted(tp for tp, end in self.written.items() if positions.get(tp, -1) < end)
         if uncovered:
             self.abort(f"the offsets of {uncovered} are not tracked any more")
             return
-        offsets = loop.tracker.committable()
+        offsets = self.tracker.committable()
         try:
-            producer.commit_transaction(offsets, loop.consumer.group_metadata())
+            producer.commit_transaction(offsets, self.clients.consumer.group_metadata())
         except KafkaException as exc:
             err = exc.args[0]
             if must_stop(err):
@@ -117,24 +182,24 @@ class Transaction:
                 # exactly these records and offsets.
                 log.warning("transaction %s: commit will be retried: %s", self.name, err)
                 self.commit_pending = True
-                loop.stats.commit_retries += 1
+                self.stats.commit_retries += 1
                 return
             raise
         self.commit_pending = False
         self.written.clear()
-        loop.tracker.mark_committed(offsets)
+        self.tracker.mark_committed(offsets)
         for tp, offset in offsets.items():
-            loop.rewind_to[tp] = offset
-        loop.stats.transactions += 1
+            self.rewind_to[tp] = offset
+        self.stats.transactions += 1
 
     def abort(self, reason: KafkaError | str) -> None:
         """Abort the open transaction and rewind every partition to its last committed offset."""
         if isinstance(reason, KafkaError) and must_stop(reason):
             raise KafkaException(reason)
-        loop, producer = self.loop, self.loop.producer
         log.warning(
             "transaction %s: aborting (%s); re-reading from the last committed offsets", self.name, reason
         )
+        producer = self.clients.producer
         for attempt in range(ABORT_ATTEMPTS):
             if not producer.in_transaction:
                 break
@@ -150,23 +215,22 @@ class Transaction:
                     log.warning("transaction %s: abort will be retried: %s", self.name, err)
         self.failed, self.commit_pending = None, False
         self.written.clear()
-        loop.stats.aborts += 1
-        loop.rewind()
+        self.stats.aborts += 1
+        self.rewind()
 
     def reinitialize(self, err: KafkaError) -> None:
         """Replace the producer by a new one with the same transactional id (aborts what is open)."""
         log.warning("transaction %s: abort did not finish (%s); re-initialising the producer", self.name, err)
-        old = self.loop.producer
+        old = self.clients.producer
         old.purge()
-        fresh = OutputProducer(self.loop.config.producer_settings(), transactional=True)
-        fresh.init_transactions()  # fences `old`; the coordinator aborts its open transaction
+        fresh = self.new_producer()  # fences `old`; the coordinator aborts its open transaction
         fresh.remember_partitions(old.forget_partitions())
-        self.loop.producer = fresh
-        self.loop.stats.producer_restarts += 1
+        self.clients.producer = fresh
+        self.stats.producer_restarts += 1
 
-    def abandon(self) -> None:
+    def close(self) -> None:
         """On close without a drain (the loop stopped on an error): abort, never commit what is open."""
-        producer = self.loop.producer
+        producer = self.clients.producer
         if not producer.in_transaction:
             return
         try:
@@ -177,4 +241,4 @@ class Transaction:
         # Never committed from here on: the consumer's revoke callback on close finds nothing open.
         producer.in_transaction = False
         self.written.clear()
-        self.loop.stats.aborts += 1
+        self.stats.aborts += 1

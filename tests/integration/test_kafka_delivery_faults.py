@@ -23,7 +23,8 @@ from fixtures.kafka import worker_config
 
 from worker.codec import header_map
 from worker.config import parse_kafka_config
-from worker.loop import TXN_HEADER, WorkerLoop
+from worker.loop import WorkerLoop
+from worker.transaction import TXN_HEADER
 
 PARTITIONS = 3
 PER_PARTITION = 20

@@ -67,6 +67,16 @@ def test_bad_values_name_their_reason(value, reason):
     assert info.value.message
 
 
+@pytest.mark.parametrize(
+    ("labels", "named"),
+    [(["a", 5], "5"), (["a", ""], "''"), (["a", None], "None"), (["a", "\x00b"], "\\x00")],
+)
+def test_a_bad_label_is_named_in_the_dead_letter_message(labels, named):
+    with pytest.raises(BadEvent) as info:
+        decode_event(json.dumps({"text": "x", "labels": labels}).encode())
+    assert info.value.reason == "invalid_labels" and named in info.value.message
+
+
 def test_route_label_set_and_its_settings():
     app, route = route_config(label_set="support")
     resolved = resolve(Event(text="card charged twice"), route, app.label_sets)
