@@ -272,6 +272,13 @@ def _rounded(tree: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _rounded(v) if isinstance(v, Mapping) else round(float(v), 6) for k, v in tree.items()}
 
 
+def record_headers(msg: Any) -> list[tuple[str, bytes | None]]:
+    """A consumed record's headers as (name, bytes or None) pairs, whatever shape the client gives."""
+    raw = msg.headers()
+    pairs = raw.items() if isinstance(raw, Mapping) else (raw or ())
+    return [(k, v.encode("utf-8") if isinstance(v, str) else v) for k, v in pairs]
+
+
 def carry_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> Headers:
     """Copy input headers for an output record (None values become empty bytes)."""
     return [(k, v if v is not None else b"") for k, v in (headers or ())]

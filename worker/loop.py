@@ -27,6 +27,7 @@ from worker.codec import (
     check_record_size,
     decode_event,
     fit_dead_letter,
+    record_headers,
     unforeseen,
 )
 from worker.commit import committer_for
@@ -123,13 +124,15 @@ class WorkerLoop:
         Never raises for a record: a failure nobody foresaw becomes an `internal_error` dead letter.
         """
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        if topic is None or partition is None or offset is None:
+            return None  # not a record (poll_batch hands on records only)
         tp = (topic, partition)
         route = self.config.route_for(topic)
         if route is None or tp not in self.lanes:
             return None  # a record of a topic dropped by a reload, or of a revoked partition
         slot = Slot(tp, offset, msg.key(), msg.value(), [], route, time.monotonic())
         try:
-            slot.headers = carry_headers(msg.headers())
+            slot.headers = carry_headers(record_headers(msg))
             check_record_size(slot.key, slot.value, slot.headers, self.max_record_bytes)
             slot.event = decode_event(slot.value)
             resolved = resolve(slot.event, route, self.label_sets)

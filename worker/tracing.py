@@ -84,7 +84,7 @@ class WorkerTracing:
         self._receive_context = None
         if not msgs or self._tracer is None:
             return msgs
-        links = []
+        links: list[trace.Link] = []
         for msg in msgs:
             parent = propagate.extract(_carrier(msg.headers()))
             self._parents[id(msg)] = parent
@@ -237,7 +237,7 @@ class WorkerTracing:
     def _count(self, msgs: list[Any]) -> None:
         """Add the records of one poll, and the acks since the last one, per partition / topic."""
         assert self._metrics is not None
-        received: dict[TP, int] = {}
+        received: dict[tuple[str | None, int | None], int] = {}
         for msg in msgs:
             tp = (msg.topic(), msg.partition())
             received[tp] = received.get(tp, 0) + 1
