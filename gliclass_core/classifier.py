@@ -267,7 +267,7 @@ class Classifier:
 
     def forward(self, passes: Sequence[EncodedPass]) -> list[np.ndarray]:
         """Run one padded forward pass; return float32 logits per pass (length `num_labels`)."""
-        from gliclass_core.modeling.batching import run_forward
+        from gliclass_core.modeling.forward import run_forward
 
         if not passes:
             return []
