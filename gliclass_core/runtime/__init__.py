@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gliclass_core.devices import resolve_devices
 from gliclass_core.runtime.batching import (
     BatchDecision,
     BatchPolicy,
@@ -11,7 +12,7 @@ from gliclass_core.runtime.batching import (
     form_batch,
 )
 from gliclass_core.runtime.bridge import gather_futures
-from gliclass_core.runtime.pool import Pool, resolve_devices
+from gliclass_core.runtime.pool import Pool
 from gliclass_core.runtime.runtime import Runtime
 from gliclass_core.runtime.scheduler import Batch, Scheduler, TimedFuture
 from gliclass_core.runtime.stats import Histogram, SchedulerStats

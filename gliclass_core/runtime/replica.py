@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from gliclass_core.classifier import Classifier, EncodedPass
+from gliclass_core.model import Model
 from gliclass_core.runtime.scheduler import Batch, Scheduler
 from gliclass_core.runtime.tracing import batch_span
-from gliclass_core.types import ClassifyItem
+from gliclass_core.types import ClassifyItem, EncodedPass
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +50,14 @@ class Replica:
         name: str,
         device: str,
         scheduler: Scheduler,
-        load: Callable[[], Classifier],
+        load: Callable[[], Model],
         *,
         cpu_threads: int | None = None,
     ) -> None:
         self.name = name
         self.device = device
         self.scheduler = scheduler
-        self.classifier: Classifier | None = None
+        self.classifier: Model | None = None
         self.batches = 0
         self.faults = 0
         self._load = load

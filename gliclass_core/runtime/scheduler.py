@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 from opentelemetry.trace import SpanContext
 
-from gliclass_core.classifier import Classifier, EncodedPass, ItemPlan, PreparedItem
 from gliclass_core.errors import (
     BatchFailed,
     DeadlineExceeded,
@@ -36,6 +35,7 @@ from gliclass_core.errors import (
     NotReady,
     Overloaded,
 )
+from gliclass_core.model import Model
 from gliclass_core.runtime.batching import (
     BatchDecision,
     BatchPolicy,
@@ -47,7 +47,7 @@ from gliclass_core.runtime.batching import (
 from gliclass_core.runtime.bridge import deferred_wakeups, gather_futures
 from gliclass_core.runtime.stats import SchedulerStats, StatsRecorder
 from gliclass_core.runtime.tracing import capture_span_context
-from gliclass_core.types import ClassifyItem, Prediction
+from gliclass_core.types import ClassifyItem, EncodedPass, ItemPlan, Prediction, PreparedItem
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class Scheduler:
         self._in_flight = 0
         self._idle = 0
         self._reserved = 0
-        self._classifier: Classifier | None = None
+        self._classifier: Model | None = None
         self._accepting = False
         self._draining = False
         self._closed = False
@@ -179,7 +179,7 @@ class Scheduler:
 
     # ----------------------------------------------------------------- lifecycle (Runtime)
 
-    def open(self, classifier: Classifier, *, replicas: int, reserved_for_interactive: int = 0) -> None:
+    def open(self, classifier: Model, *, replicas: int, reserved_for_interactive: int = 0) -> None:
         """Start accepting work, prepared/finished by `classifier`, for `replicas` pulling threads."""
         with self._cond:
             self._classifier = classifier

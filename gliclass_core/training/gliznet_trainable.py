@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from gliclass_core.modeling.gliznet import GliZNet, activate
+from gliclass_core.modeling.gliznet import GliZNet
+from gliclass_core.processing.postprocess import scores_from_logits as activate
 from gliclass_core.training.datasets import LabelledExample
 from gliclass_core.training.losses import gliznet_loss
 

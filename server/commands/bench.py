@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         max_queue=max(10_000, 4 * args.concurrency),
     )
     config = AppConfig(model=model, batching=batching)
-    from gliclass_core.runtime.pool import resolve_devices
+    from gliclass_core.devices import resolve_devices
 
     first_device = resolve_devices("cpu" if args.engine == "onnx" else args.device)[0]
     classifier = Classifier.from_pretrained(

@@ -108,7 +108,7 @@ def _emit(obj: dict[str, Any], out: IO[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gliclass_core.classifier import build_items
+    from gliclass_core.items import build_items
     from gliclass_core.processing.validation import validate_item
 
     if args.batch_size < 1:
