@@ -90,7 +90,7 @@ class Model(ABC):
     def classify(
         self,
         texts: str | Sequence[str],
-        labels: Sequence[str] | Sequence[Sequence[str]],
+        labels: Sequence[str] | Sequence[Sequence[str]] | Mapping[str, Any] | Sequence[Mapping[str, Any]],
         threshold: float | Mapping[str, float] = 0.5,
         multi_label: bool = True,
         prompt: str | Sequence[str | None] | None = None,

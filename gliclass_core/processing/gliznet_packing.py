@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gliclass_core.errors import CheckpointError, InvalidInput
-from gliclass_core.modeling.gliznet_format import GliZNetConfig
 from gliclass_core.processing.tokens import LRUCache
 
 LAB_TOKEN = "[LAB]"
@@ -19,6 +18,13 @@ LAB_TOKEN = "[LAB]"
 LABEL_CACHE_SIZE = 4096
 # A pass never squeezes the text below this many tokens to fit more labels; extra labels go to another pass.
 MIN_TEXT_TOKENS = 32
+
+
+class PackingConfig(Protocol):
+    """What packing reads of a `GliZNetConfig`: the row length limit and the `[LAB]` id."""
+
+    max_length: int
+    lab_token_id: int
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,7 @@ class GliZNetPass:
 class GliZNetPacker:
     """Packs texts and labels into GliZNet rows with `tokenizer`, within `config.max_length`."""
 
-    def __init__(self, tokenizer: Any, config: GliZNetConfig) -> None:
+    def __init__(self, tokenizer: Any, config: PackingConfig) -> None:
         self.tokenizer = tokenizer
         self.config = config
         cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id

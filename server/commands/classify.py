@@ -22,9 +22,12 @@ import io
 import json
 import sys
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from gliclass_core.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from gliclass_core.model import Model
 
 MAX_LINE_CHARS = 4 * 1024 * 1024
 
@@ -186,7 +189,7 @@ def _error_line(exc: Exception, number: int) -> dict[str, Any]:
 
 
 def _stream(
-    clf: Any, stdin: IO[str], stdout: IO[str], labels: list[str] | None, args: Any, common: dict
+    clf: Model, stdin: IO[str], stdout: IO[str], labels: list[str] | None, args: Any, common: dict
 ) -> int:
     from gliclass_core.types import ClassifyItem
 
