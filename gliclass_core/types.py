@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Example:
@@ -104,3 +106,47 @@ class ModelInfo:
     max_length: int
     max_labels: int
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedPass:
+    """One row of a forward batch: token ids plus what the head needs to read the labels back.
+
+    `input_ids` is a 1-D int64 array (GliZNet passes may carry a tuple). `payload` is
+    model-specific (e.g. label ids for a bi-encoder); the runtime never looks inside.
+    """
+
+    input_ids: np.ndarray | tuple[int, ...]
+    num_labels: int
+    payload: Any = None
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass(frozen=True)
+class PreparedItem:
+    """A validated, tokenized item: its passes and how to reassemble their logits."""
+
+    item: ClassifyItem
+    passes: tuple[EncodedPass, ...]
+    truncated: bool = False
+    # long_text "chunk": how many of `passes` belong to each text chunk, in order (empty otherwise).
+    text_chunks: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class ItemPlan:
+    """A validated item and its label chunks (one pass each), before its text is tokenized.
+
+    `prepared` is set when the model packs items its own way and was tokenized eagerly.
+    """
+
+    item: ClassifyItem
+    chunks: tuple[tuple[str, ...], ...]
+    prepared: PreparedItem | None = None
+
+    @property
+    def num_passes(self) -> int:
+        return len(self.prepared.passes) if self.prepared is not None else len(self.chunks)

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gliclass_core.config import LabelSet
+from gliclass_core.label_sets import item_settings
 from gliclass_core.processing.hierarchy import DEFAULT_SEPARATOR, flatten, with_separator
-from gliclass_core.processing.label_sets import item_settings
 from gliclass_core.types import ClassifyItem
 from worker.codec import BadEvent, Event
 from worker.config import Route

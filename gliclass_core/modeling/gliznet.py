@@ -10,19 +10,14 @@ A checkpoint is a directory as the authors' code saves it (see `gliznet_format`)
 (`"model_type": "gliznet"`, `backbone_config`, ...), `model.safetensors` (`backbone.*`,
 `aggregator.*`) and the tokenizer files (with `[LAB]` added as a special token).
 
-Integration with `Classifier`: `is_gliznet_config(config_dict)` detects a checkpoint;
-`GliZNet.from_pretrained(path, device)` loads it; `GliZNet.pack(text, labels)` returns the
-passes of one item (duck-compatible with `EncodedPass`: `input_ids`, `num_labels`, `payload`);
-`GliZNet.forward(passes)` returns float32 logits per pass.
+Packing lives in `gliclass_core.processing.gliznet_packing`, padding in `modeling.collate`, and
+the model contract (`gliclass_core.model.Model`) in `gliclass_core.gliznet_classifier`.
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import threading
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,27 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gliclass_core.classifier import Classifier, EncodedPass, PreparedItem, check_item_options
-from gliclass_core.errors import CheckpointError, InvalidInput
-from gliclass_core.modeling.gliznet_format import (
-    GLIZNET_MODEL_TYPE,
-    LABEL_POOLINGS,  # noqa: F401  (re-exported for callers of this module)
-    SIMILARITY_METRICS,  # noqa: F401
-    GliZNetConfig,
-    legacy_state_dict,
-)
-from gliclass_core.types import ClassifyItem, ModelInfo
-
-LAB_TOKEN = "[LAB]"
-# Labels are tokenized once and reused; bounded so an open-ended label stream cannot grow memory.
-LABEL_CACHE_SIZE = 4096
-# A pass never squeezes the text below this many tokens to fit more labels; extra labels go to another pass.
-MIN_TEXT_TOKENS = 32
-
-
-def is_gliznet_config(config: Mapping[str, Any]) -> bool:
-    """Tell whether a parsed config.json describes a GliZNet checkpoint."""
-    return str(config.get("model_type", "")).lower() == GLIZNET_MODEL_TYPE
+from gliclass_core.errors import CheckpointError
+from gliclass_core.modeling.collate import pad_rows, pad_spans
+from gliclass_core.modeling.gliznet_format import GliZNetConfig, is_gliznet_config, legacy_state_dict
+from gliclass_core.processing.gliznet_packing import LAB_TOKEN, GliZNetPacker, GliZNetPass
+from gliclass_core.processing.postprocess import scores_from_logits
 
 
 def _projector(config: GliZNetConfig) -> nn.Module:
@@ -190,37 +169,17 @@ class GliZNetModel(nn.Module):
         return GliZNetOutput(logits, cosine, label_mask, text, labels)
 
 
-@dataclass(frozen=True)
-class GliZNetPass:
-    """One batch row; field names match `EncodedPass` so the runtime can batch it like any other."""
-
-    input_ids: tuple[int, ...]
-    num_labels: int
-    payload: tuple[tuple[int, int], ...]  # [start, end) token span of each label; [LAB] at `end`
-    labels: tuple[str, ...] = ()
-    truncated: bool = False
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.input_ids)
-
-
 class GliZNet:
-    """A loaded GliZNet: module, tokenizer and packing, on one device."""
+    """A loaded GliZNet: module, tokenizer and packer, on one device."""
 
     def __init__(self, model: GliZNetModel, tokenizer: Any, device: str = "cpu") -> None:
         self.model = model.to(device)
         self.tokenizer = tokenizer
         self.device = device
         self.config = model.config
-        cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
-        sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
-        if cls_id is None or sep_id is None:
-            raise CheckpointError("GliZNet needs a tokenizer with CLS/SEP (or BOS/EOS) tokens")
-        self.cls_id, self.sep_id = int(cls_id), int(sep_id)
+        self.packer = GliZNetPacker(tokenizer, model.config)
+        self.cls_id, self.sep_id = self.packer.cls_id, self.packer.sep_id
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-        self._label_cache: OrderedDict[str, tuple[int, ...]] = OrderedDict()
-        self._cache_lock = threading.Lock()  # prepare() runs on many threads
 
     # ---- construction -------------------------------------------------------------------------------
 
@@ -327,81 +286,21 @@ class GliZNet:
         save_file(state, str(root / "model.safetensors"), metadata={"format": "pt"})
         self.tokenizer.save_pretrained(str(root))
 
-    # ---- packing (CPU) ------------------------------------------------------------------------------
-
-    def label_ids(self, label: str) -> tuple[int, ...]:
-        """Token ids of one label (no special tokens), cached."""
-        with self._cache_lock:
-            ids = self._label_cache.get(label)
-            if ids is not None:
-                self._label_cache.move_to_end(label)
-                return ids
-        ids = tuple(self.tokenizer(label, add_special_tokens=False)["input_ids"])
-        with self._cache_lock:
-            self._label_cache[label] = ids
-            if len(self._label_cache) > LABEL_CACHE_SIZE:
-                self._label_cache.popitem(last=False)
-        return ids
+    # ---- packing (CPU) and padding ------------------------------------------------------------------
 
     def pack(
         self, text: str, labels: Sequence[str], prompt: str | None = None, max_passes: int | None = None
     ) -> list[GliZNetPass]:
-        """Pack one item into passes; labels that do not fit beside the text go to further passes."""
-        if not labels:
-            raise InvalidInput("at least one label is required", field="labels")
-        text_ids = list(
-            self.tokenizer((prompt + " " + text) if prompt else text, add_special_tokens=False)["input_ids"]
-        )
-        budget = self.config.max_length - 2  # CLS + SEP
-        label_room = budget - min(len(text_ids), MIN_TEXT_TOKENS)
-        chunks: list[list[tuple[str, tuple[int, ...]]]] = [[]]
-        used = 0
-        for label in labels:
-            ids = self.label_ids(label)
-            if not ids:
-                raise InvalidInput(f"label {label!r} is empty after tokenization", field="labels")
-            cost = len(ids) + 1
-            if cost > label_room:
-                raise InvalidInput(f"label {label[:40]!r} is too long ({len(ids)} tokens)", field="labels")
-            if used + cost > label_room and chunks[-1]:
-                chunks.append([])
-                used = 0
-            chunks[-1].append((label, ids))
-            used += cost
-        if max_passes is not None and len(chunks) > max_passes:
-            chunks = chunks[:max_passes]
-        return [self._pack_chunk(text_ids, chunk) for chunk in chunks]
-
-    def _pack_chunk(self, text_ids: list[int], chunk: list[tuple[str, tuple[int, ...]]]) -> GliZNetPass:
-        label_tokens = sum(len(ids) + 1 for _, ids in chunk)
-        room = self.config.max_length - 2 - label_tokens
-        truncated = len(text_ids) > room
-        ids = [self.cls_id, *text_ids[:room], self.sep_id]
-        spans = []
-        for _, lab_ids in chunk:
-            start = len(ids)
-            ids.extend(lab_ids)
-            spans.append((start, len(ids)))
-            ids.append(self.config.lab_token_id)
-        return GliZNetPass(tuple(ids), len(chunk), tuple(spans), tuple(lbl for lbl, _ in chunk), truncated)
+        """Pack one item into passes (see `GliZNetPacker.pack`)."""
+        return self.packer.pack(text, labels, prompt, max_passes)
 
     def collate(self, passes: Sequence[Any]) -> dict[str, torch.Tensor]:
         """Pad passes into tensors on this model's device."""
-        width = max(len(p.input_ids) for p in passes)
-        max_k = max(p.num_labels for p in passes)
-        ids = torch.full((len(passes), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(passes), width), dtype=torch.long)
-        spans = torch.full((len(passes), max_k, 2), -1, dtype=torch.long)
-        for row, p in enumerate(passes):
-            n = len(p.input_ids)
-            ids[row, :n] = torch.tensor(p.input_ids, dtype=torch.long)
-            mask[row, :n] = 1
-            if p.num_labels:
-                spans[row, : p.num_labels] = torch.tensor(p.payload, dtype=torch.long)
+        ids, mask = pad_rows([p.input_ids for p in passes], self.pad_id, self.device)
         return {
-            "input_ids": ids.to(self.device),
-            "attention_mask": mask.to(self.device),
-            "label_spans": spans.to(self.device),
+            "input_ids": ids,
+            "attention_mask": mask,
+            "label_spans": pad_spans([p.payload[: p.num_labels] for p in passes], self.device),
         }
 
     # ---- inference ----------------------------------------------------------------------------------
@@ -430,103 +329,10 @@ class GliZNet:
                 rows.append(np.concatenate(logits[pos : pos + len(passes)]))
                 pos += len(passes)
         logits_all = np.stack(rows) if rows else np.zeros((0, len(labels)), dtype=np.float32)
-        return activate(logits_all, multi_label)
+        return scores_from_logits(logits_all, multi_label)
 
 
 def _tokenizer_max_length(tokenizer: Any) -> int:
     """The authors' rule: the tokenizer's model_max_length, at most 512 (and 512 when it is unset)."""
     limit = int(getattr(tokenizer, "model_max_length", 0) or 0)
     return 512 if limit <= 0 or limit > 100_000 else min(limit, 512)
-
-
-def activate(logits: np.ndarray, multi_label: bool) -> np.ndarray:
-    """Sigmoid (multi-label) or softmax over the last axis (single-label)."""
-    if multi_label:
-        return 1.0 / (1.0 + np.exp(-logits))
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
-def is_gliznet_dir(directory: str | Path) -> bool:
-    """Tell whether a checkpoint directory holds a GliZNet model (reads only config.json)."""
-    try:
-        raw = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(raw, dict) and is_gliznet_config(raw)
-
-
-class GliZNetClassifier(Classifier):
-    """`Classifier` for GliZNet checkpoints: same prepare/forward/finish contract, so the runtime,
-    gRPC and Kafka edges serve it unchanged. `finish` and `classify` are inherited."""
-
-    def __init__(self, net: GliZNet, model_id: str, dtype: Any) -> None:
-        # The base __init__ wires a GLiClass packer/config; GliZNet brings its own.
-        self.net = net
-        self.model_id = model_id
-        self.device = net.device
-        self.dtype = dtype
-        self.info = ModelInfo(
-            model_id=model_id,
-            architecture="gliznet",
-            device=net.device,
-            dtype=str(dtype).removeprefix("torch."),
-            max_length=net.config.max_length,
-            max_labels=1000,
-            extra={
-                "label_pooling": net.config.label_pooling,
-                "similarity": net.config.similarity_metric,
-                "encoder": str(net.config.encoder_config.get("model_type")),
-            },
-        )
-
-    @classmethod
-    def load(
-        cls, directory: str | Path, model_id: str, device: str = "auto", dtype: str | None = None
-    ) -> GliZNetClassifier:
-        """Load a GliZNet checkpoint directory onto `device` (auto: CUDA when present)."""
-        from gliclass_core.classifier import _resolve_device, _resolve_dtype
-
-        dev = _resolve_device(device)
-        torch_dtype = _resolve_dtype(dtype, dev)
-        return cls(GliZNet.from_pretrained(directory, device=dev, dtype=torch_dtype), model_id, torch_dtype)
-
-    def replicate(self, device: str) -> GliZNetClassifier:
-        """Return a copy on `device`, sharing the tokenizer."""
-        from gliclass_core.classifier import _resolve_device
-
-        dev = _resolve_device(device)
-        model = self.net.model if dev == self.device else copy.deepcopy(self.net.model)
-        return GliZNetClassifier(GliZNet(model, self.net.tokenizer, dev), self.model_id, self.dtype)
-
-    def prepare(self, item: ClassifyItem, index: int | None = None) -> PreparedItem:
-        """Validate and pack one item (labels that do not fit one pass go to further passes)."""
-        from gliclass_core.processing.validation import validate_item
-
-        validate_item(item, index)
-        check_item_options(item, index)
-        if item.long_text.mode == "chunk":
-            from gliclass_core.processing.long_text import prepare_chunked
-
-            return prepare_chunked(self.prepare, item, index)  # type: ignore[no-any-return]
-        if item.examples:
-            raise InvalidInput(
-                "in-context examples are not supported by GliZNet models", field="examples", index=index
-            )
-        # [LAB] in the input would be read as a label boundary.
-        for name, values in (("text", [item.text]), ("labels", item.labels), ("prompt", [item.prompt or ""])):
-            if any(LAB_TOKEN in v for v in values):
-                raise InvalidInput(
-                    f"must not contain the reserved marker {LAB_TOKEN}", field=name, index=index
-                )
-        try:
-            packed = self.net.pack(item.text, list(item.labels), item.prompt)
-        except InvalidInput as exc:
-            raise InvalidInput(exc.bare_message, field=exc.field, index=index) from exc
-        passes = tuple(EncodedPass(p.input_ids, p.num_labels, p) for p in packed)
-        return PreparedItem(item=item, passes=passes, truncated=any(p.truncated for p in packed))
-
-    def forward(self, passes: Sequence[EncodedPass]) -> list[np.ndarray]:
-        """One padded forward pass; float32 logits per pass."""
-        return self.net.forward([p.payload for p in passes])

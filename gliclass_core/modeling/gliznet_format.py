@@ -13,18 +13,35 @@ Checkpoints this project wrote before (`encoder_config`, `label_pooling`, weight
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from gliclass_core.errors import CheckpointError
+from gliclass_core.modeling.positions import usable_positions
 
 GLIZNET_MODEL_TYPE = "gliznet"
 LABEL_POOLINGS = ("mean", "lab")
 SIMILARITY_METRICS = ("cosine", "dot", "bilinear")
 DEFAULT_MAX_LENGTH = 512
+
+
+def is_gliznet_config(config: Mapping[str, Any]) -> bool:
+    """Tell whether a parsed config.json describes a GliZNet checkpoint."""
+    return str(config.get("model_type", "")).lower() == GLIZNET_MODEL_TYPE
+
+
+def is_gliznet_dir(directory: str | Path) -> bool:
+    """Tell whether a checkpoint directory holds a GliZNet model (reads only config.json)."""
+    try:
+        raw = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(raw, dict) and is_gliznet_config(raw)
 
 
 @dataclass
@@ -74,10 +91,9 @@ class GliZNetConfig:
                 f"GliZNet projected_dim {self.projected_dim} needs use_projection_layernorm=true "
                 f"(without it the projectors are identities of width {hidden})"
             )
-        max_pos = int(self.encoder_config.get("max_position_embeddings", self.max_length))
-        if self.encoder_config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
-            max_pos -= 2  # these reserve the first positions for padding offsets
-        self.max_length = min(self.max_length, max_pos)
+        limit = usable_positions(self.encoder_config)
+        if limit:
+            self.max_length = min(self.max_length, limit)
 
     @property
     def hidden_size(self) -> int:

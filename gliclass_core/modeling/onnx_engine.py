@@ -28,16 +28,18 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from gliclass_core.devices import dtype_name, resolve_device
 from gliclass_core.errors import InvalidInput, UnsupportedModel
-
-if TYPE_CHECKING:
-    from gliclass_core.classifier import Classifier
-    from gliclass_core.modeling.onnx_export import Calibration
+from gliclass_core.modeling.collate import pad_rows
+from gliclass_core.modeling.onnx_export import Calibration, cache_dir, ensure_export
+from gliclass_core.processing.packing import BiPayload
+from gliclass_core.processing.tokens import LRUCache
+from gliclass_core.types import ClassifyItem, Prediction, PreparedItem
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +49,31 @@ ONNX_DTYPES = {"float32": "float32", "fp32": "float32", "int8": "int8"}
 FP32_TOLERANCE = 1e-3
 
 
+class EngineHost(Protocol):
+    """What `attach` needs of a GLiClass `Classifier`: its network, packing and offline `classify`."""
+
+    network: Any
+    pad_id: int
+    label_vectors: LRUCache
+    label_cache_size: int
+
+    def prepare(self, item: ClassifyItem, index: int | None = None) -> PreparedItem: ...
+
+    def classify(self, texts: list[str], labels: list[str], *, batch_size: int) -> list[Prediction]: ...
+
+
 def resolve_engine(engine: str | None, dtype: str | None, device: str) -> tuple[str, str | None]:
     """Validate the engine/dtype pair; return (engine, onnx dtype or None for torch)."""
     name = (engine or "torch").lower()
     if name not in ENGINES:
         raise InvalidInput(f"unknown engine {engine!r} (torch, onnx)", field="engine")
-    wanted = None if dtype in (None, "", "auto") else str(dtype).lower().removeprefix("torch.")
+    wanted = dtype_name(dtype)
     if name == "torch":
         if wanted == "int8":
             raise InvalidInput('dtype "int8" runs on engine "onnx" (set engine = "onnx")', field="dtype")
         return "torch", None
-    if device not in ("cpu", "auto") and not str(device).startswith("cpu"):
+    # "auto" under engine "onnx" is the CPU, whatever GPUs the machine has.
+    if str(device or "auto").strip().lower() != "auto" and not resolve_device(device).startswith("cpu"):
         raise UnsupportedModel(f'engine "onnx" runs on CPU only (device {device!r}); use engine "torch"')
     onnx_dtype = ONNX_DTYPES.get(wanted or "float32")
     if onnx_dtype is None:
@@ -202,13 +218,11 @@ class Agreement:
         )
 
 
-def attach(clf: Classifier, dtype: str) -> Agreement | None:
+def attach(clf: EngineHost, dtype: str) -> Agreement | None:
     """Build (or reuse) the exports of `clf`'s encoders and route its forward passes through them.
 
     Returns the probe agreement (measured and printed when an export was built, else read back).
     """
-    from gliclass_core.modeling.onnx_export import cache_dir, ensure_export
-
     network = clf.network
     check_supported(network)
     engines: dict[str, OnnxEncoder] = {}
@@ -238,11 +252,8 @@ def attach(clf: Classifier, dtype: str) -> Agreement | None:
     return agreement
 
 
-def _calibration(clf: Classifier) -> dict[str, Calibration]:
+def _calibration(clf: EngineHost) -> dict[str, Calibration]:
     """The probe set as each encoder sees it: packed text rows, and (bi-encoders) the label rows."""
-    from gliclass_core.processing.packing import BiPayload
-    from gliclass_core.types import ClassifyItem
-
     rows: list[Any] = []  # token-id rows (int64 arrays or tuples)
     label_rows: dict[str, tuple[int, ...]] = {}
     for text in probe_texts():
@@ -257,14 +268,7 @@ def _calibration(clf: Classifier) -> dict[str, Calibration]:
 
 
 def _padded(rows: list[Any], pad_id: int) -> Calibration:
-    from gliclass_core.modeling.onnx_export import Calibration
-
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.int64)
-    mask = torch.zeros((len(rows), width), dtype=torch.int64)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
+    ids, mask = pad_rows(rows, pad_id)
     return Calibration(ids, mask)
 
 
@@ -304,9 +308,7 @@ def probe_texts() -> list[str]:
     return texts
 
 
-def _probe(clf: Classifier) -> np.ndarray:
-    from gliclass_core.processing.tokens import LRUCache
-
+def _probe(clf: EngineHost) -> np.ndarray:
     # Bi-encoder label vectors must come from the engine being probed: fresh caches before and after.
     clf.label_vectors = LRUCache(clf.label_cache_size)
     preds = clf.classify(probe_texts(), list(AGREEMENT_PROBE_LABELS), batch_size=16)

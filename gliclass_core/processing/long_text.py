@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 
 from gliclass_core.errors import InvalidInput
-from gliclass_core.types import LONG_TEXT_MODES, TRUNCATE, ClassifyItem, LongText
+from gliclass_core.processing.postprocess import scores_from_logits
+from gliclass_core.processing.validation import has_content
+from gliclass_core.types import LONG_TEXT_MODES, TRUNCATE, ClassifyItem, EncodedPass, LongText, PreparedItem
 
 # Bound on the passes one item may become, so a tiny chunk size cannot queue millions of rows.
 MAX_CHUNK_PASSES = 4096
@@ -100,16 +102,13 @@ def label_groups(labels: Sequence[str], size: int) -> list[tuple[str, ...]]:
 
 
 def prepare_chunked(
-    prepare_one: Callable[[ClassifyItem, int | None], Any], item: ClassifyItem, index: int | None
-) -> Any:
+    prepare_one: Callable[[ClassifyItem, int | None], PreparedItem], item: ClassifyItem, index: int | None
+) -> PreparedItem:
     """Prepare every (text chunk, label group) of an already validated item as passes of one item.
 
     `prepare_one` is the model's own `prepare` (called with "truncate" sub-items), so every
     architecture packs its passes as it always does.
     """
-    from gliclass_core.classifier import PreparedItem
-    from gliclass_core.processing.validation import has_content
-
     options = item.long_text
     groups = label_groups(item.labels, options.labels_chunk_size)
     chunks = chunk_text(item.text, options.text_chunk_size, options.text_chunk_overlap)
@@ -123,7 +122,7 @@ def prepare_chunked(
             field="long_text",
             index=index,
         )
-    passes: list[Any] = []
+    passes: list[EncodedPass] = []
     per_chunk: list[int] = []
     truncated = False
     for chunk in chunks:
@@ -151,8 +150,6 @@ def chunked_scores(
 
     `transform` maps one chunk's logits over all labels before the activation (the checkpoint's
     relative scoring, where it has one)."""
-    from gliclass_core.processing.postprocess import scores_from_logits
-
     rows = []
     pos = 0
     for count in per_chunk:

@@ -8,12 +8,15 @@ import numpy as np
 
 
 def scores_from_logits(logits: np.ndarray, multi_label: bool) -> np.ndarray:
-    """Sigmoid per label (multi-label) or softmax over the given labels (single-label)."""
-    x = logits.astype(np.float64)
+    """Sigmoid per label (multi-label) or softmax over the labels, the last axis (single-label).
+
+    Takes one item's logits (K,) or a matrix (items, K), row by row in one vectorised step.
+    """
+    x = np.asarray(logits).astype(np.float64)
     if multi_label:
         return np.asarray(1.0 / (1.0 + np.exp(-x)))
-    e = np.exp(x - x.max())
-    return np.asarray(e / e.sum())
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return np.asarray(e / e.sum(axis=-1, keepdims=True))
 
 
 def decide(
@@ -32,15 +35,6 @@ def decide(
     else:
         picked = [labels[i] for i in order if scores[i] >= threshold]
     return picked[:top_k] if top_k is not None else picked
-
-
-def scores_matrix(logits: np.ndarray, multi_label: bool) -> np.ndarray:
-    """`scores_from_logits` for a (items, labels) matrix, row by row, in one vectorised step."""
-    x = logits.astype(np.float64)
-    if multi_label:
-        return np.asarray(1.0 / (1.0 + np.exp(-x)))
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return np.asarray(e / e.sum(axis=1, keepdims=True))
 
 
 def decide_row(

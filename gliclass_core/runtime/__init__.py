@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gliclass_core.devices import resolve_devices
 from gliclass_core.runtime.batch_forming import (
     BatchDecision,
     BatchPolicy,
@@ -11,7 +12,7 @@ from gliclass_core.runtime.batch_forming import (
     form_batch,
 )
 from gliclass_core.runtime.bridge import gather_futures
-from gliclass_core.runtime.pool import Pool, resolve_devices
+from gliclass_core.runtime.pool import Pool
 from gliclass_core.runtime.runtime import Runtime
 from gliclass_core.runtime.scheduler import Scheduler
 from gliclass_core.runtime.stats import Histogram, SchedulerStats

@@ -10,15 +10,15 @@ from collections.abc import Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-from gliclass_core.classifier import Classifier
 from gliclass_core.errors import BatchFailed, GliclassError
+from gliclass_core.model import Model
 from gliclass_core.runtime.bridge import deferred_wakeups
 from gliclass_core.runtime.stats import StatsRecorder
 from gliclass_core.runtime.work import SubmittedItem
 from gliclass_core.types import Prediction
 
 
-def finish_items(classifier: Classifier | None, items: Sequence[SubmittedItem], stats: StatsRecorder) -> None:
+def finish_items(classifier: Model | None, items: Sequence[SubmittedItem], stats: StatsRecorder) -> None:
     """Post-process finished items in one vectorised step, then resolve their futures."""
     if not items:
         return

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from gliclass_core.classifier import Classifier
 from gliclass_core.errors import DeadlineExceeded
+from gliclass_core.model import Model
 from gliclass_core.runtime.batch_forming import BatchDecision, BatchPolicy, Priority, QueueState, form_batch
 from gliclass_core.runtime.bridge import deferred_wakeups
 from gliclass_core.runtime.completion import as_batch_failure, fail_future, finish_items
@@ -43,11 +43,11 @@ class Dispatcher:
         self._passes = passes
         self._stats = stats
         self._clock = clock
-        self._classifier: Classifier | None = None
+        self._classifier: Model | None = None
         self._reserved = 0
         self._idle = 0
 
-    def open(self, classifier: Classifier, reserved_for_interactive: int) -> None:
+    def open(self, classifier: Model, reserved_for_interactive: int) -> None:
         """Finish items with `classifier`; keep that many idle replicas for interactive work (lock held)."""
         self._classifier = classifier
         self._reserved = reserved_for_interactive

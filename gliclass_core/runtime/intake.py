@@ -3,7 +3,7 @@ their passes.
 
 `Scheduler.submit` only plans an item and stages it here with its rows reserved in the queue.
 This thread takes everything staged meanwhile (interactive first, then bulk up to a character
-budget), tokenizes it in one `Classifier.encode` call (the Rust `encode_batch`, which releases the
+budget), tokenizes it in one `Model.encode` call (the Rust `encode_batch`, which releases the
 GIL) outside the lock, and queues the passes in place of the reserved rows. It shares the
 scheduler's lock; every method but the thread's own loop is called with that lock held.
 """
@@ -15,7 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 
-from gliclass_core.classifier import Classifier
+from gliclass_core.model import Model
 from gliclass_core.runtime.batch_forming import Priority
 from gliclass_core.runtime.completion import as_batch_failure, fail_future
 from gliclass_core.runtime.pass_queue import PassQueue
@@ -46,11 +46,11 @@ class Intake:
             Priority.BULK: deque(),
         }
         self._round: list[SubmittedItem] = []  # items the intake thread is tokenizing right now
-        self._classifier: Classifier | None = None
+        self._classifier: Model | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def open(self, classifier: Classifier) -> None:
+    def open(self, classifier: Model) -> None:
         """Tokenize with `classifier` from now on; start the thread the first time."""
         self._classifier = classifier
         if self._thread is None and not self._closed:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-from gliclass_core.classifier import ItemPlan, PreparedItem
 from gliclass_core.errors import InvalidInput
 from gliclass_core.runtime.batch_forming import PendingPass, Priority
 from gliclass_core.runtime.work import BatchEntry, SubmittedItem
+from gliclass_core.types import ItemPlan, PreparedItem
 
 
 class PassQueue:

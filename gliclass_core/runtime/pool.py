@@ -13,44 +13,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gliclass_core.classifier import Classifier
-from gliclass_core.config import ConfigError, ModelConfig
+from gliclass_core.config import ModelConfig
+from gliclass_core.devices import resolve_devices
 from gliclass_core.errors import NotReady
+from gliclass_core.model import Model
 from gliclass_core.runtime.replica import Replica
 from gliclass_core.runtime.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
-
-
-def resolve_devices(spec: str) -> list[str]:
-    """Turn `auto`, `cpu`, `cuda`, or a list like `cuda:0,cuda:1` into device names.
-
-    `auto` means every visible GPU, else the CPU. Raises ConfigError for unknown or absent devices.
-    """
-    import torch
-
-    names = [part.strip().lower() for part in spec.split(",") if part.strip()]
-    if not names:
-        raise ConfigError("[model] device must not be empty")
-    if names == ["auto"]:
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        return [f"cuda:{i}" for i in range(count)] or ["cpu"]
-    devices: list[str] = []
-    for name in names:
-        if name == "cpu":
-            devices.append("cpu")
-            continue
-        if name == "cuda":
-            name = "cuda:0"
-        kind, _, index = name.partition(":")
-        if kind != "cuda" or not index.isdigit():
-            raise ConfigError(f"[model] device '{name}' is not 'auto', 'cpu' or 'cuda:N'")
-        if not torch.cuda.is_available() or int(index) >= torch.cuda.device_count():
-            raise ConfigError(f"[model] device '{name}' is not available on this machine")
-        devices.append(name)
-    if len(set(devices)) != len(devices):
-        raise ConfigError("[model] device lists a device twice; use replicas_per_device instead")
-    return devices
 
 
 @dataclass(frozen=True)
@@ -78,14 +48,14 @@ class Pool:
         model: ModelConfig,
         scheduler: Scheduler,
         *,
-        loader: Callable[[str], Classifier] | None = None,
+        loader: Callable[[str], Model] | None = None,
     ) -> None:
         self.model = model
         self.scheduler = scheduler
         self.devices = resolve_devices("cpu" if model.engine == "onnx" else model.device)
         self.specs = plan_replicas(self.devices, model.replicas_per_device)
         self.replicas: list[Replica] = []
-        self.classifier: Classifier | None = None
+        self.classifier: Model | None = None
         self.error: BaseException | None = None
         self.ready = threading.Event()
         self.failed = threading.Event()
@@ -93,7 +63,9 @@ class Pool:
         self._lock = threading.Lock()
         self._pending = len(self.specs)
 
-    def _load_base(self, device: str) -> Classifier:
+    def _load_base(self, device: str) -> Model:
+        from gliclass_core.classifier import Classifier
+
         kwargs = {"max_length": self.model.max_length} if self.model.max_length else {}
         return Classifier.from_pretrained(
             self.model.id, device=device, dtype=self.model.dtype, engine=self.model.engine, **kwargs
@@ -142,7 +114,7 @@ class Pool:
                 self.ready.set()
 
         for index, spec in enumerate(self.specs):
-            load: Callable[[], Classifier] = (
+            load: Callable[[], Model] = (
                 (lambda: base) if index == 0 else functools.partial(base.replicate, spec.device)
             )
             replica = Replica(spec.name, spec.device, self.scheduler, load, cpu_threads=threads)

@@ -17,11 +17,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from gliclass_core.classifier import Classifier, EncodedPass
+from gliclass_core.model import Model
 from gliclass_core.runtime.scheduler import Scheduler
 from gliclass_core.runtime.tracing import batch_span
 from gliclass_core.runtime.work import Batch
-from gliclass_core.types import ClassifyItem
+from gliclass_core.types import ClassifyItem, EncodedPass
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +51,14 @@ class Replica:
         name: str,
         device: str,
         scheduler: Scheduler,
-        load: Callable[[], Classifier],
+        load: Callable[[], Model],
         *,
         cpu_threads: int | None = None,
     ) -> None:
         self.name = name
         self.device = device
         self.scheduler = scheduler
-        self.classifier: Classifier | None = None
+        self.classifier: Model | None = None
         self.batches = 0
         self.faults = 0
         self._load = load

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 
-from gliclass_core.classifier import Classifier
 from gliclass_core.config import AppConfig, LabelSet
+from gliclass_core.devices import resolve_devices
 from gliclass_core.errors import NotReady
+from gliclass_core.model import Model
 from gliclass_core.runtime.batch_forming import BatchPolicy
 from gliclass_core.runtime.host_memory import retain_freed_memory
-from gliclass_core.runtime.pool import Pool, resolve_devices
+from gliclass_core.runtime.pool import Pool
 from gliclass_core.runtime.scheduler import Scheduler
 from gliclass_core.runtime.stats import SchedulerStats
 from gliclass_core.types import ModelInfo
@@ -43,7 +45,7 @@ class Runtime:
         *,
         policy: BatchPolicy | None = None,
         reserve_interactive: int | None = None,
-        loader: Callable[[str], Classifier] | None = None,
+        loader: Callable[[str], Model] | None = None,
     ) -> Runtime:
         """Build pool and scheduler; load nothing yet (see `start`).
 
@@ -102,7 +104,7 @@ class Runtime:
         return self.pool.error
 
     @property
-    def classifier(self) -> Classifier:
+    def classifier(self) -> Model:
         """The base model (for `prepare`-style validation at the edges); NotReady before load."""
         if self.pool.classifier is None:
             raise NotReady("the model is not loaded yet")
@@ -113,14 +115,8 @@ class Runtime:
         """What is loaded; the device field lists every replica's device."""
         info = self.classifier.info
         devices = ",".join(spec.device for spec in self.pool.specs)
-        return ModelInfo(
-            model_id=info.model_id,
-            architecture=info.architecture,
-            device=devices,
-            dtype=info.dtype,
-            max_length=info.max_length,
-            max_labels=info.max_labels,
-            extra={**info.extra, "replicas": str(len(self.pool.specs))},
+        return dataclasses.replace(
+            info, device=devices, extra={**info.extra, "replicas": str(len(self.pool.specs))}
         )
 
     @property

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from opentelemetry.trace import SpanContext
 
-from gliclass_core.classifier import Classifier
 from gliclass_core.errors import DeadlineExceeded, InvalidInput, NotReady, Overloaded
+from gliclass_core.model import Model
 from gliclass_core.runtime.batch_forming import BatchPolicy, Priority
 from gliclass_core.runtime.bridge import gather_futures
 from gliclass_core.runtime.completion import fail_future, finish_items
@@ -57,12 +57,12 @@ class Scheduler:
         self._passes = PassQueue(max_queue, window=max(4 * policy.max_batch_size, 256))
         self._intake = Intake(lock, self._cond, self._passes, self._stats)
         self._dispatch = Dispatcher(policy, self._cond, self._passes, self._stats, clock)
-        self._classifier: Classifier | None = None
+        self._classifier: Model | None = None
         self._accepting = False
 
     # ----------------------------------------------------------------- lifecycle (Runtime)
 
-    def open(self, classifier: Classifier, *, replicas: int, reserved_for_interactive: int = 0) -> None:
+    def open(self, classifier: Model, *, replicas: int, reserved_for_interactive: int = 0) -> None:
         """Start accepting work, prepared/finished by `classifier`, for `replicas` pulling threads."""
         with self._cond:
             self._classifier = classifier

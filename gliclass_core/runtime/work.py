@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from opentelemetry.trace import SpanContext
 
-from gliclass_core.classifier import EncodedPass, ItemPlan, PreparedItem
 from gliclass_core.runtime.batch_forming import BatchDecision, PendingPass, Priority
-from gliclass_core.types import Prediction
+from gliclass_core.types import EncodedPass, ItemPlan, Prediction, PreparedItem
 
 
 class TimedFuture(Future[Prediction]):

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from gliclass_core.errors import UnsupportedModel
-from gliclass_core.modeling.batching import marker_batch, pad_rows
+from gliclass_core.modeling.collate import marker_batch, pad_rows
 from gliclass_core.modeling.config import parse_config
 from gliclass_core.modeling.heads import GLiClassNetwork
 from gliclass_core.modeling.loading import (
@@ -105,7 +105,7 @@ class GLiClassTrainable:
             uni = [cast(UniPayload, r.payload) for r in rows]
             ids, mask = pad_rows([r.input_ids for r in rows], self.pad_id, device)
             lengths = [len(r.input_ids) for r in rows]
-            mb = marker_batch(lengths, [p.markers for p in uni], [p.first_sep for p in uni], device)
+            mb = marker_batch([p.markers for p in uni], [p.first_sep for p in uni], lengths, device)
             out = self.network.uni_logits(ids, mask, mb)
         else:
             rows = self.packer.bi_rows_many(texts, label_sets, [None] * len(texts))

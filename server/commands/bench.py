@@ -25,7 +25,10 @@ import random
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gliclass_core.model import Model
 
 WORDS = (
     "the a service order account payment refund card bank delivery late broken screen battery phone "
@@ -134,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         max_queue=max(10_000, 4 * args.concurrency),
     )
     config = AppConfig(model=model, batching=batching)
-    from gliclass_core.runtime.pool import resolve_devices
+    from gliclass_core.devices import resolve_devices
 
     first_device = resolve_devices("cpu" if args.engine == "onnx" else args.device)[0]
     classifier = Classifier.from_pretrained(
@@ -180,7 +183,7 @@ def _host_bound_settings(args: argparse.Namespace) -> None:
         args.cpu_threads = 1
 
 
-def _start_runtime(config: Any, classifier: Any) -> Any:
+def _start_runtime(config: Any, classifier: Model) -> Any:
     from gliclass_core.errors import NotReady
     from gliclass_core.runtime import Runtime
 
@@ -191,13 +194,13 @@ def _start_runtime(config: Any, classifier: Any) -> Any:
     return runtime
 
 
-def _offline(classifier: Any, texts: list[str], labels: tuple[str, ...], batch_size: int) -> float:
+def _offline(classifier: Model, texts: list[str], labels: tuple[str, ...], batch_size: int) -> float:
     started = time.perf_counter()
     classifier.classify(texts, list(labels), batch_size=batch_size)
     return len(texts) / (time.perf_counter() - started)
 
 
-def _throughput(args: argparse.Namespace, config: Any, classifier: Any, labels: tuple[str, ...]) -> dict:
+def _throughput(args: argparse.Namespace, config: Any, classifier: Model, labels: tuple[str, ...]) -> dict:
     from gliclass_core.runtime import Priority
     from gliclass_core.types import ClassifyItem
     from server.host_bench import host_ceiling
@@ -275,7 +278,7 @@ def _throughput(args: argparse.Namespace, config: Any, classifier: Any, labels: 
     return out
 
 
-def _latency(args: argparse.Namespace, config: Any, classifier: Any, labels: tuple[str, ...]) -> dict:
+def _latency(args: argparse.Namespace, config: Any, classifier: Model, labels: tuple[str, ...]) -> dict:
     from gliclass_core.runtime import Priority
     from gliclass_core.types import ClassifyItem
 

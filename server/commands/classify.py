@@ -22,9 +22,12 @@ import io
 import json
 import sys
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from gliclass_core.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from gliclass_core.model import Model
 
 MAX_LINE_CHARS = 4 * 1024 * 1024
 
@@ -112,7 +115,7 @@ def _emit(obj: dict[str, Any], out: IO[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gliclass_core.classifier import build_items
+    from gliclass_core.items import build_items
     from gliclass_core.processing.validation import validate_item
 
     if args.batch_size < 1:
@@ -191,7 +194,9 @@ def _error_line(exc: Exception, number: int) -> dict[str, Any]:
     return out
 
 
-def _stream(clf: Any, stdin: IO[str], stdout: IO[str], labels: Labels | None, args: Any, common: dict) -> int:
+def _stream(
+    clf: Model, stdin: IO[str], stdout: IO[str], labels: Labels | None, args: Any, common: dict
+) -> int:
     from gliclass_core.types import ClassifyItem
 
     failed = False

@@ -78,7 +78,8 @@ def _check(args: argparse.Namespace) -> None:
 
 def build_model(args: argparse.Namespace) -> Any:
     """Load or create the Trainable the arguments ask for."""
-    from gliclass_core.modeling.gliznet import GliZNet, is_gliznet_dir
+    from gliclass_core.modeling.gliznet import GliZNet
+    from gliclass_core.modeling.gliznet_format import is_gliznet_dir
     from gliclass_core.modeling.loading import resolve_source
     from gliclass_core.training.gliclass_init import new_gliclass
     from gliclass_core.training.gliclass_trainable import GLiClassTrainable

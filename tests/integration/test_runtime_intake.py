@@ -15,10 +15,10 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from gliclass_core import Classifier, ClassifyItem
-from gliclass_core.classifier import ItemPlan, PreparedItem
 from gliclass_core.config import AppConfig, BatchingConfig, ModelConfig
 from gliclass_core.errors import NotReady, Overloaded
 from gliclass_core.runtime import Priority, Runtime
+from gliclass_core.types import ItemPlan, PreparedItem
 
 LABELS = ("billing", "bug report", "feature request")
 TEXTS = [f"Ticket {i}: my card was charged twice and the app crashed" for i in range(8)]

@@ -19,7 +19,8 @@ from safetensors.torch import load_file, save_file
 
 from gliclass_core import Classifier
 from gliclass_core.errors import CheckpointError, InvalidInput
-from gliclass_core.modeling.gliznet import GliZNet, GliZNetClassifier
+from gliclass_core.gliznet_classifier import GliZNetClassifier
+from gliclass_core.modeling.gliznet import GliZNet
 from gliclass_core.processing.long_text import chunk_text
 from gliclass_core.types import ClassifyItem
 

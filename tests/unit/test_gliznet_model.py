@@ -12,13 +12,10 @@ import torch.nn.functional as F
 from fixtures.training import tiny_encoder_dir
 
 from gliclass_core.errors import CheckpointError, InvalidInput
-from gliclass_core.modeling.gliznet import (
-    LAB_TOKEN,
-    GliZNet,
-    GliZNetClassifier,
-    is_gliznet_config,
-    is_gliznet_dir,
-)
+from gliclass_core.gliznet_classifier import GliZNetClassifier
+from gliclass_core.modeling.gliznet import GliZNet
+from gliclass_core.modeling.gliznet_format import is_gliznet_config, is_gliznet_dir
+from gliclass_core.processing.gliznet_packing import LAB_TOKEN
 from gliclass_core.types import ClassifyItem, Example
 
 LABELS = ["sport", "finance", "home cooking"]

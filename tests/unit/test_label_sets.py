@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gliclass_core.config import LabelSet
-from gliclass_core.processing.label_sets import item_settings
+from gliclass_core.label_sets import item_settings
 from gliclass_core.types import TRUNCATE, ClassifyItem, LongText
 
 CHUNKED = LongText(mode="chunk")

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from gliclass_core import Classifier
-from gliclass_core.classifier import build_items
 from gliclass_core.errors import InvalidInput
+from gliclass_core.items import build_items
 from gliclass_core.processing.validation import has_content, lone_surrogate_at, validate_item
 from gliclass_core.types import ClassifyItem, Example
 

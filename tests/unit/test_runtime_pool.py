@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from gliclass_core.config import ConfigError, ModelConfig
+from gliclass_core.devices import resolve_devices
 from gliclass_core.runtime.batch_forming import BatchPolicy
-from gliclass_core.runtime.pool import Pool, plan_replicas, resolve_devices
+from gliclass_core.runtime.pool import Pool, plan_replicas
 from gliclass_core.runtime.scheduler import Scheduler
 
 
