@@ -6,6 +6,7 @@ Requests become `ClassifyItem`s (resolving named label sets and enforcing the ed
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,8 +16,10 @@ import numpy as np
 
 from gliclass_core.config import LabelSet
 from gliclass_core.errors import InvalidInput
+from gliclass_core.label_sets import item_settings
 from gliclass_core.processing.hierarchy import DEFAULT_SEPARATOR, flatten, tree_from_nodes
 from gliclass_core.processing.long_text import long_text_options
+from gliclass_core.processing.validation import check_labels
 from gliclass_core.types import TRUNCATE, ClassifyItem, LabelNode, LongText, ModelInfo, Prediction
 from server.grpc.config import GrpcConfig
 from server.grpc.errors import status_for
@@ -84,53 +87,30 @@ def item_from_proto(
         raise InvalidInput(
             f"{len(labels)} labels, the limit is {config.max_labels_per_item}", field="labels", index=index
         )
-    if any(not label for label in labels):
-        raise InvalidInput("labels must be non-empty strings", field="labels", index=index)
-    if len(set(labels)) != len(labels):
-        raise InvalidInput("labels contain duplicates", field="labels", index=index)
-
-    threshold = label_set.threshold if label_set else 0.5
-    if item.HasField("threshold"):
-        threshold = _check_threshold(item.threshold, "threshold", index)
-    thresholds: float | dict[str, float] = threshold
-    if item.label_thresholds:
-        unknown = sorted(set(item.label_thresholds) - set(labels))
-        if unknown:
-            raise InvalidInput(
-                f"not among the item's labels: {unknown}", field="label_thresholds", index=index
-            )
-        per_label = {
-            k: _check_threshold(v, "label_thresholds", index) for k, v in item.label_thresholds.items()
-        }
-        thresholds = {label: per_label.get(label, threshold) for label in labels}
-
-    multi_label = label_set.multi_label if label_set else True
-    if item.HasField("multi_label"):
-        multi_label = item.multi_label
-    top_k = label_set.top_k if label_set else None
-    if item.HasField("top_k"):
-        if item.top_k < 1:
-            raise InvalidInput("must be >= 1 when given", field="top_k", index=index)
-        top_k = item.top_k
-    prompt = label_set.prompt if label_set else None
-    if item.HasField("prompt"):
-        prompt = item.prompt or None
+    check_labels(labels, index)
+    threshold = _check_threshold(item.threshold, "threshold", index) if item.HasField("threshold") else None
+    unknown = sorted(set(item.label_thresholds) - set(labels))
+    if unknown:
+        raise InvalidInput(f"not among the item's labels: {unknown}", field="label_thresholds", index=index)
+    per_label = {k: _check_threshold(v, "label_thresholds", index) for k, v in item.label_thresholds.items()}
+    if item.HasField("top_k") and item.top_k < 1:
+        raise InvalidInput("must be >= 1 when given", field="top_k", index=index)
+    settings = item_settings(
+        label_set,
+        threshold=threshold,
+        multi_label=item.multi_label if item.HasField("multi_label") else None,
+        top_k=item.top_k if item.HasField("top_k") else None,
+        prompt=item.prompt if item.HasField("prompt") else None,
+        long_text=_long_text_from_proto(item, label_set, index),
+        return_hierarchical=item.return_hierarchical if item.HasField("return_hierarchical") else None,
+    )
     if label_set is not None and label_set.label_tree is not None:
         tree = label_set.label_tree
-    hierarchical = label_set.return_hierarchical if label_set else False
-    if item.HasField("return_hierarchical"):
-        hierarchical = item.return_hierarchical
-    return ClassifyItem(
-        text=item.text,
-        labels=labels,
-        threshold=thresholds,
-        multi_label=multi_label,
-        top_k=top_k,
-        prompt=prompt,
-        long_text=_long_text_from_proto(item, label_set, index),
-        label_tree=tree,
-        return_hierarchical=hierarchical,
-    )
+    resolved = settings.item(item.text, labels, tree)
+    if not per_label:
+        return resolved
+    thresholds = {label: per_label.get(label, settings.threshold) for label in labels}
+    return dataclasses.replace(resolved, threshold=thresholds)
 
 
 def _tree_from_proto(item: pb.Item, index: int) -> tuple[LabelNode, ...]:
