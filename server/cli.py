@@ -7,6 +7,7 @@ Subcommand modules import heavy dependencies (torch, grpc, confluent_kafka) insi
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import sys
 from collections.abc import Sequence
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A fatal signal (a crash in native code, an abort) prints every thread's Python stack to stderr.
+    faulthandler.enable()
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)

@@ -40,6 +40,10 @@ def plan_replicas(devices: list[str], replicas_per_device: int) -> list[ReplicaS
     ]
 
 
+# How long a stop waits for a model that is still loading.
+LOADER_JOIN_S = 60.0
+
+
 class Pool:
     """Model copies on their devices; loads them in background threads and reports readiness."""
 
@@ -55,6 +59,8 @@ class Pool:
         self.devices = resolve_devices("cpu" if model.engine == "onnx" else model.device)
         self.specs = plan_replicas(self.devices, model.replicas_per_device)
         self.replicas: list[Replica] = []
+        self._loader_thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self.classifier: Model | None = None
         self.error: BaseException | None = None
         self.ready = threading.Event()
@@ -83,9 +89,10 @@ class Pool:
 
     def start(self, on_ready: Callable[[Pool], None] | None = None) -> None:
         """Load the base model, then each replica loads its copy and warms up on its own thread."""
-        threading.Thread(
+        self._loader_thread = threading.Thread(
             target=self._start, args=(on_ready,), name="gliclass-pool-loader", daemon=True
-        ).start()
+        )
+        self._loader_thread.start()
 
     def _start(self, on_ready: Callable[[Pool], None] | None) -> None:
         import torch
@@ -100,6 +107,8 @@ class Pool:
             self._fail(exc)
             return
         self.classifier = base
+        if self._stopping.is_set():
+            return  # stopped while loading: no replica to start
 
         def report(replica: Replica, exc: BaseException | None) -> None:
             if exc is not None:
@@ -140,5 +149,17 @@ class Pool:
         log.error("the pool stopped: failed %d queued items", failed)
 
     def join(self, timeout: float) -> bool:
-        """Wait for every replica thread to end (after the scheduler closed); True when all did."""
+        """Wait for the loader and every replica thread to end (after the scheduler closed); True when
+        all did.
+
+        A stop that comes while the model loads waits for the load (up to LOADER_JOIN_S): a process
+        that exits while a thread is inside torch's native code aborts ("terminate called without an
+        active exception") instead of exiting with its own code.
+        """
+        self._stopping.set()
+        loader = self._loader_thread
+        if loader is not None:
+            loader.join(max(timeout, LOADER_JOIN_S))
+            if loader.is_alive():
+                return False
         return all(replica.join(timeout) for replica in list(self.replicas))

@@ -110,5 +110,8 @@ def run(args: argparse.Namespace) -> int:
         if not clean and code == 0 and worker.error is not None:
             code = 1
     telemetry.shutdown()  # flush what is still buffered
+    alive = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    if alive:
+        log.warning("threads still running at exit: %s", ", ".join(alive))
     print("gliclass-stream worker: stopped", file=sys.stderr, flush=True)
     return code

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -51,3 +53,29 @@ def test_cpu_threads_are_split_over_cpu_replicas():
     assert pool.cpu_threads_per_replica() == 3
     assert Pool(ModelConfig(device="cpu", cpu_threads=4), scheduler).cpu_threads_per_replica() == 4
     assert Pool(ModelConfig(device="cpu"), scheduler).cpu_threads_per_replica() is None  # torch's default
+
+
+def test_a_stop_while_the_model_loads_waits_for_the_load(builtin_classifier):
+    # The loader is held at a gate to put the stop inside the load (the model itself is real).
+    # A process that exits while the loader thread is inside torch aborts instead of exiting 0.
+    gate, entered = threading.Event(), threading.Event()
+
+    def loader(device: str):
+        entered.set()
+        gate.wait(10)
+        return builtin_classifier
+
+    scheduler = Scheduler(BatchPolicy(), max_queue=10)
+    pool = Pool(ModelConfig(device="cpu"), scheduler, loader=loader)
+    pool.start()
+    assert entered.wait(5)
+    scheduler.close(0.0)
+    joined: list[bool] = []
+    stopper = threading.Thread(target=lambda: joined.append(pool.join(0.1)))
+    stopper.start()
+    stopper.join(0.5)
+    assert not joined, "join returned while the model was still loading"
+    gate.set()
+    stopper.join(10)
+    assert joined == [True]
+    assert pool.replicas == [], "a stop during the load starts no replica"
