@@ -97,11 +97,12 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         # Submit keeping the futures for their queue/compute timings; a cancelled call cancels what
         # is still queued (gather_futures). Submit plans on this thread, and planning tokenizes
         # long_text="chunk" items and encoder-decoder rows: past a few thousand words, off the loop.
-        submit_args = (items, Priority.INTERACTIVE, _deadline(context))
+        submit = self._runtime.scheduler.submit
+        deadline = _deadline(context)
         if sum(len(item.text) for item in items) > INLINE_PREPARE_CHARS:
-            futures = await asyncio.to_thread(self._runtime.scheduler.submit, *submit_args)
+            futures = await asyncio.to_thread(submit, items, Priority.INTERACTIVE, deadline)
         else:
-            futures = self._runtime.scheduler.submit(*submit_args)
+            futures = submit(items, Priority.INTERACTIVE, deadline)
         # return_exceptions: every outcome is retrieved; one loop wake-up per batch, not per item.
         outcomes = await bridge.gather_futures(futures, return_exceptions=True)
         failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
