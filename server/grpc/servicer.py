@@ -24,6 +24,9 @@ from server.grpc.config import GrpcConfig
 from server.proto import classifier_pb2 as pb
 from server.proto import classifier_pb2_grpc as pb_grpc
 
+#: Above this many characters in one Classify call, submit (which plans the items) in a worker thread.
+INLINE_PREPARE_CHARS = 20_000
+
 
 @dataclass
 class StreamStats:
@@ -91,9 +94,15 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
     ) -> pb.ClassifyResponse:
         received = time.perf_counter()
         items = convert.items_from_proto(request.items, self.label_sets, self._config)
-        # What `Scheduler.classify` does (submit only plans: the intake thread tokenizes), keeping
-        # the futures for their queue/compute timings. A cancelled call cancels what is still queued.
-        futures = self._runtime.scheduler.submit(items, Priority.INTERACTIVE, _deadline(context))
+        # Submit keeping the futures for their queue/compute timings; a cancelled call cancels what
+        # is still queued (gather_futures). Submit plans on this thread, and planning tokenizes
+        # long_text="chunk" items and encoder-decoder rows: past a few thousand words, off the loop.
+        submit = self._runtime.scheduler.submit
+        deadline = _deadline(context)
+        if sum(len(item.text) for item in items) > INLINE_PREPARE_CHARS:
+            futures = await asyncio.to_thread(submit, items, Priority.INTERACTIVE, deadline)
+        else:
+            futures = submit(items, Priority.INTERACTIVE, deadline)
         # return_exceptions: every outcome is retrieved; one loop wake-up per batch, not per item.
         outcomes = await bridge.gather_futures(futures, return_exceptions=True)
         failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
