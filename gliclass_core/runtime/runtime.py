@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 import threading
 import time
@@ -19,7 +20,12 @@ from gliclass_core.runtime.scheduler import Scheduler
 from gliclass_core.runtime.stats import SchedulerStats
 from gliclass_core.types import ModelInfo
 
+log = logging.getLogger(__name__)
+
 GIL_SWITCH_INTERVAL_S = 0.0005
+
+#: How long a stop waits, at least, for batches already computing and a model still loading.
+BATCH_FINISH_S = 30.0
 
 #: On a GPU a forward pass costs about the same for 1 or 32 rows (kernel launches dominate), so
 #: fuller batches beat tighter padding, and bulk batches of 8k tokens barely delay interactive ones.
@@ -129,9 +135,12 @@ class Runtime:
     def stop(self, grace_s: float = 10.0) -> int:
         """Stop accepting, drain queued work for up to `grace_s`, fail the rest, end the threads.
 
-        Returns how many queued items were failed with NotReady.
+        Returns how many queued items were failed with NotReady. A batch already computing is let
+        finish (up to BATCH_FINISH_S): a process that exits while a replica thread is inside torch
+        aborts ("terminate called without an active exception") instead of exiting with its code.
         """
         self._stopped.set()
         failed = self.scheduler.close(grace_s)
-        self.pool.join(timeout=max(1.0, grace_s))
+        if not self.pool.join(timeout=max(BATCH_FINISH_S, grace_s)):
+            log.warning("model threads still running after the stop; the process may abort at exit")
         return failed

@@ -14,6 +14,7 @@ user code (asyncio wake-ups, resubmissions) that may re-enter the scheduler.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
 import time
@@ -36,6 +37,17 @@ from gliclass_core.runtime.stats import SchedulerStats, StatsRecorder
 from gliclass_core.runtime.tracing import capture_span_context
 from gliclass_core.runtime.work import Batch, SubmittedItem, TimedFuture
 from gliclass_core.types import ClassifyItem, Prediction
+
+#: Above this many characters of text in one call, `submit_async` plans in a worker thread. Planning
+#: tokenizes long_text="chunk" items and encoder-decoder rows on the caller's thread (other items are
+#: tokenized by the intake thread), and an event loop must not spend a second doing that.
+INLINE_PLAN_CHARS = 20_000
+
+
+def _cancel_planned(planned: asyncio.Future[list[Future[Prediction]]]) -> None:
+    if not planned.cancelled() and planned.exception() is None:
+        for future in planned.result():
+            future.cancel()
 
 
 class Scheduler:
@@ -202,8 +214,26 @@ class Scheduler:
 
         With `return_exceptions`, a failed item's slot holds its exception instead of raising.
         """
-        futures = self.submit(items, priority, deadline)  # no tokenization here: fine on the loop
+        futures = await self.submit_async(items, priority, deadline)
         return await gather_futures(futures, return_exceptions=return_exceptions)
+
+    async def submit_async(
+        self,
+        items: Sequence[ClassifyItem],
+        priority: Priority = Priority.INTERACTIVE,
+        deadline: float | None = None,
+    ) -> list[Future[Prediction]]:
+        """`submit` for an event loop: a call of over INLINE_PLAN_CHARS characters is planned in a
+        worker thread, so chunked long texts and encoder-decoder rows are not tokenized on the loop."""
+        if sum(len(item.text) for item in items) <= INLINE_PLAN_CHARS:
+            return self.submit(items, priority, deadline)
+        planned = asyncio.ensure_future(asyncio.to_thread(self.submit, items, priority, deadline))
+        try:
+            return await asyncio.shield(planned)
+        except asyncio.CancelledError:
+            # The thread cannot be stopped; what it queues for a cancelled caller is dropped when it ends.
+            planned.add_done_callback(_cancel_planned)
+            raise
 
     def stats(self) -> SchedulerStats:
         """Snapshot every counter and the current queue depth."""

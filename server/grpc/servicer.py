@@ -24,9 +24,6 @@ from server.grpc.config import GrpcConfig
 from server.proto import classifier_pb2 as pb
 from server.proto import classifier_pb2_grpc as pb_grpc
 
-#: Above this many characters in one Classify call, submit (which plans the items) in a worker thread.
-INLINE_PREPARE_CHARS = 20_000
-
 
 @dataclass
 class StreamStats:
@@ -95,14 +92,8 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         received = time.perf_counter()
         items = convert.items_from_proto(request.items, self.label_sets, self._config)
         # Submit keeping the futures for their queue/compute timings; a cancelled call cancels what
-        # is still queued (gather_futures). Submit plans on this thread, and planning tokenizes
-        # long_text="chunk" items and encoder-decoder rows: past a few thousand words, off the loop.
-        submit = self._runtime.scheduler.submit
-        deadline = _deadline(context)
-        if sum(len(item.text) for item in items) > INLINE_PREPARE_CHARS:
-            futures = await asyncio.to_thread(submit, items, Priority.INTERACTIVE, deadline)
-        else:
-            futures = submit(items, Priority.INTERACTIVE, deadline)
+        # is still queued (gather_futures). submit_async plans a large call off the loop.
+        futures = await self._runtime.scheduler.submit_async(items, Priority.INTERACTIVE, _deadline(context))
         # return_exceptions: every outcome is retrieved; one loop wake-up per batch, not per item.
         outcomes = await bridge.gather_futures(futures, return_exceptions=True)
         failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
@@ -178,18 +169,18 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
                     index += n
                     continue
                 for item in request.items:
-                    pending.put_nowait(self._submit_one(item, index, deadline))
+                    pending.put_nowait(await self._submit_one(item, index, deadline))
                     index += 1
             pending.put_nowait(None)
         except Exception as exc:
             pending.put_nowait(exc)
 
-    def _submit_one(self, item: pb.Item, index: int, deadline: float | None) -> _Pending:
+    async def _submit_one(self, item: pb.Item, index: int, deadline: float | None) -> _Pending:
         received = time.perf_counter()
         try:
             core_item = convert.item_from_proto(item, self.label_sets, self._config, index)
-            (future,) = self._runtime.scheduler.submit(
-                [core_item], priority=Priority.INTERACTIVE, deadline=deadline
+            (future,) = await self._runtime.scheduler.submit_async(
+                [core_item], Priority.INTERACTIVE, deadline
             )
         except InvalidInput as exc:
             # The scheduler numbers items within one submit; report the item's place in the stream.
