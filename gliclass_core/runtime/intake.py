@@ -75,7 +75,11 @@ class Intake:
                     item.done = True
                     item.staged_rows = 0
                     items[id(item)] = item
-            staged.clear()
+        for queue in self._staged.values():
+            queue.clear()
+        # Not cleared in place: the thread still holds that list and matches it to what its
+        # encode returns; its items are done now, so it queues none of them.
+        self._round = []
         return list(items.values())
 
     def join(self, timeout: float) -> None:

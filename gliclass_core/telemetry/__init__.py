@@ -5,7 +5,7 @@ metrics and logs on when the standard variables name an exporter (`OTEL_TRACES_E
 `OTEL_METRICS_EXPORTER=console`, or just `OTEL_EXPORTER_OTLP_ENDPOINT`). While off, `tracer()` and
 `instruments()` return None and every hook in the edges returns after one attribute read.
 
-The core never imports an edge: the gRPC interceptor lives in `server/tracing.py`, the Kafka spans
+The core never imports an edge: the gRPC interceptor lives in `server/grpc/tracing.py`, the Kafka spans
 in `worker/tracing.py`; both read the active tracer and instruments from here.
 """
 

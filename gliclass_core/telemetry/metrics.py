@@ -126,7 +126,7 @@ class Instruments:
             unit="By",
             description="GPU memory held by tensors (allocated) and by the caching allocator (reserved)",
         )
-        # gRPC edge (server/tracing.py).
+        # gRPC edge (server/grpc/tracing.py).
         self.rpc_duration = meter.create_histogram(
             "rpc.server.call.duration",
             unit="s",

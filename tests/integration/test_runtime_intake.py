@@ -36,12 +36,14 @@ class GatedEncode:
         self._real = real
         self.gate = threading.Event()
         self.calls: list[tuple[str, int]] = []
+        self.threads: list[threading.Thread] = []
 
     def __getattr__(self, name: str):
         return getattr(self._real, name)
 
     def encode(self, plans: Sequence[ItemPlan]) -> list[PreparedItem]:
         self.calls.append((threading.current_thread().name, len(plans)))
+        self.threads.append(threading.current_thread())
         assert self.gate.wait(60)
         return self._real.encode(plans)
 
@@ -132,3 +134,23 @@ def test_shutdown_fails_items_still_waiting_for_the_intake(gated: tuple[Runtime,
     for future in (held, waiting):
         with pytest.raises(NotReady):
             future.result(timeout=30)
+
+
+def test_shutdown_while_a_round_is_tokenized_lets_the_intake_thread_return_cleanly(
+    gated: tuple[Runtime, GatedEncode], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The round being tokenized is failed by `close`; when its encode returns, the intake thread
+    # must drop it and return, not die on it (an exception there is lost to a thread hook).
+    rt, wrapper = gated
+    errors: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", errors.append)
+    (held,) = rt.scheduler.submit([ClassifyItem(TEXTS[0], LABELS)])
+    wrapper.wait_calls(1)
+    (intake,) = wrapper.threads
+    assert rt.scheduler.close(grace_s=0.2) == 1
+    wrapper.gate.set()
+    intake.join(30)
+    assert not intake.is_alive()
+    assert [f"{e.exc_type.__name__}: {e.exc_value}" for e in errors] == []
+    with pytest.raises(NotReady):
+        held.result(timeout=30)

@@ -1,4 +1,4 @@
-"""GliZNet: input layout, truncation, label chunking, the scoring formula, save/load, Classifier contract."""
+"""GliZNet: input layout, truncation, label chunking, the scoring formula, save/load, the model contract."""
 
 from __future__ import annotations
 
