@@ -138,10 +138,8 @@ def run(args: argparse.Namespace) -> int:
 
     clf = Classifier.from_pretrained(args.model, device=args.device, dtype=args.dtype, engine=args.engine)
     if args.texts:
-        # A nested mapping is taken too (see `Classifier.classify`), though its annotation says Sequence.
-        flat_or_nested: Any = labels or []
         preds = clf.classify(
-            args.texts, flat_or_nested, threshold=args.threshold, prompt=args.prompt,
+            args.texts, labels or [], threshold=args.threshold, prompt=args.prompt,
             batch_size=args.batch_size, long_text=options["long_text"],
             return_hierarchical=args.hierarchical, label_separator=args.label_separator, **common,
         )  # fmt: skip
