@@ -157,9 +157,7 @@ def run_family(family: str, ckpt: Path, workloads: dict[str, list[str]], args: a
         ref_model, tokenizer, classification_type="multi-label", device="cpu", progress_bar=False
     )
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    ours: dict[str, Model] = {
-        "ours": Classifier.from_pretrained(str(ckpt), device="cpu", dtype="float32")
-    }
+    ours: dict[str, Model] = {"ours": Classifier.from_pretrained(str(ckpt), device="cpu", dtype="float32")}
     for name in engines:
         dtype = {"onnx": "float32", "int8": "int8"}[name]
         ours[name] = Classifier.from_pretrained(str(ckpt), engine="onnx", dtype=dtype)
