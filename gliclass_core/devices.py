@@ -24,12 +24,16 @@ def _canonical(name: str) -> str:
     return "cuda:0" if name == "cuda" else name
 
 
-def resolve_devices(spec: str) -> list[str]:
+def resolve_devices(spec: str, engine: str = "torch") -> list[str]:
     """Turn `auto`, `cpu`, `cuda`, or a list like `cuda:0,cuda:1` into device names.
 
-    `auto` means every visible GPU, else the CPU. Raises ConfigError for unknown or absent devices.
+    `auto` means every visible GPU, else the CPU. Engine "onnx" runs on the CPU alone (whatever
+    `spec` says; `engine_problem` refuses a GPU). Raises ConfigError for unknown or absent devices.
     """
     import torch
+
+    if engine == "onnx":
+        spec = "cpu"
 
     names = [part.strip().lower() for part in spec.split(",") if part.strip()]
     if not names:

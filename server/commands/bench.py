@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     config = AppConfig(model=model, batching=batching)
     from gliclass_core.devices import resolve_devices
 
-    first_device = resolve_devices("cpu" if args.engine == "onnx" else args.device)[0]
+    first_device = resolve_devices(args.device, args.engine)[0]
     classifier = Classifier.from_pretrained(
         args.model, device=first_device, dtype=args.dtype, engine=args.engine
     )

@@ -19,6 +19,11 @@ def test_names_are_the_pools_names() -> None:
     assert resolve_device(" CPU ") == resolve_devices(" CPU ")[0] == "cpu"
 
 
+def test_engine_onnx_runs_on_the_cpu_alone() -> None:
+    assert resolve_devices("auto", "onnx") == resolve_devices("cuda:7,cuda:8", "onnx") == ["cpu"]
+    assert resolve_devices("cpu", "torch") == ["cpu"]
+
+
 def test_dtype_spellings() -> None:
     assert dtype_name("torch.Float16") == "float16"
     assert dtype_name("auto") is None and dtype_name(None) is None
