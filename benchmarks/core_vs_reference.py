@@ -149,7 +149,7 @@ def run_family(family: str, ckpt: Path, workloads: dict[str, list[str]], args: a
     from gliclass import GLiClassModel, ZeroShotClassificationPipeline
     from transformers import AutoTokenizer
 
-    from gliclass_core import Classifier
+    from gliclass_core import Classifier, Model
 
     tokenizer = AutoTokenizer.from_pretrained(str(ckpt))
     ref_model = GLiClassModel.from_pretrained(str(ckpt)).eval()
@@ -157,9 +157,7 @@ def run_family(family: str, ckpt: Path, workloads: dict[str, list[str]], args: a
         ref_model, tokenizer, classification_type="multi-label", device="cpu", progress_bar=False
     )
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    ours: dict[str, Classifier] = {
-        "ours": Classifier.from_pretrained(str(ckpt), device="cpu", dtype="float32")
-    }
+    ours: dict[str, Model] = {"ours": Classifier.from_pretrained(str(ckpt), device="cpu", dtype="float32")}
     for name in engines:
         dtype = {"onnx": "float32", "int8": "int8"}[name]
         ours[name] = Classifier.from_pretrained(str(ckpt), engine="onnx", dtype=dtype)

@@ -34,7 +34,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from worker.broker import EmbeddedBroker, create_topics
-from worker.codec import header_map
+from worker.codec import header_map, record_headers
 
 TEXTS = [
     "I was charged twice for my subscription this month",
@@ -218,10 +218,10 @@ class Reader(threading.Thread):
             for m in self.consumer.consume(500, 0.2):
                 if m.error() is not None:
                     continue
-                h = header_map(m.headers())
+                h = header_map(record_headers(m))
                 if "soak.seq" in h:
                     self.records.append(
-                        (m.topic(), int(h["soak.seq"]), h.get("gliclass.txn"), h.get("error.reason"))
+                        (m.topic() or "", int(h["soak.seq"]), h.get("gliclass.txn"), h.get("error.reason"))
                     )
         self.consumer.close()
 

@@ -18,15 +18,24 @@ import random
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
-from core_vs_reference import LABELS, WORDS, build_checkpoint
+from core_vs_reference import FAMILIES, LABELS, WORDS, build_checkpoint
 
 if TYPE_CHECKING:
     from gliclass_core.types import ClassifyItem
 
-CHUNKING = {"text_chunk_size": 1500, "text_chunk_overlap": 200, "labels_chunk_size": 8}
+
+class Chunking(TypedDict):
+    """The chunking options both sides run with."""
+
+    text_chunk_size: int
+    text_chunk_overlap: int
+    labels_chunk_size: int
+
+
+CHUNKING: Chunking = {"text_chunk_size": 1500, "text_chunk_overlap": 200, "labels_chunk_size": 8}
 
 
 def main() -> None:
@@ -48,7 +57,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
-    ckpt = build_checkpoint(Path(tempfile.mkdtemp()) / "uni")
+    ckpt = build_checkpoint(Path(tempfile.mkdtemp()) / "uni", FAMILIES["uni"])
     tokenizer = AutoTokenizer.from_pretrained(str(ckpt))
     pipe = ZeroShotClassificationWithChunkingPipeline(
         GLiClassModel.from_pretrained(str(ckpt)).eval(), tokenizer, max_length=512, device="cpu",

@@ -143,6 +143,8 @@ def write_checkpoint(
         state[f"model.{proj}.linear_2.weight"] = down.clone()
         state[f"model.{proj}.linear_2.bias"] = torch.zeros(d)
     state["model.logit_scale"] = torch.tensor(float(scale))
+    # Not modeling.loading.save_checkpoint: this keeps the encoder file's own tensors (pooler,
+    # position_ids) and tokenizer files as shipped, and loading.resolve_source imports this module.
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(config, indent=2))
     for name in _TOKENIZER_FILES:

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from gliclass_core.errors import GliclassError, InvalidInput
+from gliclass_core.devices import engine_problem
+from gliclass_core.errors import ConfigError, InvalidInput
 from gliclass_core.types import TRUNCATE, LabelNode, LongText
 
 ENV_PREFIX = "GLICLASS_"
@@ -38,12 +39,6 @@ SECRET_KEYS = frozenset({"sasl.oauthbearer.config", "sasl.oauthbearer.extensions
 #: Tables passed to librdkafka, which parses its own values from strings.
 _LIBRDKAFKA_TABLES = frozenset({"client", "consumer", "producer"})
 _WORD = re.compile(r"[^a-z0-9]+")
-
-
-class ConfigError(GliclassError):
-    """The configuration file or an override is invalid; the message names the key."""
-
-    reason = "config"
 
 
 @dataclass(frozen=True)
@@ -237,18 +232,9 @@ def _label_set_options(name: str, table: Mapping[str, Any]) -> tuple[dict[str, A
 
 
 def _check_engine(model: ModelConfig) -> None:
-    if model.engine not in ("torch", "onnx"):
-        raise ConfigError(f'[model] engine must be "torch" or "onnx", not {model.engine!r}')
-    dtype = str(model.dtype).lower() if model.dtype is not None else None
-    if model.engine == "torch" and dtype == "int8":
-        raise ConfigError('[model] dtype "int8" needs engine = "onnx"')
-    if model.engine == "onnx":
-        if dtype not in (None, "auto", "float32", "fp32", "int8"):
-            raise ConfigError(f'[model] engine "onnx" takes dtype "float32" or "int8", not {model.dtype!r}')
-        if model.device not in ("auto", "cpu"):
-            raise ConfigError(
-                f'[model] engine "onnx" runs on CPU: device must be "cpu" or "auto", not {model.device!r}'
-            )
+    problem = engine_problem(model.engine, model.dtype, model.device)
+    if problem is not None:
+        raise ConfigError(f"[model] {problem[1]}")
 
 
 def redact(settings: Mapping[str, Any]) -> dict[str, Any]:

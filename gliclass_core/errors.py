@@ -28,6 +28,12 @@ class InvalidInput(GliclassError, ValueError):
         self.bare_message = message
 
 
+class ConfigError(GliclassError):
+    """The configuration file or an override is invalid; the message names the key."""
+
+    reason = "config"
+
+
 class CheckpointError(GliclassError):
     """A checkpoint cannot be loaded: missing or corrupt files, unreachable hub, bad config."""
 

@@ -11,10 +11,14 @@ from gliclass_core.processing.hierarchy import check_tree, split_labels
 from gliclass_core.processing.long_text import check_long_text, long_text_options
 from gliclass_core.types import TRUNCATE, ClassifyItem, Example, LongText
 
+#: The labels of a `classify()` call: one list for every text, a list per text, or nested label
+#: groups (a mapping such as `{"sports": ["football"]}`, or one per text) flattened with the separator.
+LabelsArgument = Sequence[str] | Sequence[Sequence[str]] | Mapping[str, Any] | Sequence[Mapping[str, Any]]
+
 
 def classify_items(
     texts: str | Sequence[str],
-    labels: Any,
+    labels: LabelsArgument,
     threshold: float | Mapping[str, float],
     multi_label: bool,
     prompt: str | Sequence[str | None] | None,
@@ -33,13 +37,16 @@ def classify_items(
     if not isinstance(return_hierarchical, bool):
         raise InvalidInput("must be true or false", field="return_hierarchical")
     trees: list[Any] = []
+    flat_labels: Sequence[str] | Sequence[Sequence[str]]
     if isinstance(labels, Mapping):
         flat, tree = split_labels(labels, label_separator)
-        labels, trees = list(flat), [tree]
+        flat_labels, trees = list(flat), [tree]
     elif isinstance(labels, Sequence) and labels and all(isinstance(x, Mapping) for x in labels):
         pairs = [split_labels(x, label_separator, index=i) for i, x in enumerate(labels)]
-        labels, trees = [list(f) for f, _ in pairs], [t for _, t in pairs]
-    items = build_items(texts, labels, threshold, multi_label, prompt, examples, top_k)
+        flat_labels, trees = [list(f) for f, _ in pairs], [t for _, t in pairs]
+    else:  # flat label lists; one mixing groups with labels is refused by build_items / validation
+        flat_labels = cast(Sequence[str] | Sequence[Sequence[str]], labels)
+    items = build_items(texts, flat_labels, threshold, multi_label, prompt, examples, top_k)
     if options is not TRUNCATE or trees or return_hierarchical:
         items = [
             dataclasses.replace(item, long_text=options, return_hierarchical=return_hierarchical,

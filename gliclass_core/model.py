@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from gliclass_core.errors import InvalidInput
-from gliclass_core.items import classify_items
+from gliclass_core.items import LabelsArgument, classify_items
 from gliclass_core.processing.validation import MAX_LABELS
 from gliclass_core.types import (
     ClassifyItem,
@@ -90,7 +90,7 @@ class Model(ABC):
     def classify(
         self,
         texts: str | Sequence[str],
-        labels: Sequence[str] | Sequence[Sequence[str]] | Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        labels: LabelsArgument,
         threshold: float | Mapping[str, float] = 0.5,
         multi_label: bool = True,
         prompt: str | Sequence[str | None] | None = None,

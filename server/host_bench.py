@@ -135,12 +135,12 @@ def build_tiny_model(out: str | Path, seed: int = 0) -> Path:
     Its forward pass is nearly free, so a benchmark with it measures the host path. Returns `out`.
     """
     import torch
-    from safetensors.torch import save_file
     from transformers import AutoTokenizer
 
     from gliclass_core.builtin import package_dir
     from gliclass_core.modeling.config import parse_config
     from gliclass_core.modeling.heads import GLiClassNetwork
+    from gliclass_core.modeling.loading import save_checkpoint
     from gliclass_core.processing.packing import MARKER_TEXTS
 
     out = Path(out)
@@ -173,12 +173,9 @@ def build_tiny_model(out: str | Path, seed: int = 0) -> Path:
             value = torch.tensor(3.0)
         elif value.is_floating_point() and not key.endswith(("LayerNorm.weight", "LayerNorm.bias")):
             value = torch.randn(value.shape, generator=gen) * 0.1
-        state["model." + key] = value.contiguous()
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(raw, indent=1))
-    tokenizer.save_pretrained(str(out))
-    return out
+        state[key] = value
+    network.load_state_dict(state)
+    return save_checkpoint(out, network, raw, tokenizer)
 
 
 def tiny_model_dir() -> Path:

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from gliclass_core.devices import dtype_name, resolve_device
+from gliclass_core.devices import ONNX_DTYPES, dtype_name, engine_problem
 from gliclass_core.errors import InvalidInput, UnsupportedModel
 from gliclass_core.modeling.collate import pad_rows
 from gliclass_core.modeling.onnx_export import Calibration, cache_dir, ensure_export
@@ -43,8 +43,6 @@ from gliclass_core.types import ClassifyItem, Prediction, PreparedItem
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("torch", "onnx")
-ONNX_DTYPES = {"float32": "float32", "fp32": "float32", "int8": "int8"}
 # An fp32 export must reproduce torch's probabilities this closely, or it is refused.
 FP32_TOLERANCE = 1e-3
 
@@ -63,21 +61,17 @@ class EngineHost(Protocol):
 
 
 def resolve_engine(engine: str | None, dtype: str | None, device: str) -> tuple[str, str | None]:
-    """Validate the engine/dtype pair; return (engine, onnx dtype or None for torch)."""
+    """Validate engine, dtype and device (`devices.engine_problem`); return (engine, onnx dtype or None)."""
     name = (engine or "torch").lower()
-    if name not in ENGINES:
-        raise InvalidInput(f"unknown engine {engine!r} (torch, onnx)", field="engine")
-    wanted = dtype_name(dtype)
+    problem = engine_problem(name, dtype, device)
+    if problem is not None:
+        field, message = problem
+        if field == "device":
+            raise UnsupportedModel(f'{message}; use engine "torch"')
+        raise InvalidInput(message, field=field)
     if name == "torch":
-        if wanted == "int8":
-            raise InvalidInput('dtype "int8" runs on engine "onnx" (set engine = "onnx")', field="dtype")
         return "torch", None
-    # "auto" under engine "onnx" is the CPU, whatever GPUs the machine has.
-    if str(device or "auto").strip().lower() != "auto" and not resolve_device(device).startswith("cpu"):
-        raise UnsupportedModel(f'engine "onnx" runs on CPU only (device {device!r}); use engine "torch"')
-    onnx_dtype = ONNX_DTYPES.get(wanted or "float32")
-    if onnx_dtype is None:
-        raise InvalidInput(f'engine "onnx" takes dtype float32 or int8, not {dtype!r}', field="dtype")
+    onnx_dtype = ONNX_DTYPES[dtype_name(dtype) or "float32"]
     try:
         import onnxruntime  # noqa: F401
     except ImportError as exc:

@@ -15,7 +15,7 @@ from gliclass_core.model import Model
 from gliclass_core.runtime.bridge import deferred_wakeups
 from gliclass_core.runtime.stats import StatsRecorder
 from gliclass_core.runtime.work import SubmittedItem
-from gliclass_core.types import Prediction
+from gliclass_core.types import Prediction, PreparedItem
 
 
 def finish_items(classifier: Model | None, items: Sequence[SubmittedItem], stats: StatsRecorder) -> None:
@@ -23,10 +23,9 @@ def finish_items(classifier: Model | None, items: Sequence[SubmittedItem], stats
     if not items:
         return
     assert classifier is not None  # items are only submitted once the scheduler is open
-    prepared = [item.prepared for item in items]
     logits = [[x for x in item.logits if x is not None] for item in items]
     try:
-        outcomes: Sequence[Prediction | Exception] = classifier.finish_many(prepared, logits)  # type: ignore[arg-type]
+        outcomes: Sequence[Prediction | Exception] = classifier.finish_many(_tokenized(items), logits)
     except Exception as exc:
         outcomes = [exc] * len(items)
     completed = 0
@@ -42,6 +41,14 @@ def finish_items(classifier: Model | None, items: Sequence[SubmittedItem], stats
                 continue
             completed += 1
     stats.count("completed_items", completed)
+
+
+def _tokenized(items: Sequence[SubmittedItem]) -> list[PreparedItem]:
+    """The items' PreparedItem: an item reaches completion after its passes ran, so it has one."""
+    prepared = [item.prepared for item in items if item.prepared is not None]
+    if len(prepared) != len(items):
+        raise RuntimeError("an item finished before it was tokenized")
+    return prepared
 
 
 def fail_future(future: Future[Any], exc: BaseException) -> bool:

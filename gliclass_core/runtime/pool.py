@@ -56,7 +56,7 @@ class Pool:
     ) -> None:
         self.model = model
         self.scheduler = scheduler
-        self.devices = resolve_devices("cpu" if model.engine == "onnx" else model.device)
+        self.devices = resolve_devices(model.device, model.engine)
         self.specs = plan_replicas(self.devices, model.replicas_per_device)
         self.replicas: list[Replica] = []
         self._loader_thread: threading.Thread | None = None

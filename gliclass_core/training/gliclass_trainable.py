@@ -84,6 +84,10 @@ class GLiClassTrainable:
 
     # ---- Trainable -----------------------------------------------------------------------------------
 
+    def to(self, device: str) -> None:
+        # Inputs follow the network: `logits` builds them on the device of its weights.
+        self.network.to(device)
+
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         return split_parameters(self.network, self._encoders)
 

@@ -28,6 +28,10 @@ class GliZNetTrainable:
         #: labels left out of training because they did not fit max_length beside the text
         self.dropped_labels = 0
 
+    def to(self, device: str) -> None:
+        self.net.model.to(device)
+        self.net.device = device  # where `GliZNet.collate` builds the inputs
+
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         return split_parameters(self.net.model, [self.net.model.encoder])
 

@@ -29,6 +29,10 @@ class Trainable(Protocol):
 
     module: nn.Module
 
+    def to(self, device: str) -> None:
+        """Move the model (and where its inputs are built) to `device`."""
+        ...
+
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """Return (encoder parameters, head parameters)."""
         ...

@@ -27,6 +27,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from server.commands.model_options import add_engine_arguments
+
 if TYPE_CHECKING:
     from gliclass_core.model import Model
 
@@ -45,14 +47,7 @@ LABELS = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="builtin:minilm", help="model id or checkpoint dir")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda:0,cuda:1 ...")
-    parser.add_argument(
-        "--dtype",
-        default=None,
-        help="float32 | float16 | bfloat16 (default per device) | int8 (--engine onnx)",
-    )
-    parser.add_argument(
-        "--engine", default="torch", choices=["torch", "onnx"], help="onnx: ONNX Runtime, CPU"
-    )
+    add_engine_arguments(parser)
     parser.add_argument("--replicas-per-device", type=int, default=1)
     parser.add_argument("--cpu-threads", type=int, default=None, help="intra-op threads for all CPU replicas")
     parser.add_argument("--max-batch-size", type=int, default=64)
@@ -139,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     config = AppConfig(model=model, batching=batching)
     from gliclass_core.devices import resolve_devices
 
-    first_device = resolve_devices("cpu" if args.engine == "onnx" else args.device)[0]
+    first_device = resolve_devices(args.device, args.engine)[0]
     classifier = Classifier.from_pretrained(
         args.model, device=first_device, dtype=args.dtype, engine=args.engine
     )

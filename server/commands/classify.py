@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 from gliclass_core.errors import InvalidInput
+from server.commands.model_options import add_engine_arguments
 
 if TYPE_CHECKING:
     from gliclass_core.model import Model
@@ -41,14 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=None, help="return at most K predicted labels")
     parser.add_argument("--prompt", default=None, help="task prompt placed after <<SEP>>")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    parser.add_argument(
-        "--dtype",
-        default=None,
-        help="float32, float16, bfloat16 (default: by device); int8 with --engine onnx",
-    )
-    parser.add_argument(
-        "--engine", default="torch", choices=["torch", "onnx"], help="onnx: ONNX Runtime, CPU"
-    )
+    add_engine_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
     parser.add_argument("--long-text", choices=("truncate", "chunk"), default="truncate",
                         help="texts longer than the model: cut, or score overlapping chunks")  # fmt: skip
@@ -138,10 +132,8 @@ def run(args: argparse.Namespace) -> int:
 
     clf = Classifier.from_pretrained(args.model, device=args.device, dtype=args.dtype, engine=args.engine)
     if args.texts:
-        # A nested mapping is taken too (see `Classifier.classify`), though its annotation says Sequence.
-        flat_or_nested: Any = labels or []
         preds = clf.classify(
-            args.texts, flat_or_nested, threshold=args.threshold, prompt=args.prompt,
+            args.texts, labels or [], threshold=args.threshold, prompt=args.prompt,
             batch_size=args.batch_size, long_text=options["long_text"],
             return_hierarchical=args.hierarchical, label_separator=args.label_separator, **common,
         )  # fmt: skip

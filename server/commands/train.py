@@ -11,9 +11,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gliclass_core.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from gliclass_core.training.trainer import Trainable
 
 ARCHITECTURES = ("uni-encoder", "bi-encoder", "gliznet")
 
@@ -76,7 +79,7 @@ def _check(args: argparse.Namespace) -> None:
         raise InvalidInput("must be in [0, 1)", field="eval-split")
 
 
-def build_model(args: argparse.Namespace) -> Any:
+def build_model(args: argparse.Namespace) -> Trainable:
     """Load or create the Trainable the arguments ask for."""
     from gliclass_core.modeling.gliznet import GliZNet
     from gliclass_core.modeling.gliznet_format import is_gliznet_dir
@@ -110,6 +113,7 @@ def build_model(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from gliclass_core.devices import resolve_device
     from gliclass_core.training.datasets import read_jsonl, split
     from gliclass_core.training.trainer import TrainConfig, train
 
@@ -122,12 +126,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         train_set, eval_set = split(train_set, args.eval_split, args.seed)
     model = build_model(args)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.module.to(device)
-    if hasattr(model, "net"):
-        model.net.device = device
+    device = resolve_device(args.device)
+    model.to(device)
     cfg = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, encoder_lr=args.encoder_lr, head_lr=args.head_lr,
         weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio, patience=args.patience,

@@ -19,6 +19,11 @@ def test_names_are_the_pools_names() -> None:
     assert resolve_device(" CPU ") == resolve_devices(" CPU ")[0] == "cpu"
 
 
+def test_engine_onnx_runs_on_the_cpu_alone() -> None:
+    assert resolve_devices("auto", "onnx") == resolve_devices("cuda:7,cuda:8", "onnx") == ["cpu"]
+    assert resolve_devices("cpu", "torch") == ["cpu"]
+
+
 def test_dtype_spellings() -> None:
     assert dtype_name("torch.Float16") == "float16"
     assert dtype_name("auto") is None and dtype_name(None) is None
@@ -28,3 +33,44 @@ def test_dtype_spellings() -> None:
     with pytest.raises(InvalidInput) as err:
         resolve_dtype("float8", "cpu")
     assert err.value.field == "dtype"
+
+
+# (engine, dtype, device, the field it is refused for or None)
+ENGINE_CASES = [
+    ("torch", None, "cpu", None),
+    ("torch", "bf16", "auto", None),
+    ("torch", "int8", "cpu", "dtype"),
+    ("tvm", None, "cpu", "engine"),
+    ("onnx", None, "auto", None),
+    ("onnx", "FP32", " CPU ", None),
+    ("onnx", "torch.float32", "cpu", None),
+    ("onnx", "int8", "cpu", None),
+    ("onnx", "bf16", "cpu", "dtype"),
+    ("onnx", None, "cuda", "device"),
+    ("onnx", "int8", "cuda:1", "device"),
+]
+
+
+@pytest.mark.parametrize(("engine", "dtype", "device", "field"), ENGINE_CASES)
+def test_the_config_and_the_loader_refuse_the_same_engine_settings(
+    engine: str, dtype: str | None, device: str, field: str | None
+) -> None:
+    """[model] settings pass parse_config exactly when Classifier.from_pretrained's check takes them."""
+    from gliclass_core.config import ConfigError, parse_config
+    from gliclass_core.errors import GliclassError
+    from gliclass_core.modeling import onnx_engine
+
+    model = {"engine": engine, "device": device} | ({"dtype": dtype} if dtype is not None else {})
+    if field is None:
+        assert parse_config({"model": model}).model.engine == engine
+        try:
+            onnx_engine.resolve_engine(engine, dtype, device)
+        except GliclassError as exc:
+            assert "onnxruntime" in str(exc)  # only the optional package may be missing
+        return
+    with pytest.raises(ConfigError, match=rf"^\[model\] .*\b{field}\b") as config_error:
+        parse_config({"model": model})
+    with pytest.raises(GliclassError) as load_error:
+        onnx_engine.resolve_engine(engine, dtype, device)
+    assert config_error.value.args[0].removeprefix("[model] ") in str(load_error.value)
+    assert getattr(load_error.value, "field", "device") == field

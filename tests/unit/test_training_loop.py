@@ -91,3 +91,14 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path: Path) -> None:
     assert result.stopped_early and result.best_epoch == 1
     assert result.epochs[0].eval is not None and result.saved_to == str(tmp_path)
     assert any("early stopping" in line for line in logs)
+
+
+@pytest.mark.parametrize("arch", ["gliznet", "uni-encoder", "bi-encoder"])
+def test_to_moves_the_weights_and_where_inputs_are_built(arch: str) -> None:
+    """`Trainable.to` (what `gliclass-stream train --device` calls); "meta" stands in for a GPU here."""
+    model = build(arch)
+    model.to("meta")
+    assert {p.device.type for p in model.module.parameters()} == {"meta"}
+    if isinstance(model, GliZNetTrainable):
+        passes = model.net.pack("The striker scored twice", LABELS, max_passes=1)
+        assert {t.device.type for t in model.net.collate(passes).values()} == {"meta"}
