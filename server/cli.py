@@ -7,6 +7,7 @@ Subcommand modules import heavy dependencies (torch, grpc, confluent_kafka) insi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import importlib
 import sys
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # A fatal signal (a crash in native code, an abort) prints every thread's Python stack to stderr.
-    faulthandler.enable()
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # no file descriptor (in-process use)
+        faulthandler.enable()
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
