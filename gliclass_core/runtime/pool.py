@@ -40,10 +40,6 @@ def plan_replicas(devices: list[str], replicas_per_device: int) -> list[ReplicaS
     ]
 
 
-# How long a stop waits for a model that is still loading.
-LOADER_JOIN_S = 60.0
-
-
 class Pool:
     """Model copies on their devices; loads them in background threads and reports readiness."""
 
@@ -152,14 +148,14 @@ class Pool:
         """Wait for the loader and every replica thread to end (after the scheduler closed); True when
         all did.
 
-        A stop that comes while the model loads waits for the load (up to LOADER_JOIN_S): a process
-        that exits while a thread is inside torch's native code aborts ("terminate called without an
+        A stop that comes while the model loads waits for the load (up to `timeout`): a process that
+        exits while a thread is inside torch's native code aborts ("terminate called without an
         active exception") instead of exiting with its own code.
         """
         self._stopping.set()
         loader = self._loader_thread
         if loader is not None:
-            loader.join(max(timeout, LOADER_JOIN_S))
+            loader.join(timeout)
             if loader.is_alive():
                 return False
         return all(replica.join(timeout) for replica in list(self.replicas))

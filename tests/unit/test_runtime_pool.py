@@ -71,7 +71,7 @@ def test_a_stop_while_the_model_loads_waits_for_the_load(builtin_classifier):
     assert entered.wait(5)
     scheduler.close(0.0)
     joined: list[bool] = []
-    stopper = threading.Thread(target=lambda: joined.append(pool.join(0.1)))
+    stopper = threading.Thread(target=lambda: joined.append(pool.join(10.0)))
     stopper.start()
     stopper.join(0.5)
     assert not joined, "join returned while the model was still loading"
