@@ -276,7 +276,7 @@ def record_headers(msg: Any) -> list[tuple[str, bytes | None]]:
     """A consumed record's headers as (name, bytes or None) pairs, whatever shape the client gives."""
     raw = msg.headers()
     pairs = raw.items() if isinstance(raw, Mapping) else (raw or ())
-    return [(k, v.encode("utf-8") if isinstance(v, str) else v) for k, v in pairs]
+    return [(k, v.encode("utf-8", "backslashreplace") if isinstance(v, str) else v) for k, v in pairs]
 
 
 def carry_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> Headers:

@@ -26,12 +26,15 @@ from worker.codec import (
     BadEvent,
     Event,
     Source,
+    carry_headers,
     check_record_size,
     dead_letter_headers,
     decode_event,
     encode_result,
     fit_dead_letter,
+    header_map,
     record_bytes,
+    record_headers,
 )
 from worker.config import Route, parse_kafka_config
 from worker.routes import resolve
@@ -180,3 +183,38 @@ def test_record_size_is_bounded_by_the_producer_limit() -> None:
 def test_dead_letter_headers_survive_unencodable_messages() -> None:
     headers = dict(dead_letter_headers(None, Source("in", 0, 1), "invalid_text", "bad \ud800 " * 500))
     assert len(headers["error.message"]) <= 1000 * 10 and b"\\ud800" in headers["error.message"]
+
+
+class _Record:
+    """A consumed record's `headers()` only: confluent_kafka's Message cannot be built outside a
+    consumer, and the client hands headers as pairs, a mapping or None, with bytes, str or None values."""
+
+    def __init__(self, headers: object) -> None:
+        self._headers = headers
+
+    def headers(self) -> object:
+        return self._headers
+
+
+# A consumed record carries bytes; the client's type also allows str values (a lone surrogate too).
+_HEADER_VALUES = st.one_of(
+    st.binary(max_size=64), st.text(max_size=32), st.sampled_from(["\ud800", "a\udfffb"]), st.none()
+)
+
+
+@PROPERTY
+@given(
+    st.one_of(
+        st.none(),
+        st.lists(st.tuples(st.text(max_size=16), _HEADER_VALUES), max_size=8),
+        st.dictionaries(st.text(max_size=16), _HEADER_VALUES, max_size=8),
+    )
+)
+def test_any_input_headers_are_carried_and_dead_lettered_as_bytes(headers: object) -> None:
+    pairs = record_headers(_Record(headers))
+    carried = carry_headers(pairs)
+    assert all(isinstance(k, str) and isinstance(v, bytes) for k, v in carried)
+    assert len(carried) == (len(headers) if headers else 0)
+    dead = dead_letter_headers(pairs, Source("in", 0, 1), "invalid_json", "bad")
+    assert header_map(dead)["error.reason"] == "invalid_json"
+    assert record_bytes(b"k", b"v", dead) > 0
