@@ -140,6 +140,7 @@ class _Refused(asyncio.Protocol):
         b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
         b"Retry-After: 1\r\nContent-Length: %d\r\n\r\n%s"
     )
+    LINGER_S = 2.0
 
     def __init__(self, limit: int) -> None:
         body = json.dumps(error_json(503, f"too many open connections (the limit is {limit})")) + "\n"
@@ -148,7 +149,17 @@ class _Refused(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         transport.write(self.payload)
-        transport.close()
+        # Closing with the client's request unread would send a reset that can destroy the answer
+        # before it is read: end our side, drop what arrives, close at the client's EOF or soon after.
+        if transport.can_write_eof():
+            transport.write_eof()
+        asyncio.get_running_loop().call_later(self.LINGER_S, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # discarded: this connection is not served
+
+    def eof_received(self) -> bool:
+        return False  # close
 
 
 class GuardedSite(web.TCPSite):
