@@ -98,8 +98,8 @@ class Guard:
         """The 421 / 415 / 413 answer for a request that must not reach a route (None: it may)."""
         if not host_allowed(host_name(request.headers.get("Host")), self.host_patterns):
             return error_response(421, "this server does not serve that Host", field="Host")
-        if request.method not in BODY_METHODS:
-            return None
+        if request.method not in BODY_METHODS or getattr(request.match_info, "http_exception", None):
+            return None  # no body wanted here (a 404 or 405 from the router tells the client more)
         if request.content_type not in BODY_TYPES:
             return error_response(
                 415,
