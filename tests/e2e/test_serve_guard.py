@@ -22,6 +22,7 @@ import grpc
 import pytest
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -169,7 +170,16 @@ def test_grpc_needs_a_key_but_health_stays_open(served: Served) -> None:
         assert classify_grpc(served, FILE_KEY, stream) is grpc.StatusCode.OK
     with grpc.insecure_channel(served.grpc_address) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        ask = reflection_pb2.ServerReflectionRequest(list_services="")
+        with pytest.raises(grpc.RpcError) as refused:
+            list(reflection.ServerReflectionInfo(iter([ask]), timeout=10))
+        assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        metadata = [("authorization", f"Bearer {ENV_KEY}")]
+        answers = list(reflection.ServerReflectionInfo(iter([ask]), metadata=metadata, timeout=10))
+        names = {service.name for service in answers[0].list_services_response.service}
+        assert "gliclass.v1.Classifier" in names
 
 
 def test_http_needs_a_key_except_probes_and_the_page_shell(served: Served) -> None:
