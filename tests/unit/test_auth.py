@@ -97,3 +97,16 @@ def test_any_header_value_is_a_caller_or_none(header: str | None) -> None:
     store = KeyStore(AuthConfig(api_keys=(KEY,)))
     caller = store.verify_authorization(header)
     assert caller is None or bearer_token(header) == KEY
+
+
+def test_dev_stays_open_whatever_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from gliclass_core.config import parse_config
+    from server.commands.dev import add_arguments, dev_config
+
+    monkeypatch.setenv("GLICLASS_AUTH__API_KEYS", KEY)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = parse_config(dev_config("127.0.0.1:9092", parser.parse_args([])))
+    assert not KeyStore(parse_auth_config(config.section("auth"))).enabled
