@@ -135,6 +135,7 @@ def test_scrape_carries_every_readme_metric_and_stats_follow_the_edges(
     assert {s.labels["messaging_destination_partition_id"] for s in lag} == {"0", "1"}
     assert scrape_ms < 30_000
     print(f"/metrics scrape: {len(scrape.content)} bytes in {scrape_ms:.1f} ms")
+    print("FAMILIES", sorted(families))
 
     # --- /v1/stats: the live view's figures moved with the traffic
     assert first["edges"]["grpc"]["items"] == 0 and first["edges"]["http"]["items"] == 0
