@@ -20,7 +20,10 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from gliclass_core.config import ConfigError
 
 OTHER = "other"
 
@@ -108,6 +111,24 @@ class TopLabelShare:
             base_share = baseline.get(label, 0) / base_total if base_total >= self.min_count else None
             out.append(ShareReading(route, label_set, label, top / total, total, base_share, base_total))
         return out
+
+
+def from_env(env: Mapping[str, str]) -> TopLabelShare:
+    """`GLICLASS_COLLAPSE_WINDOW_S` (300) and `GLICLASS_COLLAPSE_BASELINE_S` (3600); buckets of window/30."""
+    values = []
+    for name, default in (("GLICLASS_COLLAPSE_WINDOW_S", 300.0), ("GLICLASS_COLLAPSE_BASELINE_S", 3600.0)):
+        raw = env.get(name, "").strip()
+        try:
+            value = float(raw) if raw else default
+        except ValueError:
+            raise ConfigError(f"{name} must be a number of seconds, not {raw[:40]!r}") from None
+        if not math.isfinite(value) or not 1 <= value <= 7 * 86400:
+            raise ConfigError(f"{name} must be between 1 and 604800 seconds")
+        values.append(value)
+    window_s, baseline_s = values
+    if baseline_s <= window_s:
+        raise ConfigError("GLICLASS_COLLAPSE_BASELINE_S must be longer than GLICLASS_COLLAPSE_WINDOW_S")
+    return TopLabelShare(window_s=window_s, baseline_s=baseline_s, bucket_s=window_s / 30)
 
 
 def top_label(scores: dict[str, float]) -> str | None:

@@ -55,10 +55,34 @@ def forget_runtime(runtime: Any) -> None:
         _runtimes.discard(runtime)
 
 
-def _observed_stats() -> list[Any]:
+def _observed_runtimes() -> list[Any]:
     with _runtimes_lock:
-        runtimes = list(_runtimes)
-    return [runtime.scheduler.stats() for runtime in runtimes]
+        return list(_runtimes)
+
+
+def _stats_by_device() -> dict[str, list[Any]]:
+    """Scheduler stats per runtime, keyed by the devices its replicas run on ("cpu", "cuda:0,cuda:1")."""
+    out: dict[str, list[Any]] = {}
+    for runtime in _observed_runtimes():
+        specs = getattr(getattr(runtime, "pool", None), "specs", ())
+        device = ",".join(str(spec.device) for spec in specs) or "unknown"
+        out.setdefault(device, []).append(runtime.scheduler.stats())
+    return out
+
+
+def _observe_ready(_options: CallbackOptions) -> Iterable[Observation]:
+    runtimes = _observed_runtimes()
+    return [Observation(int(all(bool(r.ready) for r in runtimes)))] if runtimes else []
+
+
+def _observe_replica_restarts(_options: CallbackOptions) -> Iterable[Observation]:
+    restarts: dict[str, int] = {}
+    for runtime in _observed_runtimes():
+        pool = getattr(runtime, "pool", None)
+        for replica in list(getattr(pool, "replicas", ())):
+            device = str(getattr(replica, "device", ""))
+            restarts[device] = restarts.get(device, 0) + int(getattr(replica, "faults", 0))
+    return [Observation(n, {"gliclass.device": device}) for device, n in sorted(restarts.items())]
 
 
 class LagSource(Protocol):
@@ -124,6 +148,18 @@ class Instruments:
             callbacks=[self._observe_in_flight],
             unit="{batch}",
             description="Batches being computed right now",
+        )
+        meter.create_observable_gauge(
+            "gliclass.ready",
+            callbacks=[_observe_ready],
+            unit="1",
+            description="1 while the model pool is warm and accepting work, else 0",
+        )
+        meter.create_observable_counter(
+            "gliclass.replica.restarts",
+            callbacks=[_observe_replica_restarts],
+            unit="{restart}",
+            description="Times a replica's loop restarted after a fault outside a batch, by device",
         )
         meter.create_observable_gauge(
             "gliclass.gpu.memory.used",
@@ -246,23 +282,26 @@ class Instruments:
         self._lag_sources.add(source)
 
     def _observe_items(self, _options: CallbackOptions) -> Iterable[Observation]:
-        totals = dict.fromkeys(ITEM_OUTCOMES.values(), 0)
-        for stats in _observed_stats():
+        out = []
+        for device, snapshots in _stats_by_device().items():
             for field, outcome in ITEM_OUTCOMES.items():
-                totals[outcome] += getattr(stats, field)
-        return [Observation(n, {"gliclass.outcome": outcome}) for outcome, n in totals.items()]
+                n = sum(getattr(stats, field) for stats in snapshots)
+                out.append(Observation(n, {"gliclass.outcome": outcome, "gliclass.device": device}))
+        return out
 
     def _observe_depth(self, _options: CallbackOptions) -> Iterable[Observation]:
-        snapshots = _observed_stats()
-        interactive = sum(s.queue_depth_interactive for s in snapshots)
-        bulk = sum(s.queue_depth_bulk for s in snapshots)
-        return [
-            Observation(interactive, {"gliclass.priority": "interactive"}),
-            Observation(bulk, {"gliclass.priority": "bulk"}),
-        ]
+        out = []
+        for device, snapshots in _stats_by_device().items():
+            for priority in ("interactive", "bulk"):
+                n = sum(getattr(s, f"queue_depth_{priority}") for s in snapshots)
+                out.append(Observation(n, {"gliclass.priority": priority, "gliclass.device": device}))
+        return out
 
     def _observe_in_flight(self, _options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(sum(s.in_flight_batches for s in _observed_stats()))]
+        return [
+            Observation(sum(s.in_flight_batches for s in snapshots), {"gliclass.device": device})
+            for device, snapshots in _stats_by_device().items()
+        ]
 
     def _backlogs(self) -> list[tuple[str, str, Backlog]]:
         out: list[tuple[str, str, Backlog]] = []

@@ -235,7 +235,10 @@ def setup(
     Prometheus reader on the same meter provider as the OTLP reader (`Telemetry.prometheus_registry`).
     Raises ConfigError for a bad variable, before anything is started.
     """
+    from gliclass_core.telemetry.collapse import from_env
+
     settings = settings_from_env(env)
+    top_labels = from_env(os.environ if env is None else env)  # a bad value fails before anything starts
     configure_logging(settings.log_format)
     if not settings.enabled and not prometheus:
         return Telemetry(settings, None, None, None)
@@ -267,7 +270,9 @@ def setup(
         metrics.set_meter_provider(meter_provider)
     if settings.logs:
         logger_provider = _logs(settings, resource)
-    install(tracer_provider, meter_provider)
+    instruments = install(tracer_provider, meter_provider)
+    if instruments is not None:
+        instruments.top_labels = top_labels
     log.info(
         "telemetry on: traces=%s metrics=%s logs=%s (service %s)",
         ",".join(settings.traces) or "off",
