@@ -113,6 +113,10 @@ def test_scrape_carries_exactly_the_documented_metrics_and_stats_follow_the_edge
         assert requests.post(stack.url + "/v1/classify", json=body, timeout=30).status_code == 200
         kafka.read_all([topic_out, topic_dlq], GOOD + len(BAD))
         wait_for(lambda: worker.stats().scored == GOOD, what="the worker to score every event")
+        wait_for(  # a route's backlog is known once its partitions were watched for 5 s
+            lambda: requests.get(stack.url + "/v1/stats", timeout=10).json()["backlog_s"],
+            what="the route's backlog figures",
+        )
         time.sleep(1.1)  # stats compare with a snapshot at least a second old
 
         started = time.perf_counter()

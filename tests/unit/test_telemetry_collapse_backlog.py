@@ -98,13 +98,28 @@ def test_a_stalled_route_has_a_large_finite_backlog_and_no_drain_time() -> None:
     assert figures.drain_time_s is None
 
 
-def test_no_lag_means_no_backlog_and_a_new_partition_has_no_rate_yet() -> None:
-    backlog = BacklogEstimator(window_s=60)
-    backlog.observe(0.0, {("a", 0): 5}, {("a", 0): 5})
-    backlog.observe(1.0, {("a", 0): 5, ("a", 1): 0}, {("a", 0): 5, ("a", 1): 7})
+def test_a_partition_assigned_later_is_rated_from_its_own_first_reading() -> None:
+    backlog = BacklogEstimator(window_s=60, min_span_s=5)
+    for second in range(0, 40):  # nothing assigned yet, then partition 0 from 10 s, 1 from 30 s
+        positions, highs = {}, {}
+        if second >= 10:
+            positions[("a", 0)], highs[("a", 0)] = 4 * (second - 10), 4 * (second - 10) + 8
+        if second >= 30:
+            positions[("a", 1)], highs[("a", 1)] = 100 + 2 * (second - 30), 100 + 2 * (second - 30) + 4
+        backlog.observe(float(second), positions, highs)
     figures = backlog.routes()["a"]
-    assert figures.lag == 7 and figures.drain_per_s == 0
+    assert figures.lag == 12
+    assert figures.drain_per_s == pytest.approx(4 + 2)  # each partition over its own span
+    assert figures.seconds == pytest.approx(12 / 6)
+
+
+def test_no_figures_before_a_partition_was_seen_long_enough_and_none_without_lag() -> None:
+    backlog = BacklogEstimator(window_s=60, min_span_s=5)
+    backlog.observe(0.0, {("a", 0): 5}, {("a", 0): 50})
+    backlog.observe(2.0, {("a", 0): 5}, {("a", 0): 50})
+    assert backlog.routes() == {}, "two seconds say nothing about a rate"
     assert BacklogEstimator().routes() == {}
-    backlog = BacklogEstimator()
+    backlog = BacklogEstimator(min_span_s=5)
     backlog.observe(0.0, {("b", 0): 3}, {("b", 0): 3})
+    backlog.observe(6.0, {("b", 0): 3}, {("b", 0): 3})
     assert backlog.routes()["b"].seconds == 0 and backlog.routes()["b"].drain_time_s == 0
