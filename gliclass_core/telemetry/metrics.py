@@ -388,7 +388,7 @@ def _observe_gpu_memory(_options: CallbackOptions) -> Iterable[Observation]:
 def value_of(data: Any, name: str, where: Callable[[Mapping[str, Any]], bool] = lambda _a: True) -> Any:
     """Sum a metric's points in collected `MetricsData` (counters: value; histograms: count)."""
     total: Any = None
-    for resource_metrics in data.resource_metrics:
+    for resource_metrics in data.resource_metrics if data is not None else ():  # None: nothing collected
         for scope in resource_metrics.scope_metrics:
             for metric in scope.metrics:
                 if metric.name != name:

@@ -88,7 +88,7 @@ def test_scrape_carries_exactly_the_documented_metrics_and_stats_follow_the_edge
     kafka: Any, topic_name: Any, group_id: str, kafka_runtime: Any, registry: Any
 ) -> None:
     topic_in, topic_out, topic_dlq = topic_name("http-in"), topic_name("http-out"), topic_name("http-dlq")
-    kafka.create_topics({topic_in: 2, topic_out: 2, topic_dlq: 1})
+    kafka.create_topics({topic_in: 3, topic_out: 2, topic_dlq: 1})  # partition 2 never gets a record
     app_config = worker_config(
         kafka, group_id, [{"input": topic_in, "output": topic_out, "dlq": topic_dlq, "label_set": "support"}]
     )
@@ -169,7 +169,8 @@ def test_scrape_carries_exactly_the_documented_metrics_and_stats_follow_the_edge
     http_calls = samples("http_server_request_duration_seconds", "_count", http_route="/v1/classify")
     assert sum(s.value for s in http_calls) == 1
     lag = samples("gliclass_kafka_consumer_lag", messaging_destination_name=topic_in)
-    assert {s.labels["messaging_destination_partition_id"] for s in lag} == {"0", "1"}
+    # Every assigned partition has lag from its assignment on, including one without a record yet.
+    assert {s.labels["messaging_destination_partition_id"] for s in lag} == {"0", "1", "2"}
     assert scrape_ms < 30_000
     print(f"/metrics scrape: {len(scrape.content)} bytes in {scrape_ms:.1f} ms")
 
