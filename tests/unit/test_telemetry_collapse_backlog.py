@@ -123,3 +123,21 @@ def test_no_figures_before_a_partition_was_seen_long_enough_and_none_without_lag
     backlog.observe(0.0, {("b", 0): 3}, {("b", 0): 3})
     backlog.observe(6.0, {("b", 0): 3}, {("b", 0): 3})
     assert backlog.routes()["b"].seconds == 0 and backlog.routes()["b"].drain_time_s == 0
+
+
+def test_the_share_passes_the_alert_threshold_when_the_rule_tests_assume() -> None:
+    """docker/prometheus/alerts_test.yaml models a collapse from an even three-label mix at one
+    prediction a second as a share rising 2/3 over the 5-min window, 0.9 after 255 s. The detector
+    itself (10-s buckets) must agree within a bucket, or the documented time-to-alert is wrong."""
+    shares = TopLabelShare()  # the defaults serve and worker run with
+    labels = ["billing", "bug report", "feature request"]
+    for second in range(3600):
+        shares.add("tickets", "support", labels[second % 3], now=float(second))
+    crossed = None
+    for second in range(3600, 3600 + 400):
+        shares.add("tickets", "support", "billing", now=float(second))
+        (reading,) = shares.readings(now=float(second))
+        if crossed is None and reading.share >= 0.9:
+            crossed = second - 3600
+            assert reading.change is not None and reading.change >= 0.3
+    assert crossed is not None and 245 <= crossed <= 265, crossed
