@@ -123,6 +123,11 @@ class InputConsumer:
         _low, high = self._consumer.get_watermark_offsets(TopicPartition(tp[0], tp[1]), cached=True)
         return high if high >= 0 else None
 
+    def low_watermark(self, tp: TP) -> int | None:
+        """The partition's low watermark as last seen (no broker round trip); None if unknown."""
+        low, _high = self._consumer.get_watermark_offsets(TopicPartition(tp[0], tp[1]), cached=True)
+        return low if low >= 0 else None
+
     def seek(self, tp: TP, offset: int | None) -> None:
         """Rewind a partition to `offset` (None: the beginning)."""
         target = TopicPartition(tp[0], tp[1], OFFSET_BEGINNING if offset is None else offset)

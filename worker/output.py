@@ -128,10 +128,12 @@ class Output:
                 counts = self.stats.predicted_labels.setdefault(route.input, {})
                 for label in prediction.labels:
                     counts[label] = counts.get(label, 0) + 1
+                self.tracing.predicted(route.input, slot.label_set, prediction)
             else:
                 self.stats.dead_lettered += 1
                 reasons = self.stats.dead_letter_reasons
                 reasons[slot.bad.reason] = reasons.get(slot.bad.reason, 0) + 1
+                self.tracing.dead_lettered(route.input, slot.bad.reason)
         slot.value = slot.value if slot.bad is not None else None  # free the input once encoded
         if not self.committer.queued(slot.tp, slot.offset):
             slot.in_flight = True

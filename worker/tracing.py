@@ -24,6 +24,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
 from gliclass_core import telemetry
+from gliclass_core.telemetry.backlog import Backlog, BacklogEstimator
 
 TP = tuple[str, int]
 TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
@@ -64,6 +65,9 @@ class WorkerTracing:
         self._receive_context: SpanContext | None = None
         self._lag: dict[TP, int] = {}
         self._lag_at = 0.0
+        self._backlog = BacklogEstimator()
+        self._backlog_view: dict[str, Backlog] = {}
+        self._start: dict[TP, int] = {}  # where an assigned partition without a position starts
         self._sent: dict[tuple[str | None, str | None], int] = {}  # (topic, error) -> acks not yet counted
         if self._metrics is not None:
             self._metrics.add_lag_source(self)
@@ -265,15 +269,50 @@ class WorkerTracing:
         """The last computed lag per partition (read by the metric reader's thread)."""
         return self._lag
 
+    def backlog(self) -> Mapping[str, Backlog]:
+        """The last computed backlog figures per input topic (read by the metric reader's thread)."""
+        return self._backlog_view
+
+    def predicted(self, route: str, label_set: str | None, prediction: Any) -> None:
+        """Count a scored event's labels and top label (the collapse alarm's input)."""
+        if self._metrics is not None:
+            self._metrics.predicted(route, label_set, prediction.labels, prediction.scores)
+
+    def dead_lettered(self, route: str, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.dead_lettered(route, reason)
+
     def _update_lag(self, consumer: Any, tracker: Any) -> None:
         # Runs on the loop thread: the consumer is not shared with the metric reader's thread.
-        self._lag_at = time.monotonic()
-        lag = {}
-        for tp, position in tracker.positions().items():
+        now = self._lag_at = time.monotonic()
+        positions = dict(tracker.positions())
+        assigned = consumer.assignment()
+        self._start = {tp: offset for tp, offset in self._start.items() if tp in assigned}
+        # A partition counts from its assignment, before its first record: from the group's
+        # committed offset, else from the low watermark (auto.offset.reset is earliest).
+        missing = [tp for tp in assigned if tp not in positions and tp not in self._start]
+        if missing:  # asked once per assignment; -1: the group has no committed offset there
+            try:
+                committed = consumer.committed(missing, timeout=1.0)
+            except Exception:  # a slow broker: count from the low watermark instead
+                committed = {}
+            self._start.update({tp: committed.get(tp, -1) for tp in missing})
+        for tp in assigned:
+            if tp not in positions:
+                start: int | None = self._start.get(tp, -1)
+                if start is None or start < 0:
+                    start = consumer.low_watermark(tp)
+                if start is not None:
+                    positions[tp] = start
+        lag, highs = {}, {}
+        for tp, position in positions.items():
             high = consumer.high_watermark(tp)
             if high is not None:
+                highs[tp] = high
                 lag[tp] = max(0, high - position)
         self._lag = lag  # replaced whole: readers never see a half-built dict
+        self._backlog.observe(now, {tp: positions[tp] for tp in lag}, highs)
+        self._backlog_view = self._backlog.routes()
 
 
 def _mark_dead_letter(span: Any, bad: Any) -> None:

@@ -200,7 +200,7 @@ class Replica:
         with torch.inference_mode():
             logits = self.classifier.forward(passes)
         if record:
-            self.scheduler.record_compute(time.perf_counter() - started)
+            self.scheduler.record_compute(time.perf_counter() - started, self.device)
         if len(logits) != len(passes):
             raise RuntimeError(f"forward returned {len(logits)} results for {len(passes)} passes")
         return list(logits)

@@ -264,9 +264,9 @@ class Scheduler:
         """Fail the items of a faulted replica's batch; how many it failed (`Dispatcher.abandon`)."""
         return self._dispatch.abandon(batch, exc, device)
 
-    def record_compute(self, seconds: float) -> None:
-        """Count the wall time of one forward pass (called by replicas)."""
-        self._stats.compute(seconds)
+    def record_compute(self, seconds: float, device: str = "") -> None:
+        """Count the wall time of one forward pass on `device` (called by replicas)."""
+        self._stats.compute(seconds, device)
 
     def record_oom_split(self) -> None:
         """Count one batch split after CUDA out-of-memory (called by replicas)."""

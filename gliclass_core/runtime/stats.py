@@ -88,7 +88,7 @@ class StatsObserver(Protocol):
         self, device: str, size: int, real: int, padded: int, queue_times: Sequence[float]
     ) -> None: ...
 
-    def on_compute(self, seconds: float) -> None: ...
+    def on_compute(self, seconds: float, device: str = "") -> None: ...
 
 
 _observers: tuple[StatsObserver, ...] = ()
@@ -151,12 +151,12 @@ class StatsRecorder:
         for observer in _observers:  # outside the lock: observers export, they never call back here
             observer.on_batch(device, size, real, padded, queue_times)
 
-    def compute(self, seconds: float) -> None:
-        """Record the wall time of one forward pass."""
+    def compute(self, seconds: float, device: str = "") -> None:
+        """Record the wall time of one forward pass on `device`."""
         with self._lock:
             self._compute_time.add(seconds)
         for observer in _observers:
-            observer.on_compute(seconds)
+            observer.on_compute(seconds, device)
 
     def snapshot(self, depth_interactive: int, depth_bulk: int, in_flight: int) -> SchedulerStats:
         """Freeze the counters together with the current queue depths."""

@@ -19,6 +19,9 @@ from typing import Any, Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
+from gliclass_core.telemetry.backlog import Backlog
+from gliclass_core.telemetry.collapse import OTHER, TopLabelShare, top_label
+
 #: Bucket bounds (seconds) for latencies from sub-millisecond batches to multi-second queues.
 SECONDS_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
@@ -52,10 +55,34 @@ def forget_runtime(runtime: Any) -> None:
         _runtimes.discard(runtime)
 
 
-def _observed_stats() -> list[Any]:
+def _observed_runtimes() -> list[Any]:
     with _runtimes_lock:
-        runtimes = list(_runtimes)
-    return [runtime.scheduler.stats() for runtime in runtimes]
+        return list(_runtimes)
+
+
+def _stats_by_device() -> dict[str, list[Any]]:
+    """Scheduler stats per runtime, keyed by the devices its replicas run on ("cpu", "cuda:0,cuda:1")."""
+    out: dict[str, list[Any]] = {}
+    for runtime in _observed_runtimes():
+        specs = getattr(getattr(runtime, "pool", None), "specs", ())
+        device = ",".join(str(spec.device) for spec in specs) or "unknown"
+        out.setdefault(device, []).append(runtime.scheduler.stats())
+    return out
+
+
+def _observe_ready(_options: CallbackOptions) -> Iterable[Observation]:
+    runtimes = _observed_runtimes()
+    return [Observation(int(all(bool(r.ready) for r in runtimes)))] if runtimes else []
+
+
+def _observe_replica_restarts(_options: CallbackOptions) -> Iterable[Observation]:
+    restarts: dict[str, int] = {}
+    for runtime in _observed_runtimes():
+        pool = getattr(runtime, "pool", None)
+        for replica in list(getattr(pool, "replicas", ())):
+            device = str(getattr(replica, "device", ""))
+            restarts[device] = restarts.get(device, 0) + int(getattr(replica, "faults", 0))
+    return [Observation(n, {"gliclass.device": device}) for device, n in sorted(restarts.items())]
 
 
 class LagSource(Protocol):
@@ -64,6 +91,8 @@ class LagSource(Protocol):
     group: str
 
     def lag(self) -> Mapping[tuple[str, int], int]: ...
+
+    def backlog(self) -> Mapping[str, Backlog]: ...
 
 
 class Instruments:
@@ -121,6 +150,18 @@ class Instruments:
             description="Batches being computed right now",
         )
         meter.create_observable_gauge(
+            "gliclass.ready",
+            callbacks=[_observe_ready],
+            unit="1",
+            description="1 while the model pool is warm and accepting work, else 0",
+        )
+        meter.create_observable_counter(
+            "gliclass.replica.restarts",
+            callbacks=[_observe_replica_restarts],
+            unit="{restart}",
+            description="Times a replica's loop restarted after a fault outside a batch, by device",
+        )
+        meter.create_observable_gauge(
             "gliclass.gpu.memory.used",
             callbacks=[_observe_gpu_memory],
             unit="By",
@@ -157,6 +198,42 @@ class Instruments:
             unit="{message}",
             description="High watermark minus the next offset to commit, per assigned partition",
         )
+        meter.create_observable_gauge(
+            "gliclass.kafka.backlog.duration",
+            callbacks=[self._observe_backlog],
+            unit="s",
+            description="Per route: lag over the drain rate of the last minute (see the docs' definition)",
+        )
+        meter.create_observable_gauge(
+            "gliclass.kafka.backlog.drain_time",
+            callbacks=[self._observe_drain_time],
+            unit="s",
+            description="Per route: lag over (drain rate - arrival rate); absent while the lag grows",
+        )
+        self.predicted_labels = meter.create_counter(
+            "gliclass.predicted.labels",
+            unit="{label}",
+            description="Predicted labels per route and label set (inline labels count as 'other')",
+        )
+        self.dead_letters = meter.create_counter(
+            "gliclass.dead_letters",
+            unit="{message}",
+            description="Records sent to a dead-letter topic, by route and reason",
+        )
+        #: Top-label shares per route and label set: the collapse alarm's figure.
+        self.top_labels = TopLabelShare()
+        meter.create_observable_gauge(
+            "gliclass.predictions.top_label.share",
+            callbacks=[self._observe_share],
+            unit="1",
+            description="Share of the most frequent top label in the last 5 minutes, per route and label set",
+        )
+        meter.create_observable_gauge(
+            "gliclass.predictions.top_label.share_change",
+            callbacks=[self._observe_share_change],
+            unit="1",
+            description="That share minus the same label's share over the hour before the window",
+        )
 
     # ------------------------------------------------------------ runtime stats observer hook
 
@@ -171,9 +248,33 @@ class Instruments:
         if padded:
             self.padding_share.record((padded - real) / padded, attributes)
 
-    def on_compute(self, seconds: float) -> None:
-        """Record one forward pass's wall time."""
-        self.compute_duration.record(seconds)
+    def on_compute(self, seconds: float, device: str = "") -> None:
+        """Record one forward pass's wall time on `device`."""
+        self.compute_duration.record(seconds, {"gliclass.device": device})
+
+    # ------------------------------------------------------------ Kafka worker hooks
+
+    def predicted(
+        self, route: str, label_set: str | None, labels: Sequence[str], scores: Mapping[str, float]
+    ) -> None:
+        """Count one scored event's predicted labels and its top label (bounded: see module doc)."""
+        name = label_set or "inline"
+        for label in labels:
+            self.predicted_labels.add(
+                1,
+                {
+                    "gliclass.route": route,
+                    "gliclass.label_set": name,
+                    "gliclass.label": label if label_set else OTHER,
+                },
+            )
+        top = top_label(dict(scores))
+        if top is not None:
+            self.top_labels.add(route, name, top if label_set else OTHER)
+
+    def dead_lettered(self, route: str, reason: str) -> None:
+        """Count one record sent to the route's dead-letter topic."""
+        self.dead_letters.add(1, {"gliclass.route": route, "gliclass.dead_letter.reason": reason})
 
     # ------------------------------------------------------------ observable callbacks
 
@@ -181,23 +282,65 @@ class Instruments:
         self._lag_sources.add(source)
 
     def _observe_items(self, _options: CallbackOptions) -> Iterable[Observation]:
-        totals = dict.fromkeys(ITEM_OUTCOMES.values(), 0)
-        for stats in _observed_stats():
+        out = []
+        for device, snapshots in _stats_by_device().items():
             for field, outcome in ITEM_OUTCOMES.items():
-                totals[outcome] += getattr(stats, field)
-        return [Observation(n, {"gliclass.outcome": outcome}) for outcome, n in totals.items()]
+                n = sum(getattr(stats, field) for stats in snapshots)
+                out.append(Observation(n, {"gliclass.outcome": outcome, "gliclass.device": device}))
+        return out
 
     def _observe_depth(self, _options: CallbackOptions) -> Iterable[Observation]:
-        snapshots = _observed_stats()
-        interactive = sum(s.queue_depth_interactive for s in snapshots)
-        bulk = sum(s.queue_depth_bulk for s in snapshots)
-        return [
-            Observation(interactive, {"gliclass.priority": "interactive"}),
-            Observation(bulk, {"gliclass.priority": "bulk"}),
-        ]
+        out = []
+        for device, snapshots in _stats_by_device().items():
+            for priority in ("interactive", "bulk"):
+                n = sum(getattr(s, f"queue_depth_{priority}") for s in snapshots)
+                out.append(Observation(n, {"gliclass.priority": priority, "gliclass.device": device}))
+        return out
 
     def _observe_in_flight(self, _options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(sum(s.in_flight_batches for s in _observed_stats()))]
+        return [
+            Observation(sum(s.in_flight_batches for s in snapshots), {"gliclass.device": device})
+            for device, snapshots in _stats_by_device().items()
+        ]
+
+    def _backlogs(self) -> list[tuple[str, str, Backlog]]:
+        out: list[tuple[str, str, Backlog]] = []
+        for source in list(self._lag_sources):
+            backlog = getattr(source, "backlog", None)
+            if backlog is not None:
+                out.extend((source.group, topic, b) for topic, b in backlog().items())
+        return out
+
+    def _observe_backlog(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(b.seconds, _route_attributes(group, topic)) for group, topic, b in self._backlogs()
+        ]
+
+    def _observe_drain_time(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(b.drain_time_s, _route_attributes(group, topic))
+            for group, topic, b in self._backlogs()
+            if b.drain_time_s is not None
+        ]
+
+    def _observe_share(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(
+                r.share,
+                {"gliclass.route": r.route, "gliclass.label_set": r.label_set, "gliclass.label": r.label},
+            )
+            for r in self.top_labels.readings()
+        ]
+
+    def _observe_share_change(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(
+                r.change,
+                {"gliclass.route": r.route, "gliclass.label_set": r.label_set, "gliclass.label": r.label},
+            )
+            for r in self.top_labels.readings()
+            if r.change is not None
+        ]
 
     def _observe_lag(self, _options: CallbackOptions) -> Iterable[Observation]:
         out = []
@@ -215,6 +358,14 @@ class Instruments:
                     )
                 )
         return out
+
+
+def _route_attributes(group: str, topic: str) -> dict[str, str]:
+    return {
+        "messaging.system": "kafka",
+        "messaging.consumer.group.name": group,
+        "messaging.destination.name": topic,
+    }
 
 
 def _observe_gpu_memory(_options: CallbackOptions) -> Iterable[Observation]:
@@ -237,7 +388,7 @@ def _observe_gpu_memory(_options: CallbackOptions) -> Iterable[Observation]:
 def value_of(data: Any, name: str, where: Callable[[Mapping[str, Any]], bool] = lambda _a: True) -> Any:
     """Sum a metric's points in collected `MetricsData` (counters: value; histograms: count)."""
     total: Any = None
-    for resource_metrics in data.resource_metrics:
+    for resource_metrics in data.resource_metrics if data is not None else ():  # None: nothing collected
         for scope in resource_metrics.scope_metrics:
             for metric in scope.metrics:
                 if metric.name != name:

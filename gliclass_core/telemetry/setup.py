@@ -142,7 +142,31 @@ def install(tracer_provider: Any = None, meter_provider: Any = None) -> Instrume
         if meter_provider is not None:
             _active.instruments = Instruments(meter_provider.get_meter("gliclass"))
             stats.add_observer(_active.instruments)
+            _process_metrics(meter_provider)
         return _active.instruments
+
+
+#: The process figures exported through `opentelemetry-instrumentation-system-metrics` (names as
+#: in the semantic conventions: `process.memory.usage` is the resident set size).
+PROCESS_METRICS: dict[str, list[str] | None] = {
+    "process.memory.usage": None,
+    "process.memory.virtual": None,
+    "process.cpu.time": ["user", "system"],
+    "process.open_file_descriptor.count": None,
+    "process.thread.count": None,
+}
+
+
+def _process_metrics(meter_provider: Any) -> None:
+    """Register resident memory, CPU seconds, open fds and threads on this meter provider."""
+    from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
+
+    # The instrumentor is a process-wide singleton that registers once; each meter provider (a
+    # process has one, tests build several) gets its own instruments, so reset its flag first.
+    instrumentor = SystemMetricsInstrumentor(config=PROCESS_METRICS)
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()  # its _uninstrument is a no-op: the old provider keeps its own
+    instrumentor.instrument(meter_provider=meter_provider)
 
 
 def uninstall() -> None:
@@ -211,7 +235,10 @@ def setup(
     Prometheus reader on the same meter provider as the OTLP reader (`Telemetry.prometheus_registry`).
     Raises ConfigError for a bad variable, before anything is started.
     """
+    from gliclass_core.telemetry.collapse import from_env
+
     settings = settings_from_env(env)
+    top_labels = from_env(os.environ if env is None else env)  # a bad value fails before anything starts
     configure_logging(settings.log_format)
     if not settings.enabled and not prometheus:
         return Telemetry(settings, None, None, None)
@@ -236,13 +263,16 @@ def setup(
             PeriodicExportingMetricReader(_metric_exporter(n, settings)) for n in settings.metrics
         ]
         if prometheus:
-            registry, reader = prometheus_reader()
+            scope = (env if env is not None else os.environ).get("GLICLASS_PROMETHEUS_SCOPE_LABELS", "")
+            registry, reader = prometheus_reader(scope_labels=scope.strip().lower() == "true")
             readers.append(reader)
         meter_provider = MeterProvider(metric_readers=readers, resource=resource)
         metrics.set_meter_provider(meter_provider)
     if settings.logs:
         logger_provider = _logs(settings, resource)
-    install(tracer_provider, meter_provider)
+    instruments = install(tracer_provider, meter_provider)
+    if instruments is not None:
+        instruments.top_labels = top_labels
     log.info(
         "telemetry on: traces=%s metrics=%s logs=%s (service %s)",
         ",".join(settings.traces) or "off",
@@ -253,17 +283,19 @@ def setup(
     return Telemetry(settings, tracer_provider, meter_provider, logger_provider, registry)
 
 
-def prometheus_reader() -> tuple[Any, Any]:
+def prometheus_reader(scope_labels: bool = False) -> tuple[Any, Any]:
     """A Prometheus metric reader and the private `prometheus_client` registry it fills.
 
     A private registry (not prometheus_client's global one), so a process or a test can build
     several without name clashes; a scrape renders it with `prometheus_client.generate_latest`.
+    `scope_labels`: add the three `otel_scope_*` labels to every series (off: they only name the
+    instrumentation library; `GLICLASS_PROMETHEUS_SCOPE_LABELS=true` turns them on for `serve`).
     """
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry(auto_describe=True)
-    return registry, PrometheusMetricReader(registry=registry)
+    return registry, PrometheusMetricReader(registry=registry, scope_info_enabled=scope_labels)
 
 
 def _resource(service_name: str) -> Any:

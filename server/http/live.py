@@ -1,25 +1,32 @@
 """The console's live view: rates and percentiles over the last seconds, from counters that exist anyway.
 
-Nothing here runs on the hot path. Each `GET /v1/stats` takes one snapshot (the scheduler's
-`stats()`, the Kafka worker's `WorkerStats`, the items each edge took in, and one collection of
-the Prometheus registry for consumer lag and call latencies) and compares it with the snapshot
-closest to `window_s` earlier. Snapshots are kept at most one per second for `history_s`, so the
-cost is paid only while a console (or anyone) polls, and memory stays bounded.
+Nothing here runs on the hot path. A snapshot reads the scheduler's `stats()`, the Kafka worker's
+`WorkerStats`, the items each edge took in, the collapse alarm's top-label shares and one collection
+of the Prometheus registry (consumer lag, backlog, call latencies and outcomes). `GET /v1/stats`
+takes one and compares it with the snapshot closest to `window_s` earlier; snapshots are kept at
+most one per second for `history_s`. A sampler thread also takes one every 5 s, whether or not
+anyone watches, and keeps the change as one row of the `History` ring the console charts.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
+import logging
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
+from gliclass_core.errors import InvalidInput
 from server.grpc.interceptors import CLASSIFIER_METHODS, Around, CallInterceptor
+from server.http.history import History, Snapshot, bounded, diff, history_row, percentiles
+
+log = logging.getLogger(__name__)
 
 #: Prometheus histograms (OTel names after the exporter's translation) giving per-edge latency.
 LATENCY_HISTOGRAMS = {
@@ -28,6 +35,13 @@ LATENCY_HISTOGRAMS = {
     "kafka": "messaging_process_duration_seconds",
 }
 LAG_GAUGE = "gliclass_kafka_consumer_lag"
+BACKLOG_GAUGE = "gliclass_kafka_backlog_duration_seconds"
+#: The status label of each edge's latency histogram, and the statuses that are load rejections.
+STATUS_LABELS = {"grpc": "rpc_response_status_code", "http": "http_response_status_code"}
+OK_STATUSES = {"OK", "200"}
+REJECTED_STATUSES = {"RESOURCE_EXHAUSTED", "UNAVAILABLE", "429", "503"}
+#: Labels per route in the live view's distribution (the rest fold into "other").
+MAX_LABELS = 12
 
 
 class EdgeCounters:
@@ -63,69 +77,38 @@ class ItemCountInterceptor(CallInterceptor):
             yield request
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    at: float
-    items: dict[str, int]
-    completed: int
-    real_tokens: int
-    padded_tokens: int
-    batches: int
-    batch_rows: float
-    queue_depth: dict[str, int]
-    in_flight_batches: int
-    queue_hist: tuple[tuple[float, ...], tuple[int, ...]]
-    compute_hist: tuple[tuple[float, ...], tuple[int, ...]]
-    latency_hists: dict[str, tuple[tuple[float, ...], tuple[int, ...]]]
-    lag: list[dict[str, Any]]
-    dead_letters: dict[str, int]
-    labels_by_route: dict[str, dict[str, int]]
-    worker_scored: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+@dataclass
+class RegistryView:
+    """What one collection of the Prometheus registry gives the live view."""
+
+    hists: dict[str, tuple[tuple[float, ...], tuple[int, ...]]] = field(default_factory=dict)
+    lag: list[dict[str, Any]] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    rejections: dict[str, int] = field(default_factory=dict)
+    backlog: dict[str, float] = field(default_factory=dict)
 
 
-def quantile(q: float, bounds: tuple[float, ...], counts: Iterable[int]) -> float | None:
-    """Estimate a quantile from bucket counts (`bounds[i]` = upper bound of bucket i, last is +inf)."""
-    counts = list(counts)
-    total = sum(counts)
-    if total <= 0:
-        return None
-    rank = q * total
-    cumulative = 0
-    for i, n in enumerate(counts):
-        if cumulative + n >= rank and n > 0:
-            lower = bounds[i - 1] if i > 0 else 0.0
-            upper = bounds[i] if i < len(bounds) else (bounds[-1] if bounds else 0.0)
-            if i >= len(bounds):
-                return upper
-            return lower + (upper - lower) * ((rank - cumulative) / n)
-        cumulative += n
-    return bounds[-1] if bounds else None
-
-
-def _delta(
-    now: tuple[tuple[float, ...], tuple[int, ...]], then: tuple[tuple[float, ...], tuple[int, ...]] | None
-):
-    bounds, counts = now
-    if then is None or then[0] != bounds:
-        return bounds, counts
-    return bounds, tuple(a - b for a, b in zip(counts, then[1]))
-
-
-def _registry_view(
-    registry: Any,
-) -> tuple[dict[str, tuple[tuple[float, ...], tuple[int, ...]]], list[dict[str, Any]]]:
-    """Latency histograms per edge (summed over labels) and consumer lag per partition."""
-    hists: dict[str, tuple[tuple[float, ...], tuple[int, ...]]] = {}
-    lag: list[dict[str, Any]] = []
+def _registry_view(registry: Any) -> RegistryView:
+    """Latency histograms, errors and rejections per edge; lag per partition; backlog per route."""
+    view = RegistryView()
+    hists, lag = view.hists, view.lag
     if registry is None:
-        return hists, lag
+        return view
     wanted = {name: edge for edge, name in LATENCY_HISTOGRAMS.items()}
     for family in registry.collect():
         edge = wanted.get(family.name)
         if edge is not None:
             buckets: dict[float, float] = {}
+            status_label = STATUS_LABELS.get(edge)
+            view.errors.setdefault(edge, 0)
+            view.rejections.setdefault(edge, 0)
             for sample in family.samples:
+                if status_label and sample.name.endswith("_count"):
+                    status = str(sample.labels.get(status_label, "OK"))
+                    if status in REJECTED_STATUSES:
+                        view.rejections[edge] += int(sample.value)
+                    elif status not in OK_STATUSES and not status.startswith("2"):
+                        view.errors[edge] += int(sample.value)
                 if sample.name.endswith("_bucket"):
                     le = float(sample.labels["le"])
                     buckets[le] = buckets.get(le, 0.0) + sample.value
@@ -135,6 +118,10 @@ def _registry_view(
                 counts = [int(c - (cumulative[i - 1] if i else 0)) for i, c in enumerate(cumulative)]
                 finite = tuple(b for b in bounds if math.isfinite(b))
                 hists[edge] = (finite, tuple(counts))
+        elif family.name == BACKLOG_GAUGE:
+            for sample in family.samples:
+                route = sample.labels.get("messaging_destination_name", "")
+                view.backlog[route] = max(view.backlog.get(route, 0.0), float(sample.value))
         elif family.name == LAG_GAUGE:
             for sample in family.samples:
                 lag.append(
@@ -145,11 +132,76 @@ def _registry_view(
                     }
                 )
     lag.sort(key=lambda row: (row["topic"], row["partition"]))
-    return hists, lag
+    return view
+
+
+def _copied(counts: Any) -> dict[str, int]:
+    """A copy of a dict another thread may be adding to (a C-level copy: no Python code runs in it)."""
+    for _attempt in range(3):
+        try:
+            return dict(counts)
+        except RuntimeError:  # changed size during the copy (possible without the GIL)
+            continue
+    return {}
+
+
+def _top_label_shares() -> list[dict[str, Any]]:
+    from gliclass_core import telemetry
+
+    instruments = telemetry.instruments()
+    if instruments is None:
+        return []
+    return [
+        {
+            "route": r.route,
+            "label_set": r.label_set,
+            "label": r.label,
+            "share": r.share,
+            "change": r.change,
+            "count": r.count,
+        }
+        for r in instruments.top_labels.readings()
+    ]
+
+
+#: The console page and the chart library it inlines (uPlot, vendored from npm: static/vendor/).
+STATIC = "server.http"
+MAX_HISTORY_S = 86_400.0
+
+
+def console_page() -> bytes:
+    """The console: one page, with uPlot's script and style inlined (nothing fetched elsewhere)."""
+    static = resources.files(STATIC).joinpath("static")
+    page = static.joinpath("console.html").read_bytes()
+    script = static.joinpath("vendor/uPlot.iife.min.js").read_bytes()
+    style = static.joinpath("vendor/uPlot.min.css").read_bytes()
+    page = page.replace(b"/*UPLOT_CSS*/", style, 1)
+    return page.replace(b"/*UPLOT_JS*/", script, 1)
+
+
+def history_query(query: Mapping[str, str]) -> tuple[float | None, float | None]:
+    """`?history=SECONDS` (rows of that window) and `?since=T` (rows after the row stamped T).
+
+    Raises InvalidInput naming the parameter for anything but a finite number in range.
+    """
+    out: list[float | None] = []
+    for name, high in (("history", MAX_HISTORY_S), ("since", math.inf)):
+        raw = query.get(name)
+        if raw is None or raw == "":
+            out.append(None)
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            raise InvalidInput(f"{name} must be a number of seconds, not {raw[:40]!r}", field=name) from None
+        if not math.isfinite(value) or value < 0 or value > high:
+            raise InvalidInput(f"{name} must be between 0 and {high:g}", field=name)
+        out.append(value)
+    return out[0], out[1]
 
 
 class LiveStats:
-    """Snapshots on demand and the JSON the console's live view draws."""
+    """Snapshots on demand, the sampled history, and the JSON the console's live view draws."""
 
     def __init__(
         self,
@@ -159,20 +211,67 @@ class LiveStats:
         worker: Callable[[], Any] | None = None,
         window_s: float = 10.0,
         history_s: float = 600.0,
+        history: History | None = None,
     ) -> None:
         self.runtime = runtime
         self.counters = counters
         self.registry = registry
         self.worker = worker or (lambda: None)
         self.window_s = window_s
-        self._history: deque[Snapshot] = deque(maxlen=int(history_s) + 1)
+        self.history = history or History()
+        self._snapshots: deque[Snapshot] = deque(maxlen=int(history_s) + 1)
         self._lock = threading.Lock()
+        self._sampled: Snapshot | None = None
+        self._stop = threading.Event()
+        self._sampler: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ the sampler
+
+    def start(self) -> None:
+        """Sample every `history.resolution_s` on a daemon thread until `stop`."""
+        if self._sampler is None:
+            self._sampled = self.snapshot()
+            self._sampler = threading.Thread(
+                target=self._sample_loop, name="gliclass-live-history", daemon=True
+            )
+            self._sampler.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._sampler is not None:
+            self._sampler.join(10)
+            self._sampler = None
+
+    def _sample_loop(self) -> None:
+        while not self._stop.wait(self.history.resolution_s):
+            try:
+                self.sample()
+            except Exception:  # a figure that failed to read must not end the history
+                log.exception("live history: sampling failed")
+
+    def sample(self) -> dict[str, Any]:
+        """Take a snapshot now and add its change since the previous sample as one history row."""
+        now = self.snapshot()
+        self._keep(now)
+        then, self._sampled = self._sampled, now
+        row = history_row(now, then)
+        self.history.add(row)
+        return row
+
+    # ------------------------------------------------------------------ snapshots
+
+    def model_name(self) -> str | None:
+        try:
+            return str(self.runtime.info.model_id)
+        except Exception:  # not loaded yet, or a runtime without info
+            return None
 
     def snapshot(self) -> Snapshot:
         s = self.runtime.scheduler.stats()
-        hists, lag = _registry_view(self.registry)
+        view = _registry_view(self.registry)
         worker = self.worker()
-        items = dict(self.counters.items)
+        items = _copied(self.counters.items)
+        errors, rejections = dict(view.errors), dict(view.rejections)
         dead: dict[str, int] = {}
         labels: dict[str, dict[str, int]] = {}
         scored = 0
@@ -180,8 +279,11 @@ class LiveStats:
             ws = worker.stats()
             items["kafka"] = ws.consumed
             scored = ws.scored
-            dead = dict(ws.dead_letter_reasons)
-            labels = {route: dict(counts) for route, counts in getattr(ws, "predicted_labels", {}).items()}
+            dead = _copied(ws.dead_letter_reasons)
+            errors["kafka"] = sum(dead.values())
+            rejections["kafka"] = 0  # Kafka pauses its partitions instead of refusing records
+            by_route = _copied(getattr(ws, "predicted_labels", {}))
+            labels = {route: _copied(counts) for route, counts in by_route.items()}
         return Snapshot(
             at=time.monotonic(),
             items=items,
@@ -194,45 +296,60 @@ class LiveStats:
             in_flight_batches=s.in_flight_batches,
             queue_hist=(s.queue_time_s.bounds, s.queue_time_s.counts),
             compute_hist=(s.compute_time_s.bounds, s.compute_time_s.counts),
-            latency_hists=hists,
-            lag=lag,
+            latency_hists=view.hists,
+            lag=view.lag,
             dead_letters=dead,
             labels_by_route=labels,
             worker_scored=scored,
+            wall=time.time(),
+            errors=errors,
+            rejections=rejections,
+            backlog=view.backlog,
+            shares=_top_label_shares(),
         )
+
+    def _keep(self, now: Snapshot) -> None:
+        with self._lock:
+            if not self._snapshots or now.at - self._snapshots[-1].at >= 1.0:
+                self._snapshots.append(now)
 
     def _record(self) -> tuple[Snapshot, Snapshot | None, Snapshot | None]:
         now = self.snapshot()
+        self._keep(now)
         with self._lock:
-            history = self._history
-            if not history or now.at - history[-1].at >= 1.0:
-                history.append(now)
+            history = self._snapshots
             ats = [snap.at for snap in history]
             i = bisect.bisect_right(ats, now.at - self.window_s)
             window = history[max(0, i - 1)] if history and history[max(0, i - 1)] is not now else None
             oldest = history[0] if history and history[0] is not now else None
         return now, window, oldest
 
-    def to_json(self) -> dict[str, Any]:
-        """Rates over the window, percentiles of what the window saw, and current gauges."""
+    def to_json(self, history_window_s: float | None = None, since: float | None = None) -> dict[str, Any]:
+        """Rates over the window, percentiles of what the window saw, current gauges, history rows.
+
+        `history_window_s` / `since`: which history rows to include (none when both are None).
+        """
         now, then, oldest = self._record()
         span = (now.at - then.at) if then is not None else 0.0
 
-        def rate(a: int, b: int) -> float:
+        def rate(a: float, b: float) -> float:
             return (a - b) / span if span > 0 else 0.0
 
         def pct(now_h: Any, then_h: Any) -> dict[str, float | None]:
-            bounds, counts = _delta(now_h, then_h)
-            p50, p99 = quantile(0.5, bounds, counts), quantile(0.99, bounds, counts)
-            return {
-                "p50_ms": None if p50 is None else p50 * 1000.0,
-                "p99_ms": None if p99 is None else p99 * 1000.0,
-            }
+            return percentiles(now_h, then_h)
 
-        edges: dict[str, dict[str, Any]] = {
-            edge: {"items": n, "items_per_s": rate(n, then.items.get(edge, 0) if then else n)}
-            for edge, n in now.items.items()
-        }
+        edges: dict[str, dict[str, Any]] = {}
+        for edge in sorted({*now.items, *now.errors, *now.rejections}):
+            n = now.items.get(edge, 0)
+            errors, rejected = now.errors.get(edge, 0), now.rejections.get(edge, 0)
+            edges[edge] = {
+                "items": n,
+                "items_per_s": rate(n, then.items.get(edge, 0) if then else n),
+                "errors": errors,
+                "errors_per_s": rate(errors, then.errors.get(edge, 0) if then else errors),
+                "rejections": rejected,
+                "rejections_per_s": rate(rejected, then.rejections.get(edge, 0) if then else rejected),
+            }
         for edge, hist in now.latency_hists.items():
             edges.setdefault(edge, {"items": 0, "items_per_s": 0.0})["latency"] = pct(
                 hist, then.latency_hists.get(edge) if then else None
@@ -242,7 +359,8 @@ class LiveStats:
         real = now.real_tokens - (then.real_tokens if then else 0)
         padded = now.padded_tokens - (then.padded_tokens if then else 0)
         base = oldest or then
-        return {
+        body: dict[str, Any] = {
+            "model": self.model_name(),
             "window_s": span,
             "history_s": (now.at - base.at) if base else 0.0,
             "edges": edges,
@@ -257,14 +375,20 @@ class LiveStats:
                 "padding_efficiency": real / padded if padded else None,
             },
             "consumer_lag": now.lag,
-            "dead_letters": _diff(now.dead_letters, base.dead_letters if base else {}),
+            "backlog_s": now.backlog,
+            "top_labels": now.shares,
+            "dead_letters": diff(now.dead_letters, base.dead_letters if base else {}),
             "labels_by_route": {
-                route: _diff(counts, (base.labels_by_route.get(route, {}) if base else {}))
+                route: bounded(
+                    diff(counts, (base.labels_by_route.get(route, {}) if base else {})), MAX_LABELS
+                )
                 for route, counts in now.labels_by_route.items()
             },
         }
-
-
-def _diff(now: Mapping[str, int], then: Mapping[str, int]) -> dict[str, int]:
-    out = {key: n - then.get(key, 0) for key, n in now.items()}
-    return {key: n for key, n in sorted(out.items()) if n}
+        if history_window_s is not None or since is not None:
+            body["history"] = {
+                "resolution_s": self.history.resolution_s,
+                "capacity": self.history.capacity,
+                "rows": self.history.rows(history_window_s, since),
+            }
+        return body

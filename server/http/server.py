@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from importlib import resources
 from typing import Any
 
 from aiohttp import web
@@ -21,8 +20,9 @@ from gliclass_core.telemetry.metrics import SECONDS_BUCKETS
 from server.http.api import Api, json_body
 from server.http.config import HttpConfig
 from server.http.connections import GuardedSite, error_response
+from server.http.errors import error_body
 from server.http.guard import Guard, json_errors
-from server.http.live import EdgeCounters, LiveStats
+from server.http.live import EdgeCounters, LiveStats, console_page, history_query
 from server.http.openapi import build_openapi
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 #: Paths refused with 503 while draining (probes, metrics and the console keep answering).
 DRAINED_PREFIX = "/v1/classify"
-STATIC = "server.http"
 
 
 class HttpServer:
@@ -126,11 +125,13 @@ class HttpServer:
         )
         await self.site.start()
         self.port = self.site.port
+        self.live.start()  # the console's history is kept whether or not anyone watches
         return self.port
 
     async def stop(self, grace: float = 5.0) -> None:
         """Refuse new classify calls (503), let those in flight finish within `grace`, close."""
         self.draining = True
+        self.live.stop()
         if self._runner is not None:
             # Calls still running get `grace` (aiohttp's own TCPSite sets this field the same way).
             self._runner._shutdown_timeout = grace
@@ -201,11 +202,15 @@ class HttpServer:
         return json_body(self._openapi)
 
     async def stats(self, request: web.Request) -> web.Response:
-        body = await asyncio.to_thread(self.live.to_json)
+        try:
+            window, since = history_query(request.query)
+        except ValueError as exc:
+            status, error = error_body(exc)
+            return json_body(error, status=status)
+        body = await asyncio.to_thread(self.live.to_json, window, since)
         body["ready"] = self.ready()
         body["classify_api"] = self.servicer is not None
         return json_body(body)
 
     async def console(self, request: web.Request) -> web.Response:
-        page = resources.files(STATIC).joinpath("static/console.html").read_bytes()
-        return web.Response(body=page, content_type="text/html", charset="utf-8")
+        return web.Response(body=console_page(), content_type="text/html", charset="utf-8")

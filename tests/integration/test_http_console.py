@@ -1,7 +1,9 @@
 """The web console in a real browser (Debian's headless Chromium, driven by playwright-core).
 
 The playground must show the scores the API returns; the live view, opened while Kafka events and
-HTTP calls flow, must show its counters moving. Real broker, worker, model and servers throughout.
+HTTP calls flow, must show its counters moving, and its charts must show a burst of dead letters
+that happened before the page was opened (the server keeps the history, not the page). Real broker,
+worker, model and servers throughout.
 Screenshots go to a temporary folder, or to GLICLASS_SCREENSHOTS_DIR (docs/ keeps the README's).
 """
 
@@ -12,6 +14,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,13 @@ EVENTS = [
     "Could you add an export to CSV?",
     '{"id": "broken',  # a dead letter now and then
 ]
+BURST = 24  # dead letters sent before the page opens
+API_KEY = "console-test-key"
+
+
+def history_dead_letters(url: str) -> int:
+    rows = requests.get(url + "/v1/stats?history=3600", timeout=10).json()["history"]["rows"]
+    return sum(sum(row["dead_letters"].values()) for row in rows)
 
 
 def chromium() -> str:
@@ -97,9 +107,18 @@ def test_console_playground_shows_the_apis_scores_and_live_view_moves(
 
     feeder = threading.Thread(target=feed, daemon=True)
     try:
+        # A burst of dead letters, then quiet: it must be in the history before any page exists.
+        producer = kafka.producer()
+        for i in range(BURST):
+            producer.produce(topic_in, value=b'{"id": "burst', partition=i % 3)
+        assert producer.flush(30) == 0
+        deadline = time.monotonic() + 60
+        while history_dead_letters(stack.url) < BURST:
+            assert time.monotonic() < deadline, "the burst never reached the console's history"
+            time.sleep(0.5)
         feeder.start()
         done = subprocess.run(
-            [node, "console.js", stack.url + "/", str(shots), json.dumps(TEXTS), ", ".join(LABELS)],
+            [node, "console.js", stack.url + "/", str(shots), json.dumps(TEXTS), ", ".join(LABELS), API_KEY],
             cwd=HARNESS,
             capture_output=True,
             text=True,
@@ -137,5 +156,21 @@ def test_console_playground_shows_the_apis_scores_and_live_view_moves(
     assert after["edges"]["http"]["items"] > before["edges"]["http"]["items"]
     assert after["lagRows"] >= 1 and after["routes"] == [topic_in]
     assert any("invalid_json" in row for row in after["deadRows"]), after["deadRows"]
+
+    # --- charts: drawn from the server's history, including the burst from before the page opened
+    assert page["chartCanvases"] >= 7
+    dead = page["charts"]["chart-dead"]
+    before_open = [i for i, t in enumerate(dead["t"]) if t < page["openedAt"]]
+    burst_seen = sum((series[i] or 0) for series in dead["data"] for i in before_open)
+    assert burst_seen >= BURST, dead
+    assert "invalid_json" in dead["labels"]
+    assert {"kafka", "http"} <= set(page["charts"]["chart-items"]["labels"])
+    assert kafka_runtime.info.model_id in page["model"]
+
+    # --- API key: asked for after a 401, then sent on every request, kept nowhere but the page
+    assert page["promptShown"]
+    assert len(page["keyedRequests"]) >= 3
+    assert all(r["auth"] == f"Bearer {API_KEY}" for r in page["keyedRequests"]), page["keyedRequests"]
+    assert page["stored"] == {"local": 0, "session": 0, "cookie": ""}
     assert (shots / "console-playground.png").stat().st_size > 10_000
     assert (shots / "console-live.png").stat().st_size > 10_000

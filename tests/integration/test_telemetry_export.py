@@ -302,3 +302,10 @@ def test_serve_command_exports_a_calls_trace_with_its_batch(
     assert {"rpc.server.call.duration", "gliclass.scheduler.batch.size", "gliclass.scheduler.items"} <= (
         exported_metrics
     )
+    # The process figures go over OTLP as they go to /metrics (one meter provider feeds both).
+    assert {
+        "process.memory.usage",
+        "process.cpu.time",
+        "process.open_file_descriptor.count",
+    } <= exported_metrics
+    assert {"gliclass.ready", "gliclass.scheduler.compute.duration"} <= exported_metrics

@@ -23,6 +23,7 @@ from test_deploy_support import (
 )
 
 from server.grpc.config import parse_grpc_config
+from server.http.config import parse_http_config
 from worker.config import parse_kafka_config
 
 K8S = DOCKER / "k8s"
@@ -85,7 +86,8 @@ def test_grpc_deployment_serves_its_config_with_readiness_on_grpc_health() -> No
     config = load(_config_of(deployment))
     assert not config.section("kafka"), "gRPC replicas must not join the worker's consumer group"
     _, port = host_port(parse_grpc_config(config.section("grpc")).address)
-    assert [p["containerPort"] for p in container["ports"]] == [port]
+    _, http_port = host_port(parse_http_config(config.section("http")).address)
+    assert [p["containerPort"] for p in container["ports"]] == [port, http_port]
     for probe in ("readinessProbe", "startupProbe"):
         assert container[probe]["grpc"]["port"] == port, probe
     liveness = container["livenessProbe"]["exec"]["command"]

@@ -1,6 +1,7 @@
 // Drive the web console in headless Chromium: the playground, then the live view.
-// usage: node console.js URL SCREENSHOT_DIR TEXTS_JSON LABELS_CSV
-// Prints one JSON object: the scores the page shows and two readings of the live view.
+// usage: node console.js URL SCREENSHOT_DIR TEXTS_JSON LABELS_CSV API_KEY
+// Prints one JSON object: the scores the page shows, two readings of the live view, what its
+// charts draw, and how the page handled an API key (header sent, nothing stored).
 "use strict";
 const { chromium } = require("playwright-core");
 
@@ -25,7 +26,7 @@ async function liveReading(page) {
 }
 
 async function main() {
-  const [url, shots, textsJson, labels] = process.argv.slice(2);
+  const [url, shots, textsJson, labels, apiKey] = process.argv.slice(2);
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
@@ -34,8 +35,27 @@ async function main() {
   try {
     const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
     const external = [];
-    page.on("request", (r) => { if (!r.url().startsWith(url)) external.push(r.url()); });
+    const requests = [];
+    page.on("request", (r) => {
+      if (!r.url().startsWith(url)) external.push(r.url());
+      else requests.push({ path: r.url().slice(url.length), auth: r.headers()["authorization"] || null });
+    });
+    // The server in this test runs without [auth]; the first label-set call is answered 401 here
+    // (in the browser, not by the server) to see that the page asks for a key.
+    let refused = false;
+    await page.route("**/v1/label-sets", (route) => {
+      if (refused) return route.continue();
+      refused = true;
+      return route.fulfill({ status: 401, contentType: "application/json", body: '{"error": {"code": 16, "status": "UNAUTHENTICATED", "message": "an API key is required"}}' });
+    });
+    out.openedAt = Date.now() / 1000;
     await page.goto(url, { waitUntil: "networkidle" });
+    await page.waitForSelector("#auth-prompt:not([hidden])");
+    out.promptShown = await page.isVisible("#auth-prompt");
+    await page.fill("#api-key", apiKey);
+    await page.click("#use-key");
+    await page.waitForSelector("#auth-prompt", { state: "hidden" });
+    const keyedFrom = requests.length;
     await page.fill("#texts", JSON.parse(textsJson).join("\n"));
     await page.fill("#labels", labels);
     await page.click("#classify");
@@ -66,6 +86,14 @@ async function main() {
     }
     out.after = after;
     await page.waitForTimeout(1200);
+    out.charts = await page.evaluate(() => window.consoleCharts);
+    out.chartCanvases = await page.$$eval(".chart canvas", (c) => c.length);
+    out.model = await page.textContent("#model");
+    out.topLabelRows = await page.$$eval("#top-labels tbody tr", (r) => r.map((x) => x.textContent));
+    out.keyedRequests = requests.slice(keyedFrom);
+    out.stored = await page.evaluate(() => ({
+      local: localStorage.length, session: sessionStorage.length, cookie: document.cookie,
+    }));
     await page.screenshot({ path: `${shots}/console-live.png`, fullPage: true });
     out.external = external;
   } finally {
