@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gliclass_core.service import RequestLimits
 from gliclass_core.telemetry.metrics import SECONDS_BUCKETS
 from server.http.api import Api, json_body
 from server.http.config import HttpConfig
@@ -81,7 +82,18 @@ class HttpServer:
             ]
         )
         if servicer is not None:
-            self.api = Api(servicer, max_body, lambda n: self.counters.add("http", n))
+            self.api = Api(
+                runtime,
+                RequestLimits(
+                    grpc_config.max_items_per_request,
+                    grpc_config.max_text_chars,
+                    grpc_config.max_labels_per_item,
+                ),
+                max_body,
+                grpc_config.stream_max_in_flight,
+                lambda n: self.counters.add("http", n),
+                info_limits=grpc_config,
+            )
             self.app.add_routes(self.api.routes())
         if config.console:
             self.app.add_routes([web.get("/", self.console)])

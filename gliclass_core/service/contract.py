@@ -1,0 +1,93 @@
+"""`ClassifyService`: the typed front door every edge (gRPC, HTTP, Kafka) talks to.
+
+The runtime implements it (`gliclass_core.runtime.Runtime`); an edge decodes its wire format into
+`ItemRequest`s, resolves them (`gliclass_core.service.request`), calls `classify` or `submit` with
+the call's `CallContext`, and encodes the outcomes. Deadlines and cancellation are enforced behind
+this door (`gliclass_core.service.calls`), not in each edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from gliclass_core.config import LabelSet
+from gliclass_core.runtime.stats import SchedulerStats
+from gliclass_core.service.context import CallContext
+from gliclass_core.types import ClassifyItem, ModelInfo, Prediction
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """How one item of a call ended: its prediction or its error, and where its time went.
+
+    `queue_s` / `compute_s` are None when the item never reached a replica.
+    """
+
+    prediction: Prediction | None
+    error: BaseException | None
+    queue_s: float | None = None
+    compute_s: float | None = None
+
+    @classmethod
+    def of(cls, future: Future[Prediction]) -> ItemOutcome:
+        """The outcome of a done future (cancellation reads as `Cancelled`)."""
+        from gliclass_core.runtime.bridge import failure
+
+        error = failure(future)
+        prediction = future.result() if error is None else None
+        return cls(prediction, error, getattr(future, "queue_s", None), getattr(future, "compute_s", None))
+
+
+@runtime_checkable
+class ClassifyService(Protocol):
+    """The shared model pool as the edges see it."""
+
+    @property
+    def ready(self) -> bool:
+        """True while every replica is warm and the service accepts work."""
+        ...
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the service failed (loading, a replica that gave up), if it did."""
+        ...
+
+    @property
+    def info(self) -> ModelInfo:
+        """What is loaded (NotReady before the model is)."""
+        ...
+
+    @property
+    def label_sets(self) -> Mapping[str, LabelSet]:
+        """The configured label sets items may name."""
+        ...
+
+    def set_label_sets(self, label_sets: Mapping[str, LabelSet]) -> None:
+        """Serve these label sets from the next call on (a reload)."""
+        ...
+
+    @property
+    def max_queue(self) -> int:
+        """How many passes the queue holds at most."""
+        ...
+
+    def stats(self) -> SchedulerStats:
+        """A snapshot of the scheduler's counters and queue depths."""
+        ...
+
+    def submit(self, items: Sequence[ClassifyItem], context: CallContext) -> list[Future[Prediction]]:
+        """Queue resolved items; one future per item (raises Overloaded / NotReady / InvalidInput)."""
+        ...
+
+    async def submit_async(
+        self, items: Sequence[ClassifyItem], context: CallContext
+    ) -> list[Future[Prediction]]:
+        """`submit` for an event loop (a large call is planned off the loop)."""
+        ...
+
+    async def classify(self, items: Sequence[ClassifyItem], context: CallContext) -> list[ItemOutcome]:
+        """Submit and await every item, honouring the context's deadline and cancellation."""
+        ...
