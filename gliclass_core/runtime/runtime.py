@@ -9,22 +9,18 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from typing import TYPE_CHECKING
 
 from gliclass_core.config import AppConfig, LabelSet
 from gliclass_core.devices import resolve_devices
 from gliclass_core.errors import NotReady
 from gliclass_core.model import Model
 from gliclass_core.runtime.batch_forming import BatchPolicy
+from gliclass_core.runtime.calls import CallContext, ItemOutcome, await_outcomes
 from gliclass_core.runtime.host_memory import retain_freed_memory
 from gliclass_core.runtime.pool import Pool
 from gliclass_core.runtime.scheduler import Scheduler
 from gliclass_core.runtime.stats import SchedulerStats
 from gliclass_core.types import ClassifyItem, ModelInfo, Prediction
-
-if TYPE_CHECKING:
-    from gliclass_core.service.context import CallContext
-    from gliclass_core.service.contract import ItemOutcome
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +156,6 @@ class Runtime:
 
     async def classify(self, items: Sequence[ClassifyItem], context: CallContext) -> list[ItemOutcome]:
         """Submit and await every item; at the deadline or on cancellation the rest end at once."""
-        from gliclass_core.service.calls import await_outcomes  # the service package imports the runtime
-
         return await await_outcomes(await self.submit_async(items, context), context)
 
     def stop(self, grace_s: float = 10.0) -> int:

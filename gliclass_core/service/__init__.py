@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from gliclass_core.service.calls import await_outcomes, wait_until_done
-from gliclass_core.service.context import CallContext, CancelSignal
-from gliclass_core.service.contract import ClassifyService, ItemOutcome
+from gliclass_core.runtime.calls import (
+    CallContext,
+    CancelSignal,
+    ItemOutcome,
+    await_outcomes,
+    wait_until_done,
+)
+from gliclass_core.service.contract import ClassifyService
 from gliclass_core.service.request import (
     ItemRequest,
     RequestLimits,

@@ -10,35 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from gliclass_core.config import LabelSet
+from gliclass_core.runtime.calls import CallContext, ItemOutcome
 from gliclass_core.runtime.stats import SchedulerStats
-from gliclass_core.service.context import CallContext
 from gliclass_core.types import ClassifyItem, ModelInfo, Prediction
-
-
-@dataclass(frozen=True)
-class ItemOutcome:
-    """How one item of a call ended: its prediction or its error, and where its time went.
-
-    `queue_s` / `compute_s` are None when the item never reached a replica.
-    """
-
-    prediction: Prediction | None
-    error: BaseException | None
-    queue_s: float | None = None
-    compute_s: float | None = None
-
-    @classmethod
-    def of(cls, future: Future[Prediction]) -> ItemOutcome:
-        """The outcome of a done future (cancellation reads as `Cancelled`)."""
-        from gliclass_core.runtime.bridge import failure
-
-        error = failure(future)
-        prediction = future.result() if error is None else None
-        return cls(prediction, error, getattr(future, "queue_s", None), getattr(future, "compute_s", None))
 
 
 @runtime_checkable

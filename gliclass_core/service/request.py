@@ -84,9 +84,18 @@ def resolve_items(
 
 
 def resolve_item(
-    request: ItemRequest, label_sets: Mapping[str, LabelSet], limits: RequestLimits, index: int | None = None
+    request: ItemRequest,
+    label_sets: Mapping[str, LabelSet],
+    limits: RequestLimits,
+    index: int | None = None,
+    *,
+    defaults: LabelSet | None = None,
 ) -> ClassifyItem:
-    """Resolve one item: its labels, its label set's defaults under its own settings, its limits."""
+    """Resolve one item: its labels, its label set's defaults under its own settings, its limits.
+
+    Settings come from the item, else the label set it names, else `defaults` (a Kafka route's
+    label set, for events that bring their own labels), else the built-in defaults.
+    """
     text = request.text
     if not text:
         raise InvalidInput("must be a non-empty string", field="text", index=index)
@@ -136,12 +145,12 @@ def resolve_item(
     if request.top_k is not None and request.top_k < 1:
         raise InvalidInput("must be >= 1 when given", field="top_k", index=index)
     settings = item_settings(
-        label_set,
+        label_set if label_set is not None else defaults,
         threshold=threshold,
         multi_label=request.multi_label,
         top_k=request.top_k,
         prompt=request.prompt,
-        long_text=_long_text(request, label_set, index),
+        long_text=_long_text(request, label_set if label_set is not None else defaults, index),
         return_hierarchical=request.return_hierarchical,
     )
     if label_set is not None and label_set.label_tree is not None:

@@ -18,9 +18,8 @@ from typing import Generic, TypeVar
 
 from gliclass_core.config import LabelSet
 from gliclass_core.errors import InvalidInput
-from gliclass_core.service.calls import await_outcomes
-from gliclass_core.service.context import CallContext
-from gliclass_core.service.contract import ClassifyService, ItemOutcome
+from gliclass_core.runtime.calls import CallContext, ItemOutcome, await_outcomes
+from gliclass_core.service.contract import ClassifyService
 from gliclass_core.service.request import ItemRequest, RequestLimits, resolve_item
 from gliclass_core.types import Prediction
 

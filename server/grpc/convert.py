@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gliclass_core.config import LabelSet
-from gliclass_core.service.contract import ItemOutcome
+from gliclass_core.runtime.calls import ItemOutcome
 from gliclass_core.service.request import ItemRequest, RequestLimits, resolve_item, resolve_items
 from gliclass_core.types import ClassifyItem, ModelInfo, Prediction
 from server.grpc.config import GrpcConfig
