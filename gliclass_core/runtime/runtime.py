@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 
+from opentelemetry.trace import SpanContext
+
 from gliclass_core.config import AppConfig, LabelSet
 from gliclass_core.devices import resolve_devices
 from gliclass_core.errors import NotReady
@@ -144,9 +146,19 @@ class Runtime:
     def stats(self) -> SchedulerStats:
         return self.scheduler.stats()
 
-    def submit(self, items: Sequence[ClassifyItem], context: CallContext) -> list[Future[Prediction]]:
-        """Queue resolved items under the call's priority and deadline; one future per item."""
-        return self.scheduler.submit(items, context.priority, context.deadline)
+    def submit(
+        self,
+        items: Sequence[ClassifyItem],
+        context: CallContext,
+        *,
+        span_contexts: Sequence[SpanContext | None] | None = None,
+    ) -> list[Future[Prediction]]:
+        """Queue resolved items under the call's priority and deadline; one future per item.
+
+        `span_contexts` (one per item) are what each item's batch span links to (default: the
+        caller's span), as `Scheduler.submit` takes them.
+        """
+        return self.scheduler.submit(items, context.priority, context.deadline, span_contexts=span_contexts)
 
     async def submit_async(
         self, items: Sequence[ClassifyItem], context: CallContext

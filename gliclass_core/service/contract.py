@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import Protocol, runtime_checkable
 
+from opentelemetry.trace import SpanContext
+
 from gliclass_core.config import LabelSet
 from gliclass_core.runtime.calls import CallContext, ItemOutcome
 from gliclass_core.runtime.stats import SchedulerStats
@@ -55,8 +57,17 @@ class ClassifyService(Protocol):
         """A snapshot of the scheduler's counters and queue depths."""
         ...
 
-    def submit(self, items: Sequence[ClassifyItem], context: CallContext) -> list[Future[Prediction]]:
-        """Queue resolved items; one future per item (raises Overloaded / NotReady / InvalidInput)."""
+    def submit(
+        self,
+        items: Sequence[ClassifyItem],
+        context: CallContext,
+        *,
+        span_contexts: Sequence[SpanContext | None] | None = None,
+    ) -> list[Future[Prediction]]:
+        """Queue resolved items; one future per item (raises Overloaded / NotReady / InvalidInput).
+
+        `span_contexts`, one per item, are what each item's batch span links to (default: the caller's).
+        """
         ...
 
     async def submit_async(

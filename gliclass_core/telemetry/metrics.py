@@ -15,9 +15,12 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+if TYPE_CHECKING:
+    from gliclass_core.service import ClassifyService
 
 #: Bucket bounds (seconds) for latencies from sub-millisecond batches to multi-second queues.
 SECONDS_BUCKETS = (
@@ -36,17 +39,17 @@ ITEM_OUTCOMES = {
     "rejected_items": "rejected",
 }
 
-_runtimes: weakref.WeakSet[Any] = weakref.WeakSet()
+_runtimes: weakref.WeakSet[ClassifyService] = weakref.WeakSet()
 _runtimes_lock = threading.Lock()
 
 
-def observe_runtime(runtime: Any) -> None:
+def observe_runtime(runtime: ClassifyService) -> None:
     """Export this runtime's scheduler counters and queue depth (held weakly; call once per runtime)."""
     with _runtimes_lock:
         _runtimes.add(runtime)
 
 
-def forget_runtime(runtime: Any) -> None:
+def forget_runtime(runtime: ClassifyService) -> None:
     """Stop exporting this runtime's scheduler counters (tests; a stopped runtime is dropped anyway)."""
     with _runtimes_lock:
         _runtimes.discard(runtime)
@@ -55,7 +58,7 @@ def forget_runtime(runtime: Any) -> None:
 def _observed_stats() -> list[Any]:
     with _runtimes_lock:
         runtimes = list(_runtimes)
-    return [runtime.scheduler.stats() for runtime in runtimes]
+    return [runtime.stats() for runtime in runtimes]
 
 
 class LagSource(Protocol):

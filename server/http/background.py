@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from gliclass_core.service import ClassifyService
 from server.http.config import HttpConfig
 from server.http.server import HttpServer
 
@@ -14,7 +15,9 @@ from server.http.server import HttpServer
 class BackgroundHttp:
     """`/metrics`, probes, `/v1/stats` and the console's live view for a process without a loop."""
 
-    def __init__(self, config: HttpConfig, runtime: Any, registry: Any, worker: Callable[[], Any]) -> None:
+    def __init__(
+        self, config: HttpConfig, runtime: ClassifyService, registry: Any, worker: Callable[[], Any]
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="gliclass-http", daemon=True)
         self._config, self._runtime, self._registry, self._worker = config, runtime, registry, worker

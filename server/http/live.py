@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gliclass_core.service import ClassifyService
 from server.grpc.interceptors import CLASSIFIER_METHODS, Around, CallInterceptor
 
 #: Prometheus histograms (OTel names after the exporter's translation) giving per-edge latency.
@@ -153,7 +154,7 @@ class LiveStats:
 
     def __init__(
         self,
-        runtime: Any,
+        runtime: ClassifyService,
         counters: EdgeCounters,
         registry: Any = None,
         worker: Callable[[], Any] | None = None,
@@ -169,7 +170,7 @@ class LiveStats:
         self._lock = threading.Lock()
 
     def snapshot(self) -> Snapshot:
-        s = self.runtime.scheduler.stats()
+        s = self.runtime.stats()
         hists, lag = _registry_view(self.registry)
         worker = self.worker()
         items = dict(self.counters.items)

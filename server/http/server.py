@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gliclass_core.service import RequestLimits
+from gliclass_core.service import ClassifyService, RequestLimits
 from gliclass_core.telemetry.metrics import SECONDS_BUCKETS
 from server.http.api import Api, json_body
 from server.http.config import HttpConfig
@@ -41,7 +41,7 @@ class HttpServer:
     def __init__(
         self,
         config: HttpConfig,
-        runtime: Any,
+        runtime: ClassifyService,
         *,
         servicer: Any = None,
         grpc_config: Any = None,
@@ -162,7 +162,7 @@ class HttpServer:
         if self.ready():
             return json_body({"status": "SERVING"})
         reason = "draining" if self.draining else "loading"
-        if getattr(self.runtime, "error", None) is not None:
+        if self.runtime.error is not None:
             reason = "failed"
         return json_body({"status": "NOT_SERVING", "reason": reason}, status=503)
 
