@@ -2,7 +2,7 @@
 
 Usage (prints the figures; keep it short on a shared machine):
 
-    python benchmarks/front_door.py --calls 60 --before /work/main
+    python benchmarks/front_door.py --calls 30 --before /work/main [--floods-before]
 
 For each checkout (`--before` first when given, then this one), one `gliclass-stream serve`
 subprocess (builtin model, CPU, gRPC and `[http]` on loopback) run from that checkout's code:
@@ -175,11 +175,14 @@ async def overhead(runtime: Runtime, url: str, address: str, calls: int) -> dict
     }
 
 
-async def measure(code: Path, runtime: Runtime, config: Path, calls: int) -> dict[str, float]:
+async def measure(code: Path, runtime: Runtime, config: Path, calls: int, floods: bool) -> dict[str, float]:
     proc, address, url = start_serve(code, config)
     try:
         figures = await overhead(runtime, url, address, calls)
-        figures.update(await hostile(url))
+        print(code, figures, flush=True)
+        if floods:
+            figures.update(await hostile(url))
+            print(code, figures, flush=True)
         return figures
     finally:
         proc.terminate()
@@ -200,18 +203,19 @@ async def main(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         try:
             results: dict[str, dict[str, float]] = {}
             if args.before:
-                results["before"] = await measure(Path(args.before).resolve(), runtime, config, args.calls)
-            results["after"] = await measure(HERE, runtime, config, args.calls)
+                before = Path(args.before).resolve()
+                results["before"] = await measure(before, runtime, config, args.calls, args.floods_before)
+            results["after"] = await measure(HERE, runtime, config, args.calls, True)
             return results
         finally:
             runtime.stop(1.0)
 
 
 def print_results(results: dict[str, dict[str, float]]) -> None:
-    keys = list(next(iter(results.values())))
+    keys = list(results["after"])
     print(f"{'figure':<22}" + "".join(f"{name:>12}" for name in results))
     for key in keys:
-        print(f"{key:<22}" + "".join(f"{results[name][key]:>12.3f}" for name in results))
+        print(f"{key:<22}" + "".join(f"{results[name].get(key, float('nan')):>12.3f}" for name in results))
     if "before" in results:
         for edge in ("http", "grpc"):
             key = f"{edge}_over_direct_ms"
@@ -223,4 +227,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=60, help="single-item calls per edge")
     parser.add_argument("--before", help="another checkout to measure first (e.g. the main branch)")
+    parser.add_argument(
+        "--floods-before",
+        action="store_true",
+        help="also send the hostile bodies to --before (an old checkout may hold its loop for minutes)",
+    )
     print_results(asyncio.run(main(parser.parse_args())))

@@ -19,10 +19,12 @@ from collections.abc import Callable
 from typing import Any
 
 from gliclass_core import telemetry
+from gliclass_core.auth import KeyStore, parse_auth_config, read_keys
 from gliclass_core.config import AppConfig
-from gliclass_core.errors import GliclassError
+from gliclass_core.errors import ConfigError, GliclassError
 from server.grpc.config import GrpcConfig
 from server.grpc.server import GrpcServer
+from server.http.config import HttpConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +52,24 @@ async def serve(
     `prometheus_registry` is what its `/metrics` renders. SIGHUP re-reads `config_path` (see `reload`).
     """
     from gliclass_core.runtime import Runtime
+    from server.grpc.auth import AuthInterceptor
 
+    # Config problems (unreadable keys, plaintext HTTP beside mutual TLS) stop us before the model loads.
+    keys = KeyStore(parse_auth_config(app_config.section("auth")))
+    http_config = http_config_for(app_config, config)
     runtime = Runtime.from_config(app_config)
     telemetry.observe_runtime(runtime)
     runtime.start()
     server = GrpcServer(runtime, config)
+    # Before the HTTP edge's item counter: a refused call's items are never counted.
+    server.interceptors.append(AuthInterceptor(keys))
     worker = None
     http = None
-    http_edge = http_edge_for(app_config, server)
+    http_edge = None
+    if http_config is not None:
+        from server.http.embed import attach
+
+        http_edge = attach(http_config, server, keys)
     try:
         port = await server.start()
         host = config.address.rsplit(":", 1)[0]
@@ -82,7 +94,9 @@ async def serve(
 
         def on_sighup() -> None:
             # Off the loop: reading the file and waiting for the worker to pick up its routes block.
-            task = asyncio.create_task(asyncio.to_thread(reload, config_path, app_config, server, worker))
+            task = asyncio.create_task(
+                asyncio.to_thread(reload, config_path, app_config, server, worker, keys)
+            )
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 
@@ -125,20 +139,38 @@ async def _worker_stopped(worker: Any) -> None:
         await asyncio.sleep(WORKER_POLL_S)
 
 
-def http_edge_for(app_config: AppConfig, server: GrpcServer) -> Any:
-    """The HTTP edge's starter when `[http] address` is set (None otherwise); hooks it into `server`."""
+def http_config_for(app_config: AppConfig, grpc_config: GrpcConfig) -> HttpConfig | None:
+    """The `[http]` config when its address is set (None otherwise), checked against `[grpc.tls]`.
+
+    With `[grpc.tls] require_client_cert`, a plaintext HTTP edge would serve the same API without
+    the client certificates gRPC demands: refused, unless it listens on loopback only (then a
+    warning), since only this machine can reach it there.
+    """
     from server.http.config import parse_http_config
 
     http_config = parse_http_config(app_config.section("http"))
     if not http_config.enabled:
         return None
-    from server.http.embed import attach
+    tls = grpc_config.tls
+    if tls is not None and tls.require_client_cert and http_config.tls is None:
+        problem = (
+            "[grpc.tls] requires client certificates but [http] serves the same API in plaintext "
+            "without them; add [http.tls] (the same files work, with require_client_cert = true)"
+        )
+        if not http_config.on_loopback:
+            raise ConfigError(problem)
+        log.warning("%s. Allowed only because [http] address is loopback.", problem.upper())
+    return http_config
 
-    return attach(http_config, server)
 
-
-def reload(path: str | None, running: AppConfig, server: GrpcServer, worker: Any = None) -> bool:
-    """Re-read the config file and apply its label sets (and the worker's routes); True when applied.
+def reload(
+    path: str | None,
+    running: AppConfig,
+    server: GrpcServer,
+    worker: Any = None,
+    keys: KeyStore | None = None,
+) -> bool:
+    """Re-read the config file; apply its label sets, API keys and the worker's routes; True when applied.
 
     Everything is validated before anything changes: a bad file is logged and the running config
     stays. `[model]`, `[batching]` and `[grpc]` changes take effect only after a restart.
@@ -148,9 +180,13 @@ def reload(path: str | None, running: AppConfig, server: GrpcServer, worker: Any
 
     def apply(new: AppConfig) -> None:
         parse_grpc_config(new.section("grpc"))  # so the file will also start the next time
+        auth = parse_auth_config(new.section("auth"))
+        read_keys(auth)  # unreadable keys refuse the whole reload, before anything changes
         if worker is not None:
             worker.reload(new)  # validates [kafka] before it changes anything; raises when invalid
         server.servicer.set_label_sets(new.label_sets)
+        if keys is not None:
+            log.info("reloaded: %d API keys", keys.reload(auth))
         restart_only = [s for s in ("model", "batching", "grpc") if new.raw.get(s) != running.raw.get(s)]
         if restart_only:
             log.warning("reload: [%s] changed; that takes effect after a restart", "], [".join(restart_only))

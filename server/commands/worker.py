@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import threading
 
-    from gliclass_core.config import load_config
+    from gliclass_core.auth import KeyStore, parse_auth_config, read_keys
+    from gliclass_core.config import AppConfig, load_config
     from gliclass_core.runtime import Runtime
     from gliclass_core.telemetry import observe_runtime
     from gliclass_core.telemetry import setup as setup_telemetry
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     app_config = load_config(args.config)
     parse_kafka_config(app_config)  # fail fast, before loading a model, on a bad [kafka] section
     http_config = parse_http_config(app_config.section("http"))
+    keys = KeyStore(parse_auth_config(app_config.section("auth")))  # guards the HTTP edge's routes
     # OTEL_* variables (off unless they name an exporter); [http] address adds the Prometheus reader.
     telemetry = setup_telemetry("gliclass-worker", prometheus=http_config.enabled)
 
@@ -69,10 +71,17 @@ def run(args: argparse.Namespace) -> int:
         from server.http.background import BackgroundHttp
         from server.http.embed import url
 
-        http = BackgroundHttp(http_config, runtime, telemetry.prometheus_registry, lambda: worker)
+        http = BackgroundHttp(http_config, runtime, telemetry.prometheus_registry, lambda: worker, keys)
         print(
             f"gliclass-stream worker: HTTP on {url(http_config, http.start())}", file=sys.stderr, flush=True
         )
+
+    def apply(new: AppConfig) -> None:
+        auth = parse_auth_config(new.section("auth"))
+        read_keys(auth)  # validate the keys before the worker changes anything
+        worker.reload(new)
+        keys.reload(auth)
+
     code = 0
     announced = False
     try:
@@ -84,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                 break
             if reload.is_set():
                 reload.clear()
-                if reload_config(args.config, worker.reload):
+                if reload_config(args.config, apply):
                     print(
                         "gliclass-stream worker: reloaded routes and label sets", file=sys.stderr, flush=True
                     )

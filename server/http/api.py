@@ -43,7 +43,8 @@ DISCONNECT_POLL_S = 0.05
 
 def to_json(message: Message) -> dict[str, Any]:
     """The proto3 JSON mapping of a message, fields without presence included."""
-    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    mapped: dict[str, Any] = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    return mapped
 
 
 def json_body(value: Any, status: int = 200) -> web.Response:

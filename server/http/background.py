@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from gliclass_core.auth import KeyStore
 from gliclass_core.service import ClassifyService
 from server.http.config import HttpConfig
 from server.http.server import HttpServer
@@ -16,11 +17,17 @@ class BackgroundHttp:
     """`/metrics`, probes, `/v1/stats` and the console's live view for a process without a loop."""
 
     def __init__(
-        self, config: HttpConfig, runtime: ClassifyService, registry: Any, worker: Callable[[], Any]
+        self,
+        config: HttpConfig,
+        runtime: ClassifyService,
+        registry: Any,
+        worker: Callable[[], Any],
+        keys: KeyStore | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="gliclass-http", daemon=True)
         self._config, self._runtime, self._registry, self._worker = config, runtime, registry, worker
+        self._keys = keys
         self.server: HttpServer | None = None
 
     def start(self) -> int:
@@ -29,7 +36,7 @@ class BackgroundHttp:
 
         async def build() -> int:
             self.server = HttpServer(
-                self._config, self._runtime, registry=self._registry, worker=self._worker
+                self._config, self._runtime, registry=self._registry, worker=self._worker, keys=self._keys
             )
             return await self.server.start()
 

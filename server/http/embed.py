@@ -5,13 +5,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from gliclass_core.auth import KeyStore
 from server.http.config import HttpConfig
 from server.http.live import EdgeCounters, ItemCountInterceptor
 from server.http.server import HttpServer
 
 
-def attach(config: HttpConfig, grpc_server: Any) -> Callable[[Callable[[], Any], Any], Awaitable[HttpServer]]:
-    """Add the item counter to `grpc_server` (call before it starts); return the HTTP edge's starter."""
+def attach(
+    config: HttpConfig, grpc_server: Any, keys: KeyStore | None = None
+) -> Callable[[Callable[[], Any], Any], Awaitable[HttpServer]]:
+    """Add the item counter to `grpc_server` (call before it starts); return the HTTP edge's starter.
+
+    `keys`: the API keys both edges check (None: open).
+    """
     counters = EdgeCounters()
     grpc_server.interceptors.append(ItemCountInterceptor(counters))
 
@@ -24,6 +30,7 @@ def attach(config: HttpConfig, grpc_server: Any) -> Callable[[Callable[[], Any],
             registry=registry,
             counters=counters,
             worker=worker,
+            keys=keys,
         )
         port = await http.start()
         print(f"gliclass-stream serve: HTTP on {url(config, port)}", flush=True)
@@ -39,4 +46,5 @@ def url(config: HttpConfig, port: int) -> str:
         host = "localhost"
     elif ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}/"
+    scheme = "https" if config.tls is not None else "http"
+    return f"{scheme}://{host}:{port}/"

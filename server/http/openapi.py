@@ -70,7 +70,10 @@ def _json(name: str) -> dict[str, Any]:
 
 ERRORS = {
     "400": "A malformed request; `error.field` names the field (`error.message` the item index)",
-    "413": "The body is larger than the limits' max_message_bytes",
+    "401": "An API key is required ([auth]): send `Authorization: Bearer <key>`",
+    "413": "The body is larger than [http] max_body_bytes (default: [grpc] max_message_bytes)",
+    "415": "The body's Content-Type is not application/json or application/x-ndjson",
+    "421": "The Host header names a host this server does not serve ([http] allowed_hosts)",
     "429": "The scheduler queue is full; back off and retry",
     "503": "The model is still loading, or the server is shutting down",
     "504": "The X-Timeout-Ms deadline passed before the items were computed",
@@ -80,8 +83,7 @@ ERRORS = {
 def _errors(*codes: str) -> dict[str, Any]:
     out = {}
     for code in codes:
-        content = {} if code == "413" else {"content": _json("ErrorResponse")}
-        out[code] = {"description": ERRORS[code], **content}
+        out[code] = {"description": ERRORS[code], "content": _json("ErrorResponse")}
     return out
 
 
@@ -167,7 +169,7 @@ def build_openapi(with_classify: bool = True) -> dict[str, Any]:
                         "description": "One result per item, in order",
                         "content": _json("ClassifyResponse"),
                     },
-                    **_errors("400", "413", "429", "503", "504"),
+                    **_errors("400", "401", "413", "415", "421", "429", "503", "504"),
                 },
             }
         }
@@ -192,7 +194,7 @@ def build_openapi(with_classify: bool = True) -> dict[str, Any]:
                         "description": "One ClassifyStreamResponse per line",
                         "content": {"application/x-ndjson": {"schema": _ref("ClassifyStreamResponse")}},
                     },
-                    **_errors("400", "413", "503", "504"),
+                    **_errors("400", "401", "413", "415", "421", "503", "504"),
                 },
             }
         }

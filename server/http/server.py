@@ -16,10 +16,13 @@ from typing import Any
 
 from aiohttp import web
 
+from gliclass_core.auth import KeyStore
 from gliclass_core.service import ClassifyService, RequestLimits
 from gliclass_core.telemetry.metrics import SECONDS_BUCKETS
 from server.http.api import Api, json_body
 from server.http.config import HttpConfig
+from server.http.connections import GuardedSite, error_response
+from server.http.guard import Guard, json_errors
 from server.http.live import EdgeCounters, LiveStats
 from server.http.openapi import build_openapi
 
@@ -35,7 +38,9 @@ class HttpServer:
     """`/metrics`, `/healthz`, `/readyz`, `/openapi.json`, `/v1/...` and the console on one address.
 
     `servicer` is the gRPC `ClassifierServicer` (None: no classify API, as in `worker`);
-    `registry` the Prometheus registry the telemetry's Prometheus reader fills (None: no /metrics).
+    `registry` the Prometheus registry the telemetry's Prometheus reader fills (None: no /metrics);
+    `keys` the API keys every route but the probes needs (None or empty: open). Connection limits,
+    TLS and the Host, key, Content-Type and size checks come from `config` (see `server.http.guard`).
     """
 
     def __init__(
@@ -48,6 +53,7 @@ class HttpServer:
         registry: Any = None,
         counters: EdgeCounters | None = None,
         worker: Callable[[], Any] | None = None,
+        keys: KeyStore | None = None,
     ) -> None:
         self.config = config
         self.runtime = runtime
@@ -70,8 +76,16 @@ class HttpServer:
                 explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
             )
         self.shutdown_grace_s = grpc_config.shutdown_grace_s if grpc_config is not None else 5.0
-        max_body = grpc_config.max_message_bytes if grpc_config is not None else 1024 * 1024
-        self.app = web.Application(client_max_size=max_body, middlewares=[self._middleware])
+        max_body = config.max_body_bytes or (
+            grpc_config.max_message_bytes if grpc_config is not None else 1024 * 1024
+        )
+        self.keys = keys or KeyStore()
+        self.guard = Guard(config.host_patterns(), self.keys, max_body)
+        self.site: GuardedSite | None = None
+        # Outermost first: the status recorded is the one sent, after the guard and the error shape.
+        self.app = web.Application(
+            client_max_size=max_body, middlewares=[self._observed, self.guard.middleware, self._draining]
+        )
         self.app.add_routes(
             [
                 web.get("/healthz", self.healthz),
@@ -101,16 +115,29 @@ class HttpServer:
 
     async def start(self) -> int:
         """Bind and serve on the running loop; return the port (the real one for port 0)."""
-        host, port = self.config.host_port
+        config = self.config
+        host, port = config.host_port
         self._runner = web.AppRunner(
             self.app, access_log=None, handle_signals=False, shutdown_timeout=self.shutdown_grace_s
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or ()
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        self.site = GuardedSite(
+            self._runner,
+            host,
+            port,
+            handler_options={
+                "access_log": None,
+                "keepalive_timeout": config.keepalive_timeout_s,
+                "max_line_size": config.max_header_bytes,
+                "max_field_size": config.max_header_bytes,
+                "max_headers": config.max_headers,
+            },
+            header_timeout=config.header_timeout_s,
+            max_connections=config.max_connections,
+            ssl_context=config.tls.ssl_context() if config.tls is not None else None,
+        )
+        await self.site.start()
+        self.port = self.site.port
         return self.port
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -123,22 +150,29 @@ class HttpServer:
             self._runner = None
 
     @web.middleware
-    async def _middleware(
+    async def _draining(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         if self.draining and request.path.startswith(DRAINED_PREFIX):
-            return json_body(
-                {"error": {"code": 14, "status": "UNAVAILABLE", "message": "the server is shutting down"}},
-                status=503,
-            )
+            return error_response(503, "the server is shutting down")
+        return await handler(request)
+
+    @web.middleware
+    async def _observed(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Give HTTP errors the `{"error": ...}` shape; record the JSON API's calls by the status sent."""
         if self._duration is None or not request.path.startswith("/v1/"):
-            return await handler(request)
+            return await json_errors(request, handler)
         started = time.perf_counter()
-        status = 500
+        status = 500  # an exception escaping here is answered 500 by aiohttp
         try:
-            response = await handler(request)
+            response = await json_errors(request, handler)
             status = response.status
             return response
+        except asyncio.CancelledError:
+            status = 499  # the client went away; nothing was sent
+            raise
         finally:
             route = request.match_info.route.resource
             self._duration.record(
@@ -168,7 +202,7 @@ class HttpServer:
 
     async def metrics(self, request: web.Request) -> web.Response:
         if self.registry is None:
-            raise web.HTTPNotFound(text="metrics are off")
+            return error_response(404, "metrics are off")
         from prometheus_client import generate_latest
 
         # Collection runs the OTel callbacks (scheduler stats, lag); cheap, but off the loop anyway.

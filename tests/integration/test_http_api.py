@@ -33,6 +33,8 @@ LONG_TEXT = " ".join(["the invoice total looked wrong after the latest update to
 
 def post(stack: HttpStack, path: str, body: Any, **kwargs: Any) -> requests.Response:
     data = body if isinstance(body, bytes | str) else json.dumps(body)
+    kind = "application/x-ndjson" if path.endswith("/stream") else "application/json"
+    kwargs["headers"] = {"Content-Type": kind, **kwargs.get("headers", {})}
     return requests.post(stack.url + path, data=data, timeout=60, **kwargs)
 
 
