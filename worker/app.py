@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from gliclass_core.config import AppConfig
+from gliclass_core.service import ClassifyService
 from worker.config import KafkaConfig, parse_kafka_config
 from worker.loop import WorkerLoop
 from worker.state import WorkerStats
@@ -20,10 +21,10 @@ CLOSE_MARGIN_S = 10.0
 class KafkaWorker:
     """The Kafka edge: `start()` spawns the loop thread, `stop()` drains and commits, `reload()` swaps routes.
 
-    Scores through `runtime.scheduler` at bulk priority, so it shares one pool with the gRPC edge.
+    Scores through the `ClassifyService` (the runtime) at bulk priority: one pool with the gRPC edge.
     """
 
-    def __init__(self, runtime: Any, app_config: AppConfig) -> None:
+    def __init__(self, runtime: ClassifyService, app_config: AppConfig) -> None:
         self._runtime = runtime
         self.config: KafkaConfig = parse_kafka_config(app_config)
         self._label_sets = dict(app_config.label_sets)

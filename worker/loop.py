@@ -14,12 +14,13 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from typing import Any
 
 from confluent_kafka import Message
 
 from gliclass_core.config import LabelSet
 from gliclass_core.errors import BatchFailed, GliclassError, InvalidInput, NotReady, Overloaded
+from gliclass_core.runtime import Priority
+from gliclass_core.service import CallContext, ClassifyService
 from worker.codec import (
     MAX_VALUE_BYTES,
     BadEvent,
@@ -39,6 +40,9 @@ from worker.routes import resolve
 from worker.state import Slot, WorkerStats
 from worker.tracing import WorkerTracing
 
+#: Kafka events are bulk work with no deadline: they wait for room rather than expire.
+BULK_CALL = CallContext(priority=Priority.BULK)
+
 log = logging.getLogger("gliclass.worker")
 
 MAX_SCORE_ATTEMPTS = 3
@@ -48,10 +52,14 @@ class WorkerLoop:
     """State and steps of the loop; `KafkaWorker` drives it from its thread."""
 
     def __init__(
-        self, config: KafkaConfig, label_sets: dict[str, LabelSet], runtime: Any, fallback_model: str
+        self,
+        config: KafkaConfig,
+        label_sets: dict[str, LabelSet],
+        runtime: ClassifyService,
+        fallback_model: str,
     ):
         self.config, self.label_sets = config, label_sets
-        self.runtime, self.scheduler = runtime, runtime.scheduler
+        self.runtime = runtime
         self._model_id: str | None = None
         self._fallback_model = fallback_model
         self.stats = WorkerStats()
@@ -170,7 +178,7 @@ class WorkerLoop:
     def submit(self, slots: list[Slot]) -> None:
         """Submit slots to the scheduler at bulk priority; a full queue keeps them for a later retry."""
         # The scheduler rejects a call larger than its whole queue; stay well below it.
-        chunk = max(1, min(self.config.batch_size, getattr(self.scheduler, "max_queue", 1 << 30) // 4))
+        chunk = max(1, min(self.config.batch_size, self.runtime.max_queue // 4))
         for start in range(0, len(slots), chunk):
             if not self.submit_chunk(slots[start : start + chunk]):
                 self.unsubmitted.extend(slots[start + chunk :])
@@ -178,14 +186,12 @@ class WorkerLoop:
 
     def submit_chunk(self, slots: list[Slot]) -> bool:
         """Submit one chunk; False when the scheduler is busy (the chunk then waits in `unsubmitted`)."""
-        from gliclass_core.runtime import Priority
-
         while slots:
             try:
-                futures = self.scheduler.submit(
-                    [s.item for s in slots],
-                    priority=Priority.BULK,
-                    span_contexts=self.tracing.span_contexts(slots),
+                items = [s.item for s in slots if s.item is not None]
+                assert len(items) == len(slots)  # only resolved slots are submitted
+                futures = self.runtime.submit(
+                    items, BULK_CALL, span_contexts=self.tracing.span_contexts(slots)
                 )
             except InvalidInput as exc:
                 if exc.index is None or not 0 <= exc.index < len(slots):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -94,3 +95,47 @@ def loads(text: str, max_depth: int = MAX_DEPTH, raw: bytes | None = None) -> An
         return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise JsonRejected("invalid_json", f"not valid JSON: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class JsonShape:
+    """What a linear pre-scan tells about raw JSON before it is parsed (strings excluded).
+
+    `values`: brackets and commas outside strings, a bound on how many values the parser would
+    build (a body of a million `{}` has two million); `objects_at`: objects opened at each nesting
+    depth (1 is the top level: `{"items": [{...}]}` has its items at depth 3).
+    """
+
+    depth: int
+    values: int
+    objects_at: tuple[int, ...]
+
+
+def shape(raw: bytes, depths: int = 4) -> JsonShape:
+    """Pre-scan `raw` in vectorised passes (no per-byte Python); counts objects up to `depths` deep."""
+    data = np.frombuffer(raw, dtype=np.uint8)
+    if not data.size:
+        return JsonShape(0, 0, (0,) * depths)
+    outside = _outside_strings(data)
+    opening = ((data == ord("[")) | (data == ord("{"))) & outside
+    closing = ((data == ord("]")) | (data == ord("}"))) & outside
+    level = np.cumsum(opening.view(np.int8) - closing.view(np.int8), dtype=np.int32)
+    objects = level[(data == ord("{")) & outside]  # the depth each object opens at
+    counts = tuple(int(np.count_nonzero(objects == d)) for d in range(1, depths + 1))
+    values = int(np.count_nonzero(opening)) + int(np.count_nonzero((data == ord(",")) & outside))
+    return JsonShape(int(level.max(initial=0)), values, counts)
+
+
+def _outside_strings(data: np.ndarray) -> np.ndarray:
+    """For each byte: True when it is outside a string literal (quotes themselves count as inside)."""
+    quote = data == ord('"')
+    if np.count_nonzero(data == ord("\\")):
+        # A quote is escaped when an odd run of backslashes ends right before it.
+        index = np.arange(data.size, dtype=np.int32 if data.size < 2**31 else np.int64)
+        last_other = np.maximum.accumulate(np.where(data == ord("\\"), -1, index))
+        run_before = np.empty_like(index)
+        run_before[0] = 0
+        run_before[1:] = index[:-1] - last_other[:-1]
+        quote &= run_before % 2 == 0
+    inside = np.bitwise_xor.accumulate(quote.view(np.uint8))
+    return np.asarray((inside == 0) & ~quote)

@@ -7,18 +7,22 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+
+from opentelemetry.trace import SpanContext
 
 from gliclass_core.config import AppConfig, LabelSet
 from gliclass_core.devices import resolve_devices
 from gliclass_core.errors import NotReady
 from gliclass_core.model import Model
 from gliclass_core.runtime.batch_forming import BatchPolicy
+from gliclass_core.runtime.calls import CallContext, ItemOutcome, await_outcomes
 from gliclass_core.runtime.host_memory import retain_freed_memory
 from gliclass_core.runtime.pool import Pool
 from gliclass_core.runtime.scheduler import Scheduler
 from gliclass_core.runtime.stats import SchedulerStats
-from gliclass_core.types import ModelInfo
+from gliclass_core.types import ClassifyItem, ModelInfo, Prediction
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,7 @@ _GPU_POLICY = {"min_padding_efficiency": 0.75, "bulk_tokens_while_interactive": 
 
 
 class Runtime:
-    """One shared model pool and its scheduler, as the gRPC server and the Kafka worker use them."""
+    """One shared model pool and its scheduler: the `ClassifyService` every edge calls."""
 
     def __init__(
         self, config: AppConfig, pool: Pool, scheduler: Scheduler, *, reserve_interactive: int
@@ -43,6 +47,7 @@ class Runtime:
         self.scheduler = scheduler
         self._reserve_interactive = reserve_interactive
         self._stopped = threading.Event()
+        self._label_sets: Mapping[str, LabelSet] = dict(config.label_sets)
 
     @classmethod
     def from_config(
@@ -127,10 +132,43 @@ class Runtime:
 
     @property
     def label_sets(self) -> Mapping[str, LabelSet]:
-        return self.config.label_sets
+        """The label sets items may name: the config's, until a reload replaces them."""
+        return self._label_sets
+
+    def set_label_sets(self, label_sets: Mapping[str, LabelSet]) -> None:
+        """Serve `label_sets` from the next call on (SIGHUP reload); calls in progress keep theirs."""
+        self._label_sets = dict(label_sets)
+
+    @property
+    def max_queue(self) -> int:
+        return self.scheduler.max_queue
 
     def stats(self) -> SchedulerStats:
         return self.scheduler.stats()
+
+    def submit(
+        self,
+        items: Sequence[ClassifyItem],
+        context: CallContext,
+        *,
+        span_contexts: Sequence[SpanContext | None] | None = None,
+    ) -> list[Future[Prediction]]:
+        """Queue resolved items under the call's priority and deadline; one future per item.
+
+        `span_contexts` (one per item) are what each item's batch span links to (default: the
+        caller's span), as `Scheduler.submit` takes them.
+        """
+        return self.scheduler.submit(items, context.priority, context.deadline, span_contexts=span_contexts)
+
+    async def submit_async(
+        self, items: Sequence[ClassifyItem], context: CallContext
+    ) -> list[Future[Prediction]]:
+        """`submit` for an event loop: a large call is planned in a worker thread."""
+        return await self.scheduler.submit_async(items, context.priority, context.deadline)
+
+    async def classify(self, items: Sequence[ClassifyItem], context: CallContext) -> list[ItemOutcome]:
+        """Submit and await every item; at the deadline or on cancellation the rest end at once."""
+        return await await_outcomes(await self.submit_async(items, context), context)
 
     def stop(self, grace_s: float = 10.0) -> int:
         """Stop accepting, drain queued work for up to `grace_s`, fail the rest, end the threads.

@@ -275,11 +275,22 @@ class Scheduler:
     # ----------------------------------------------------------------- internals
 
     def _on_future_done(self, item: SubmittedItem, future: Future[Prediction]) -> None:
-        if not future.cancelled():
+        # A future is resolved from outside the scheduler when its caller cancels it, or fails it
+        # with DeadlineExceeded at the deadline (`gliclass_core.service.calls`): drop the item's
+        # queued passes, and mark it done so a batch computing it now discards its results.
+        if future.cancelled():
+            with self._cond:
+                was_queued = bool(item.queued) or item.staged_rows > 0
+                item.done = True
+                self._passes.unqueue(item)
+            if was_queued:
+                self._stats.count("cancelled_items")
+            return
+        if not isinstance(future.exception(), DeadlineExceeded):
             return
         with self._cond:
-            was_queued = bool(item.queued) or item.staged_rows > 0
+            if item.done:
+                return  # expired by batch forming, which counted it
             item.done = True
             self._passes.unqueue(item)
-        if was_queued:
-            self._stats.count("cancelled_items")
+        self._stats.count("expired_items")

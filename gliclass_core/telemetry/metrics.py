@@ -15,12 +15,15 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from gliclass_core.telemetry.backlog import Backlog
 from gliclass_core.telemetry.collapse import OTHER, TopLabelShare, top_label
+
+if TYPE_CHECKING:
+    from gliclass_core.service import ClassifyService
 
 #: Bucket bounds (seconds) for latencies from sub-millisecond batches to multi-second queues.
 SECONDS_BUCKETS = (
@@ -39,17 +42,17 @@ ITEM_OUTCOMES = {
     "rejected_items": "rejected",
 }
 
-_runtimes: weakref.WeakSet[Any] = weakref.WeakSet()
+_runtimes: weakref.WeakSet[ClassifyService] = weakref.WeakSet()
 _runtimes_lock = threading.Lock()
 
 
-def observe_runtime(runtime: Any) -> None:
+def observe_runtime(runtime: ClassifyService) -> None:
     """Export this runtime's scheduler counters and queue depth (held weakly; call once per runtime)."""
     with _runtimes_lock:
         _runtimes.add(runtime)
 
 
-def forget_runtime(runtime: Any) -> None:
+def forget_runtime(runtime: ClassifyService) -> None:
     """Stop exporting this runtime's scheduler counters (tests; a stopped runtime is dropped anyway)."""
     with _runtimes_lock:
         _runtimes.discard(runtime)
@@ -66,7 +69,7 @@ def _stats_by_device() -> dict[str, list[Any]]:
     for runtime in _observed_runtimes():
         specs = getattr(getattr(runtime, "pool", None), "specs", ())
         device = ",".join(str(spec.device) for spec in specs) or "unknown"
-        out.setdefault(device, []).append(runtime.scheduler.stats())
+        out.setdefault(device, []).append(runtime.stats())
     return out
 
 

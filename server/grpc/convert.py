@@ -1,26 +1,22 @@
 """Protobuf ↔ core conversion: the only module that sees the generated message types.
 
-Requests become `ClassifyItem`s (resolving named label sets and enforcing the edge's limits);
+Request messages are decoded into the core's `ItemRequest`s (the one resolver in
+`gliclass_core.service.request` turns them into items, with the label sets and limits);
 `Prediction`s, model info and label sets become response messages.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from gliclass_core.config import LabelSet
-from gliclass_core.errors import InvalidInput
-from gliclass_core.label_sets import item_settings
-from gliclass_core.processing.hierarchy import DEFAULT_SEPARATOR, flatten, tree_from_nodes
-from gliclass_core.processing.long_text import long_text_options
-from gliclass_core.processing.validation import check_labels
-from gliclass_core.types import TRUNCATE, ClassifyItem, LabelNode, LongText, ModelInfo, Prediction
+from gliclass_core.runtime.calls import ItemOutcome
+from gliclass_core.service.request import ItemRequest, RequestLimits, resolve_item, resolve_items
+from gliclass_core.types import ClassifyItem, ModelInfo, Prediction
 from server.grpc.config import GrpcConfig
 from server.grpc.errors import status_for
 from server.proto import classifier_pb2 as pb
@@ -35,6 +31,15 @@ class ItemTimings:
     total_ms: float
 
 
+def limits_of(config: GrpcConfig) -> RequestLimits:
+    """The request limits `[grpc]` sets (the HTTP edge enforces the same)."""
+    return RequestLimits(
+        max_items_per_request=config.max_items_per_request,
+        max_text_chars=config.max_text_chars,
+        max_labels_per_item=config.max_labels_per_item,
+    )
+
+
 def items_from_proto(
     items: Sequence[pb.Item],
     label_sets: Mapping[str, LabelSet],
@@ -42,106 +47,46 @@ def items_from_proto(
     first_index: int = 0,
 ) -> list[ClassifyItem]:
     """Validate request items against the limits and convert them; InvalidInput names field and index."""
-    if not items:
-        raise InvalidInput("at least one item is required", field="items")
-    if len(items) > config.max_items_per_request:
-        raise InvalidInput(
-            f"{len(items)} items in one message, the limit is {config.max_items_per_request}", field="items"
-        )
-    return [item_from_proto(item, label_sets, config, first_index + i) for i, item in enumerate(items)]
+    return resolve_items(
+        [request_from_proto(item) for item in items], label_sets, limits_of(config), first_index
+    )
 
 
 def item_from_proto(
     item: pb.Item, label_sets: Mapping[str, LabelSet], config: GrpcConfig, index: int
 ) -> ClassifyItem:
     """Convert one `Item`, applying its label set's defaults; InvalidInput names the field."""
-    if not item.text:
-        raise InvalidInput("must be a non-empty string", field="text", index=index)
-    if len(item.text) > config.max_text_chars:
-        raise InvalidInput(
-            f"{len(item.text)} characters, the limit is {config.max_text_chars}", field="text", index=index
-        )
-    label_set: LabelSet | None = None
-    tree = None
-    if item.labels and item.label_set:
-        raise InvalidInput("give either 'labels' or 'label_set', not both", field="label_set", index=index)
-    if item.label_tree and (item.labels or item.label_set):
-        raise InvalidInput("give only one of 'labels', 'label_set' and 'label_tree'", field="label_tree",
-                           index=index)  # fmt: skip
-    if item.label_tree:
-        tree = _tree_from_proto(item, index)
-        labels = flatten(tree)
-    elif item.label_set:
-        label_set = label_sets.get(item.label_set)
-        if label_set is None:
-            known = ", ".join(sorted(label_sets)) or "none configured"
-            raise InvalidInput(
-                f"unknown label set {item.label_set!r} (known: {known})", field="label_set", index=index
-            )
-        labels = tuple(label_set.labels)
-    elif item.labels:
-        labels = tuple(item.labels)
-    else:
-        raise InvalidInput("give 'labels' or 'label_set'", field="labels", index=index)
-    if len(labels) > config.max_labels_per_item:
-        raise InvalidInput(
-            f"{len(labels)} labels, the limit is {config.max_labels_per_item}", field="labels", index=index
-        )
-    check_labels(labels, index)
-    threshold = _check_threshold(item.threshold, "threshold", index) if item.HasField("threshold") else None
-    unknown = sorted(set(item.label_thresholds) - set(labels))
-    if unknown:
-        raise InvalidInput(f"not among the item's labels: {unknown}", field="label_thresholds", index=index)
-    per_label = {k: _check_threshold(v, "label_thresholds", index) for k, v in item.label_thresholds.items()}
-    if item.HasField("top_k") and item.top_k < 1:
-        raise InvalidInput("must be >= 1 when given", field="top_k", index=index)
-    settings = item_settings(
-        label_set,
-        threshold=threshold,
-        multi_label=item.multi_label if item.HasField("multi_label") else None,
-        top_k=item.top_k if item.HasField("top_k") else None,
-        prompt=item.prompt if item.HasField("prompt") else None,
-        long_text=_long_text_from_proto(item, label_set, index),
-        return_hierarchical=item.return_hierarchical if item.HasField("return_hierarchical") else None,
-    )
-    if label_set is not None and label_set.label_tree is not None:
-        tree = label_set.label_tree
-    resolved = settings.item(item.text, labels, tree)
-    if not per_label:
-        return resolved
-    thresholds = {label: per_label.get(label, settings.threshold) for label in labels}
-    return dataclasses.replace(resolved, threshold=thresholds)
+    return resolve_item(request_from_proto(item), label_sets, limits_of(config), index)
 
 
-def _tree_from_proto(item: pb.Item, index: int) -> tuple[LabelNode, ...]:
-    separator = item.label_separator if item.HasField("label_separator") else DEFAULT_SEPARATOR
+def request_from_proto(item: pb.Item) -> ItemRequest:
+    """Decode an `Item` into the resolver's request: fields without presence that are unset become None."""
 
     def pairs(nodes: Iterable[pb.LabelNode]) -> list[tuple[str, list[Any]]]:
         return [(n.name, pairs(n.children)) for n in nodes]
 
-    # protobuf itself bounds the nesting depth of a parsed message (100 levels); the tree builder
-    # bounds it again, and the node count, before anything recursive runs on it.
-    return tree_from_nodes(pairs(item.label_tree), separator, field="label_tree", index=index)
+    def given(name: str) -> Any:
+        return getattr(item, name) if item.HasField(name) else None
 
-
-def _long_text_from_proto(item: pb.Item, label_set: LabelSet | None, index: int) -> LongText:
-    base = label_set.long_text if label_set else TRUNCATE
-    return long_text_options(
-        item.long_text or None,
-        item.text_chunk_size if item.HasField("text_chunk_size") else None,
-        item.text_chunk_overlap if item.HasField("text_chunk_overlap") else None,
-        item.labels_chunk_size if item.HasField("labels_chunk_size") else None,
-        base=base,
-        index=index,
+    # protobuf itself bounds the nesting depth of a parsed message (100 levels); the resolver's
+    # tree builder bounds it again, and the node count, before anything recursive runs on it.
+    return ItemRequest(
+        text=item.text,
+        labels=tuple(item.labels),
+        label_set=item.label_set or None,
+        label_tree=pairs(item.label_tree) if item.label_tree else None,
+        label_separator=given("label_separator"),
+        threshold=given("threshold"),
+        label_thresholds=dict(item.label_thresholds),
+        multi_label=given("multi_label"),
+        top_k=given("top_k"),
+        prompt=given("prompt"),
+        long_text=item.long_text or None,
+        text_chunk_size=given("text_chunk_size"),
+        text_chunk_overlap=given("text_chunk_overlap"),
+        labels_chunk_size=given("labels_chunk_size"),
+        return_hierarchical=given("return_hierarchical"),
     )
-
-
-def _check_threshold(value: float, field: str, index: int) -> float:
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise InvalidInput(f"{value} is not in [0, 1]", field=field, index=index)
-    # The wire type is float32: take the shortest decimal that round-trips (0.6, not 0.6000000238),
-    # so a score equal to what the client wrote compares as the client expects.
-    return float(str(np.float32(value)))
 
 
 def result_to_proto(
@@ -174,6 +119,20 @@ def result_to_proto(
         hierarchy=_hierarchy_to_proto(prediction.hierarchy) if prediction.hierarchy is not None else [],
         text_chunks=prediction.text_chunks,
     )
+
+
+def outcome_to_proto(item: pb.Item, outcome: ItemOutcome, received: float) -> pb.ItemResult:
+    """The `ItemResult` of one answered item, scores or error (`received`: its perf_counter arrival)."""
+    if outcome.error is not None or outcome.prediction is None:
+        error = outcome.error if outcome.error is not None else RuntimeError("no prediction")
+        return error_to_proto(item.id, error, item.label_set)
+    total_ms = (time.perf_counter() - received) * 1000.0
+    timings = ItemTimings(
+        queue_ms=float("nan") if outcome.queue_s is None else outcome.queue_s * 1000.0,
+        compute_ms=float("nan") if outcome.compute_s is None else outcome.compute_s * 1000.0,
+        total_ms=total_ms,
+    )
+    return result_to_proto(item.id, outcome.prediction, timings, item.label_set, item.return_uncalibrated)
 
 
 def _hierarchy_to_proto(tree: Mapping[str, Any]) -> list[pb.LabelScore]:

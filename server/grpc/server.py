@@ -15,6 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gliclass_core.service import ClassifyService
 from server.grpc.config import GrpcConfig
 from server.grpc.errors import ErrorInterceptor
 from server.grpc.health import HealthServicer
@@ -34,7 +35,7 @@ READY_POLL_S = 0.05
 class GrpcServer:
     """One grpc.aio server over a runtime: Classifier + Health + reflection on one port."""
 
-    def __init__(self, runtime: Any, config: GrpcConfig) -> None:
+    def __init__(self, runtime: ClassifyService, config: GrpcConfig) -> None:
         self.runtime = runtime
         self.config = config
         self.servicer = ClassifierServicer(runtime, config)
@@ -88,7 +89,7 @@ class GrpcServer:
                 log.info("model pool is warm: health SERVING")
                 await self._watch_pool()
                 return
-            error = getattr(self.runtime, "error", None)
+            error = self.runtime.error
             if error is not None:
                 self.load_error = error
                 self.load_failed.set()
@@ -98,7 +99,7 @@ class GrpcServer:
     async def _watch_pool(self) -> None:
         """While SERVING: if the pool stops (a replica gave up), go NOT_SERVING and report it."""
         while not self._stopping:
-            error = getattr(self.runtime, "error", None)
+            error = self.runtime.error
             if error is not None:
                 await self.set_not_serving()
                 log.error("model pool stopped: health NOT_SERVING (%s)", error)

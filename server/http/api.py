@@ -1,52 +1,50 @@
-"""The JSON API handlers: decode JSON into the proto messages, call the gRPC servicer, encode back.
+"""The JSON API handlers: decode JSON into resolver requests, call the `ClassifyService`, encode back.
 
-The servicer is transport-neutral once its context is: `HttpCallContext` gives it what it reads
-from a gRPC context (the time remaining), so limits, priorities, deadlines, the stream's in-order,
-bounded answering and every error come from the same code for both transports. JSON shapes are the
-proto's JSON mapping (`google.protobuf.json_format`): camelCase on output, both spellings on input.
+The HTTP edge speaks to the service directly, as gRPC does: the same resolver, limits, deadlines,
+cancellation and in-order stream answering (`gliclass_core.service`), with a real call context:
+`X-Timeout-Ms` is its deadline, and a client that hangs up cancels it (its queued items are
+dropped). JSON shapes are the proto's JSON mapping (`google.protobuf.json_format`): camelCase on
+output, both spellings on input. Bodies are bounded and parsed without stalling the loop (`body`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from gliclass_core.errors import InvalidInput
-from server.http.errors import error_body, invalid_json
+from gliclass_core.errors import InvalidInput, NotReady
+from gliclass_core.service import (
+    CallContext,
+    ClassifyService,
+    ItemRequest,
+    RequestLimits,
+    answer_stream,
+    await_outcomes,
+    resolve_items,
+)
+from server.grpc import convert
+from server.http.body import NdjsonFramer, decode_async
+from server.http.errors import error_body
 from server.proto import classifier_pb2 as pb
 
 NDJSON = "application/x-ndjson"
 TIMEOUT_HEADER = "X-Timeout-Ms"
-
-
-class HttpCallContext:
-    """What the servicer reads from a gRPC call context, for an HTTP request."""
-
-    def __init__(self, deadline: float | None) -> None:
-        self._deadline = deadline
-
-    def time_remaining(self) -> float | None:
-        return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
-
-    def invocation_metadata(self) -> tuple[()]:
-        return ()
-
-    def cancelled(self) -> bool:
-        return False
-
-    def done(self) -> bool:
-        return False
+#: How often a call checks whether its client is still connected.
+DISCONNECT_POLL_S = 0.05
 
 
 def to_json(message: Message) -> dict[str, Any]:
     """The proto3 JSON mapping of a message, fields without presence included."""
-    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    mapped: dict[str, Any] = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    return mapped
 
 
 def json_body(value: Any, status: int = 200) -> web.Response:
@@ -81,28 +79,48 @@ def deadline_of(request: web.Request) -> float | None:
     return time.monotonic() + ms / 1000.0
 
 
-def parse_message(raw: bytes | str, message: Message) -> Message:
-    """Parse one JSON document into `message`; InvalidInput naming the field otherwise."""
+def call_context(request: web.Request) -> CallContext:
+    """The request's call context: its deadline; cancelled when the client hangs up (`watching`)."""
+    return CallContext(deadline=deadline_of(request))
+
+
+@contextlib.contextmanager
+def watching(request: web.Request, call: CallContext) -> Iterator[None]:
+    """While inside, a client that disconnects cancels `call` (aiohttp does not cancel handlers)."""
+
+    async def watch() -> None:
+        while not call.cancelled:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                call.cancel.set("the client disconnected")
+                return
+            await asyncio.sleep(DISCONNECT_POLL_S)
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidInput(f"not valid JSON: {exc}", field="body") from None
-    if not isinstance(value, dict):
-        raise InvalidInput("must be a JSON object", field="body")
-    try:
-        json_format.ParseDict(value, message, max_recursion_depth=16)
-    except (json_format.ParseError, ValueError, RecursionError) as exc:
-        raise invalid_json(exc) from None
-    return message
+        yield
+    finally:
+        watcher.cancel()
 
 
 class Api:
-    """The `/v1/...` routes over one `ClassifierServicer`; `on_items(edge, n)` counts taken items."""
+    """The `/v1/...` routes over one `ClassifyService`; `on_items(n)` counts the items taken."""
 
-    def __init__(self, servicer: Any, max_line_bytes: int, on_items: Callable[[int], None]) -> None:
-        self.servicer = servicer
-        self.max_line_bytes = max_line_bytes
+    def __init__(
+        self,
+        service: ClassifyService,
+        limits: RequestLimits,
+        max_body_bytes: int,
+        stream_max_in_flight: int,
+        on_items: Callable[[int], None],
+        info_limits: Any = None,
+    ) -> None:
+        self.service = service
+        self.limits = limits
+        self.max_body_bytes = max_body_bytes
+        self.stream_max_in_flight = stream_max_in_flight
         self.on_items = on_items
+        self.info_limits = info_limits  # what GET /v1/model reports as the limits
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
@@ -113,12 +131,22 @@ class Api:
         ]
 
     async def classify(self, request: web.Request) -> web.StreamResponse:
+        received = time.perf_counter()
         try:
-            deadline = deadline_of(request)
-            message = parse_message(await request.read(), pb.ClassifyRequest())
-            assert isinstance(message, pb.ClassifyRequest)
-            self.on_items(len(message.items))
-            response = await self.servicer.Classify(message, HttpCallContext(deadline))
+            call = call_context(request)
+            self._check_length(request)
+            decoded = await decode_async(await request.read(), pb.ClassifyRequest(), self.limits)
+            self.on_items(len(decoded.requests))
+            items = resolve_items(decoded.requests, self.service.label_sets, self.limits)
+            with watching(request, call):
+                futures = await self.service.submit_async(items, call)
+                outcomes = await await_outcomes(futures, call)
+            failure = next((o.error for o in outcomes if o.error is not None), None)
+            if failure is not None:
+                raise failure
+            response = convert.classify_response(
+                convert.outcome_to_proto(item, o, received) for item, o in zip(decoded.items, outcomes)
+            )
         except web.HTTPException:
             raise  # aiohttp's own answers (413 for a body over the limit)
         except Exception as exc:
@@ -132,69 +160,67 @@ class Api:
         line is `{"error": ...}` (the stream's trailing status, as gRPC ends a stream with one).
         """
         try:
-            deadline = deadline_of(request)
+            call = call_context(request)
         except InvalidInput as exc:
             return error_response(exc)
         response: web.StreamResponse | None = None
-        results = self.servicer.ClassifyStream(self._read_lines(request), HttpCallContext(deadline))
-        try:
-            async for result in results:
+        answers = answer_stream(
+            self.service, self._messages(request), call, self.limits, self.stream_max_in_flight
+        )
+        with watching(request, call):
+            try:
+                async for answer in answers:
+                    if response is None:
+                        response = web.StreamResponse(headers={"Content-Type": NDJSON})
+                        await response.prepare(request)
+                    result = convert.outcome_to_proto(answer.tag, answer.outcome, answer.received)
+                    line = json.dumps(to_json(convert.stream_response(result)), separators=(",", ":"))
+                    # Awaiting the write is the backpressure: a client that stops reading stops us.
+                    await response.write(line.encode() + b"\n")
+            except Exception as exc:
                 if response is None:
-                    response = web.StreamResponse(headers={"Content-Type": NDJSON})
-                    await response.prepare(request)
-                # Awaiting the write is the backpressure: a client that stops reading stops us.
-                await response.write(json.dumps(to_json(result), separators=(",", ":")).encode() + b"\n")
-        except Exception as exc:
-            if response is None:
-                return error_response(exc)
-            _status, body = error_body(exc)
-            await response.write(json.dumps(body).encode() + b"\n")
-        finally:
-            await results.aclose()
+                    return error_response(exc)
+                _status, body = error_body(exc)
+                with contextlib.suppress(ConnectionError):
+                    await response.write(json.dumps(body).encode() + b"\n")
+            finally:
+                await answers.aclose()
         if response is None:  # no items at all: an empty stream
             response = web.StreamResponse(headers={"Content-Type": NDJSON})
             await response.prepare(request)
         await response.write_eof()
         return response
 
-    async def _read_lines(self, request: web.Request) -> AsyncIterator[pb.ClassifyStreamRequest]:
-        """Parse the body line by line as it arrives, never holding more than one line."""
-        buffer = b""
-        number = 0
+    async def _messages(self, request: web.Request) -> AsyncIterator[Sequence[tuple[pb.Item, ItemRequest]]]:
+        """Decode the body line by line as it arrives, holding at most one line (plus a chunk)."""
+        framer = NdjsonFramer(self.max_body_bytes)
         async for chunk in request.content.iter_any():
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                number += 1
-                message = self._parse_line(line, number)
-                if message is not None:
-                    yield message
-            if len(buffer) > self.max_line_bytes:
-                raise InvalidInput(
-                    f"line {number + 1} is longer than {self.max_line_bytes} bytes", field="body"
-                )
-        message = self._parse_line(buffer, number + 1)
-        if message is not None:
-            yield message
+            for number, line in framer.feed(chunk):
+                yield await self._decode_line(line, number)
+            await asyncio.sleep(0)  # a chunk of many lines must not hold the loop
+        last = framer.close()
+        if last is not None:
+            yield await self._decode_line(last, framer.number)
 
-    def _parse_line(self, line: bytes, number: int) -> pb.ClassifyStreamRequest | None:
-        if not line.strip():
-            return None
-        if len(line) > self.max_line_bytes:
-            raise InvalidInput(f"line {number} is longer than {self.max_line_bytes} bytes", field="body")
-        try:
-            message = parse_message(line, pb.ClassifyStreamRequest())
-        except InvalidInput as exc:
-            raise InvalidInput(f"line {number}: {exc.bare_message}", field=exc.field) from None
-        assert isinstance(message, pb.ClassifyStreamRequest)
-        self.on_items(len(message.items))
-        return message
+    async def _decode_line(self, line: bytes, number: int) -> list[tuple[pb.Item, ItemRequest]]:
+        decoded = await decode_async(line, pb.ClassifyStreamRequest(), self.limits, f"line {number}: ")
+        self.on_items(len(decoded.requests))
+        await asyncio.sleep(0)  # one line at a time: other requests run between them
+        return list(zip(decoded.items, decoded.requests))
+
+    def _check_length(self, request: web.Request) -> None:
+        """Refuse a declared body over the limit before reading it (aiohttp checks what it reads)."""
+        length = request.content_length
+        if length is not None and length > self.max_body_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_size=self.max_body_bytes, actual_size=length)
 
     async def model(self, request: web.Request) -> web.StreamResponse:
         try:
-            return json_response(await self.servicer.GetModelInfo(pb.GetModelInfoRequest(), None))
+            if not self.service.ready:
+                raise NotReady("the model is still loading")
+            return json_response(convert.model_info_to_proto(self.service.info, self.info_limits))
         except Exception as exc:
             return error_response(exc)
 
     async def label_sets(self, request: web.Request) -> web.StreamResponse:
-        return json_response(await self.servicer.ListLabelSets(pb.ListLabelSetsRequest(), None))
+        return json_response(convert.label_sets_to_proto(self.service.label_sets))

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gliclass_core.auth import KeyStore
+from gliclass_core.service import ClassifyService
 from server.http.config import HttpConfig
 from server.http.server import HttpServer
 
@@ -18,7 +19,7 @@ class BackgroundHttp:
     def __init__(
         self,
         config: HttpConfig,
-        runtime: Any,
+        runtime: ClassifyService,
         registry: Any,
         worker: Callable[[], Any],
         keys: KeyStore | None = None,

@@ -23,6 +23,7 @@ from importlib import resources
 from typing import Any
 
 from gliclass_core.errors import InvalidInput
+from gliclass_core.service import ClassifyService
 from server.grpc.interceptors import CLASSIFIER_METHODS, Around, CallInterceptor
 from server.http.history import History, Snapshot, bounded, diff, history_row, percentiles
 
@@ -205,7 +206,7 @@ class LiveStats:
 
     def __init__(
         self,
-        runtime: Any,
+        runtime: ClassifyService,
         counters: EdgeCounters,
         registry: Any = None,
         worker: Callable[[], Any] | None = None,
@@ -267,7 +268,7 @@ class LiveStats:
             return None
 
     def snapshot(self) -> Snapshot:
-        s = self.runtime.scheduler.stats()
+        s = self.runtime.stats()
         view = _registry_view(self.registry)
         worker = self.worker()
         items = _copied(self.counters.items)

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from gliclass_core.auth import KeyStore
+from gliclass_core.service import ClassifyService, RequestLimits
 from gliclass_core.telemetry.metrics import SECONDS_BUCKETS
 from server.http.api import Api, json_body
 from server.http.config import HttpConfig
@@ -44,7 +45,7 @@ class HttpServer:
     def __init__(
         self,
         config: HttpConfig,
-        runtime: Any,
+        runtime: ClassifyService,
         *,
         servicer: Any = None,
         grpc_config: Any = None,
@@ -94,7 +95,18 @@ class HttpServer:
             ]
         )
         if servicer is not None:
-            self.api = Api(servicer, max_body, lambda n: self.counters.add("http", n))
+            self.api = Api(
+                runtime,
+                RequestLimits(
+                    grpc_config.max_items_per_request,
+                    grpc_config.max_text_chars,
+                    grpc_config.max_labels_per_item,
+                ),
+                max_body,
+                grpc_config.stream_max_in_flight,
+                lambda n: self.counters.add("http", n),
+                info_limits=grpc_config,
+            )
             self.app.add_routes(self.api.routes())
         if config.console:
             self.app.add_routes([web.get("/", self.console)])
@@ -185,7 +197,7 @@ class HttpServer:
         if self.ready():
             return json_body({"status": "SERVING"})
         reason = "draining" if self.draining else "loading"
-        if getattr(self.runtime, "error", None) is not None:
+        if self.runtime.error is not None:
             reason = "failed"
         return json_body({"status": "NOT_SERVING", "reason": reason}, status=503)
 
