@@ -81,8 +81,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument(
         "--freeze-embeddings", action="store_true", help="keep the encoders' embedding tables fixed (faster)"
     )
-    opt.add_argument("--focal-alpha", type=float, default=0.5, help="GLiClass focal alpha (-1: off)")
-    opt.add_argument("--focal-gamma", type=float, default=2.0, help="GLiClass focal gamma (-1: plain BCE)")
+    opt.add_argument(
+        "--focal-alpha",
+        type=float,
+        default=None,
+        help="GLiClass focal alpha (-1: off; default 0.5, or -1 for relative-scoring models, e.g. builtin)",
+    )
+    opt.add_argument(
+        "--focal-gamma",
+        type=float,
+        default=None,
+        help="GLiClass focal gamma (-1: plain BCE; default 2, or -1 for relative-scoring models)",
+    )
     opt.add_argument("--threshold", type=float, default=0.5, help="decision threshold for evaluation")
     opt.add_argument("--single-label", action="store_true", help="evaluate with argmax instead of threshold")
     opt.add_argument("--seed", type=int, default=0)
