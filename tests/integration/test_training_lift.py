@@ -18,8 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 TICKETS = ROOT / "tests" / "data"
 # Required gains in held-out macro-F1 (measured lifts: see docs/concepts/training.md).
-LIFT_BUILTIN = 0.05
-LIFT_REFERENCE = 0.2
+LIFT_BUILTIN = 0.08
+LIFT_REFERENCE = 0.3
 
 
 def train_and_report(model: str, train: Path, held_out: Path, out: Path, *extra: str) -> dict[str, Any]:
@@ -53,8 +53,9 @@ def test_fine_tuning_the_builtin_lifts_held_out_macro_f1(tmp_path: Path, gliclas
 def test_fine_tuning_a_reference_checkpoint_lifts_held_out_macro_f1(
     tmp_path: Path, reference_checkpoint: Any
 ) -> None:
-    # Written by the reference gliclass package (MiniLM backbone, freshly drawn heads).
-    checkpoint = reference_checkpoint("lift-uni", architecture_type="uni-encoder")
+    # Written by the reference gliclass package: MiniLM text and label encoders, freshly drawn
+    # projector heads (so it starts near chance), which need a head learning rate of about 1e-3.
+    checkpoint = reference_checkpoint("lift-bi", architecture_type="bi-encoder", pooling_strategy="avg")
     report = train_and_report(
         str(checkpoint),
         TICKETS / "fewshot_train.jsonl",
@@ -62,6 +63,10 @@ def test_fine_tuning_a_reference_checkpoint_lifts_held_out_macro_f1(
         tmp_path / "tuned",
         "--epochs",
         "4",
+        "--head-lr",
+        "1e-3",
+        "--encoder-lr",
+        "5e-5",
         "--single-label",
     )
     before, after = report["eval_macro_f1_before"], report["eval_macro_f1_after"]
