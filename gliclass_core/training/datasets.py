@@ -2,6 +2,11 @@
 
 One line: `{"text": "...", "all_labels": ["a", "b", ...], "true_labels": ["a"] | {"a": 0.9}}`.
 `labels` is accepted as an alias of `all_labels` (the classify input format).
+
+Weak supervision (the GLiClass article's): a line may instead describe a label,
+`{"label": "sport", "descriptions": ["a match report", "a transfer rumour"]}`. Each description
+becomes a training text with that label positive and every other label of the set negative; the
+set is the line's own `all_labels`, or else every label that the file's description lines name.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from gliclass_core.errors import InvalidInput
 
 # Bound on one training file; a larger set should be streamed by an external pipeline.
 MAX_EXAMPLES = 1_000_000
+# Bound on one label's descriptions (each one is a training example).
+MAX_DESCRIPTIONS = 10_000
 
 
 @dataclass(frozen=True)
@@ -67,12 +74,71 @@ def parse_example(row: Mapping[str, Any], index: int | None = None) -> LabelledE
     return LabelledExample(text, tuple(all_labels), tuple(scores.get(lbl, 0.0) for lbl in all_labels))
 
 
+@dataclass(frozen=True)
+class LabelDescriptions:
+    """One weak-supervision line: short descriptions of one label's topic."""
+
+    label: str
+    descriptions: tuple[str, ...]
+    all_labels: tuple[str, ...] | None = None
+
+
+def is_description_line(row: Any) -> bool:
+    """Whether a parsed line is a weak-supervision line (it has `descriptions` and no `text`)."""
+    return isinstance(row, Mapping) and "descriptions" in row and "text" not in row
+
+
+def parse_descriptions(row: Mapping[str, Any], index: int | None = None) -> LabelDescriptions:
+    """Validate one `{"label", "descriptions", "all_labels"?}` line. Raises InvalidInput naming the field."""
+    label = row.get("label")
+    if not isinstance(label, str) or not label.strip():
+        raise InvalidInput("must be a non-empty string", field="label", index=index)
+    descriptions = row.get("descriptions")
+    if not isinstance(descriptions, list) or not descriptions:
+        raise InvalidInput("must be a non-empty list of strings", field="descriptions", index=index)
+    if not all(isinstance(d, str) and d.strip() for d in descriptions):
+        raise InvalidInput("every description must be a non-empty string", field="descriptions", index=index)
+    if len(descriptions) > MAX_DESCRIPTIONS:
+        raise InvalidInput(f"at most {MAX_DESCRIPTIONS} descriptions", field="descriptions", index=index)
+    all_labels = row.get("all_labels")
+    if all_labels is not None:
+        parse_example({"text": descriptions[0], "all_labels": all_labels, "true_labels": [label]}, index)
+        all_labels = tuple(all_labels)
+    return LabelDescriptions(label, tuple(descriptions), all_labels)
+
+
+def examples_from_descriptions(entries: Sequence[LabelDescriptions]) -> list[LabelledExample]:
+    """Turn label descriptions into training examples: the description as the text, its label positive.
+
+    Lines without `all_labels` share one label set: every label the lines name, in first-seen order.
+    Raises InvalidInput when that set has a single label (nothing to tell apart).
+    """
+    shared = tuple(dict.fromkeys(e.label for e in entries if e.all_labels is None))
+    if len(shared) == 1:
+        raise InvalidInput(
+            f"descriptions of one label only ({shared[0]!r}): describe at least two labels, "
+            "or give each line its all_labels",
+            field="descriptions",
+        )
+    out: list[LabelledExample] = []
+    for entry in entries:
+        labels = entry.all_labels or shared
+        targets = tuple(1.0 if lbl == entry.label else 0.0 for lbl in labels)
+        out.extend(LabelledExample(d, labels, targets) for d in entry.descriptions)
+    return out
+
+
 def read_jsonl(path: str | Path) -> list[LabelledExample]:
-    """Read and validate a JSON-lines file; errors name the 1-based line number."""
+    """Read and validate a JSON-lines file; errors name the 1-based line number.
+
+    Text lines and label-description lines (weak supervision) may be mixed; the descriptions'
+    examples follow the text lines'.
+    """
     p = Path(path)
     if not p.is_file():
         raise InvalidInput(f"file not found: {p}", field="data")
     examples: list[LabelledExample] = []
+    described: list[LabelDescriptions] = []
     with p.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -82,11 +148,21 @@ def read_jsonl(path: str | Path) -> list[LabelledExample]:
             except json.JSONDecodeError as exc:
                 raise InvalidInput(f"{p}:{lineno}: not valid JSON ({exc.msg})", field="data") from exc
             try:
-                examples.append(parse_example(row))
+                if is_description_line(row):
+                    described.append(parse_descriptions(row))
+                else:
+                    examples.append(parse_example(row))
             except InvalidInput as exc:
                 raise InvalidInput(f"{p}:{lineno}: {exc}", field=exc.field) from exc
-            if len(examples) > MAX_EXAMPLES:
+            if len(examples) + len(described) > MAX_EXAMPLES:
                 raise InvalidInput(f"{p}: more than {MAX_EXAMPLES} examples", field="data")
+    if described:
+        try:
+            examples.extend(examples_from_descriptions(described))
+        except InvalidInput as exc:
+            raise InvalidInput(f"{p}: {exc}", field=exc.field) from exc
+        if len(examples) > MAX_EXAMPLES:
+            raise InvalidInput(f"{p}: more than {MAX_EXAMPLES} examples", field="data")
     if not examples:
         raise InvalidInput(f"{p}: no examples", field="data")
     return examples

@@ -25,8 +25,8 @@ def new_gliclass(
     scorer: str = "simple",
     normalize_features: bool | None = None,
     prompt_first: bool = True,
-    alpha: float = 0.5,
-    gamma: float = 2.0,
+    alpha: float | None = None,
+    gamma: float | None = None,
     seed: int = 0,
 ) -> GLiClassTrainable:
     """Build a GLiClass model whose backbone(s) are the encoder's weights and whose heads are new."""
@@ -73,8 +73,8 @@ def new_gliclass(
         "embed_class_token": True,
         "extract_text_features": False,
         "problem_type": "multi_label_classification",
-        "focal_loss_alpha": alpha,
-        "focal_loss_gamma": gamma,
+        "focal_loss_alpha": 0.5 if alpha is None else alpha,
+        "focal_loss_gamma": 2.0 if gamma is None else gamma,
         "logit_scale_init_value": 10.0 if normalize_features else 1.0,
         "max_num_classes": 25,
         "dropout": 0.1,

@@ -64,6 +64,11 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
     patience: int = 2
+    # Keep the best epoch by eval macro-F1 and stop after `patience` epochs without a gain. Off:
+    # every epoch is still evaluated (for the report) but the last epoch is kept, all epochs run.
+    select_best: bool = True
+    # Score the starting model on the eval set first, so the report shows the lift (or the loss).
+    eval_before: bool = True
     threshold: float = 0.5
     multi_label: bool = True
     seed: int = 0
@@ -90,6 +95,8 @@ class TrainResult:
     epochs: list[EpochResult] = field(default_factory=list)
     best_epoch: int | None = None
     best_macro_f1: float | None = None
+    # The starting model on the eval set (epoch 0), when `eval_before`.
+    before: EvalReport | None = None
     examples_per_s: float = 0.0
     steps: int = 0
     stopped_early: bool = False
@@ -98,6 +105,13 @@ class TrainResult:
     @property
     def losses(self) -> list[float]:
         return [e.train_loss for e in self.epochs]
+
+    @property
+    def final(self) -> EvalReport | None:
+        """The eval report of the saved model: the best epoch's, or the last one's."""
+        if self.best_epoch is None:
+            return None
+        return next((e.eval for e in self.epochs if e.epoch == self.best_epoch), None)
 
 
 def split_parameters(
@@ -169,6 +183,12 @@ def train(
     result = TrainResult()
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
     seen_total, time_total, bad_epochs = 0, 0.0, 0
+    score = partial(evaluate, partial(model.predict, multi_label=cfg.multi_label))
+    if eval_set and cfg.eval_before:
+        model.module.eval()
+        result.before = score(eval_set, cfg.threshold, cfg.multi_label)
+        before = result.before
+        log(f"before training: eval macro-F1 {before.macro_f1:.4f}, micro-F1 {before.micro_f1:.4f}")
     for epoch in range(1, cfg.epochs + 1):
         model.module.train()
         bar = tqdm(
@@ -207,11 +227,11 @@ def train(
         msg = f"epoch {epoch}: train loss {ep.train_loss:.4f}, {ep.examples_per_s:.1f} examples/s"
         if eval_set:
             model.module.eval()
-            ep.eval = evaluate(
-                partial(model.predict, multi_label=cfg.multi_label), eval_set, cfg.threshold, cfg.multi_label
-            )
+            ep.eval = score(eval_set, cfg.threshold, cfg.multi_label)
             msg += f", eval macro-F1 {ep.eval.macro_f1:.4f}, micro-F1 {ep.eval.micro_f1:.4f}"
-            if result.best_macro_f1 is None or ep.eval.macro_f1 > result.best_macro_f1:
+            if not cfg.select_best:
+                result.best_macro_f1, result.best_epoch = ep.eval.macro_f1, epoch
+            elif result.best_macro_f1 is None or ep.eval.macro_f1 > result.best_macro_f1:
                 result.best_macro_f1, result.best_epoch, bad_epochs = ep.eval.macro_f1, epoch, 0
                 if output_dir is not None:
                     model.save(output_dir)
@@ -220,13 +240,13 @@ def train(
             else:
                 bad_epochs += 1
         log(msg)
-        if eval_set and bad_epochs >= cfg.patience:
+        if eval_set and cfg.select_best and bad_epochs >= cfg.patience:
             result.stopped_early = epoch < cfg.epochs
             log(f"early stopping: no macro-F1 gain for {bad_epochs} epoch(s); best epoch {result.best_epoch}")
             break
         if result.steps >= total:
             break
-    if output_dir is not None and not eval_set:
+    if output_dir is not None and (not eval_set or not cfg.select_best):
         model.save(output_dir)
         result.saved_to = str(output_dir)
     result.examples_per_s = seen_total / time_total if time_total else 0.0

@@ -102,3 +102,29 @@ def test_to_moves_the_weights_and_where_inputs_are_built(arch: str) -> None:
     if isinstance(model, GliZNetTrainable):
         passes = model.net.pack("The striker scored twice", LABELS, max_passes=1)
         assert {t.device.type for t in model.net.collate(passes).values()} == {"meta"}
+
+
+def test_without_best_epoch_selection_every_epoch_runs_and_the_last_is_saved(tmp_path: Path) -> None:
+    model = build("gliznet")
+    data = examples()
+    logs: list[str] = []
+    # The same frozen scores as above, but a handful of eval rows must not pick the epoch.
+    cfg = TrainConfig(
+        epochs=3, batch_size=3, encoder_lr=0.0, head_lr=0.0, patience=1, select_best=False, progress=False
+    )
+    result = train(model, data, data[:3], cfg, output_dir=tmp_path, log=logs.append)
+    assert [e.epoch for e in result.epochs] == [1, 2, 3] and not result.stopped_early
+    assert result.best_epoch == 3 and result.saved_to == str(tmp_path)
+    assert result.before is not None and result.final is result.epochs[-1].eval
+    assert result.before.macro_f1 == result.final.macro_f1  # zero learning rates: nothing moved
+    assert logs[0].startswith("before training: eval macro-F1") and not any("early" in x for x in logs)
+
+
+def test_relative_scoring_models_default_to_plain_bce() -> None:
+    from gliclass_core.processing.relative import RelativeScoring
+    from gliclass_core.training.gliclass_trainable import FOCAL_DEFAULT, PLAIN_BCE, default_loss
+
+    assert default_loss(RelativeScoring(2.3, 0.6)) == PLAIN_BCE == (-1.0, -1.0)
+    assert default_loss(None) == FOCAL_DEFAULT == (0.5, 2.0)
+    model = build("uni-encoder")
+    assert (model.alpha, model.gamma) == FOCAL_DEFAULT  # type: ignore[attr-defined]
