@@ -1,0 +1,309 @@
+"""Streaming sessions: chunks extend a cached decoder state, scored when the session's strategy fires.
+
+`SessionStore(model).append(session_id, chunk, labels)` appends the chunk's tokens to the session's
+`KVState` (only `[prompt][examples]text` is cached; the label block is scored against it and never
+kept) and returns the labels' scores when the session's `Strategy` fires. The same chunk sequence
+gives the same scores as the reference's `StreamingZeroShotClassificationPipeline`.
+
+Bounds (`SessionLimits`): every session's cache counts against `max_bytes`; past it the least
+recently used sessions move to host memory (when the model runs on a GPU, up to `host_bytes`), then
+are dropped, each counted in `SessionStats`. A session idle for `idle_ttl_s` expires, `close` ends
+one at once, `max_cached_tokens` keeps only a session's last tokens (the reference's
+`max_cache_len`), past `max_sessions` the least recently used session is dropped, and chunk size
+and id length are limited with typed errors. A
+dropped or expired session starts afresh on its next chunk; the result says so (`new_session`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from gliclass_core.decoder_kv_classifier import DecoderKVClassifier
+from gliclass_core.errors import InvalidInput, UnsupportedModel
+from gliclass_core.model import Model
+from gliclass_core.modeling.kv_state import KVState
+from gliclass_core.processing import predictions
+from gliclass_core.processing.packing import MARKER_TEXTS
+from gliclass_core.processing.validation import lone_surrogate_at, validate_item
+from gliclass_core.runtime.sessions.strategies import Strategy
+from gliclass_core.types import ClassifyItem, EncodedPass, Example, Prediction, PreparedItem
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """Bounds of a `SessionStore` (bytes are the cached tensors' own sizes)."""
+
+    max_bytes: int = 512 * 1024 * 1024
+    host_bytes: int = 1024 * 1024 * 1024
+    idle_ttl_s: float = 900.0
+    max_sessions: int = 10_000
+    max_chunk_chars: int = 65_536
+    max_chunk_tokens: int = 4096
+    max_cached_tokens: int | None = None  # None: the model's max_length
+    max_session_id_length: int = 256
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_bytes",
+            "max_sessions",
+            "max_chunk_chars",
+            "max_chunk_tokens",
+            "max_session_id_length",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"SessionLimits.{name} must be a positive integer, got {value!r}")
+        if not self.idle_ttl_s > 0:
+            raise ValueError(f"SessionLimits.idle_ttl_s must be positive, got {self.idle_ttl_s!r}")
+
+
+@dataclass
+class SessionStats:
+    """Counters of a store (monotonic) and its current size."""
+
+    created: int = 0
+    appends: int = 0
+    scored: int = 0
+    closed: int = 0
+    expired: int = 0
+    offloaded: int = 0
+    dropped: int = 0
+    sessions: int = 0
+    bytes_cached: int = 0
+    tokens_computed: int = 0
+
+
+@dataclass(frozen=True)
+class SessionUpdate:
+    """What one append did: scores when the strategy fired, and the session's size after it."""
+
+    session_id: str
+    triggered: bool
+    prediction: Prediction | None
+    cached_tokens: int
+    tokens_added: int
+    new_session: bool
+
+
+@dataclass
+class _Session:
+    prefix: str
+    strategy: Strategy
+    last_used: float
+    state: KVState | None = None
+    accumulated: int = 0
+    on_host: bool = False
+    nbytes: int = 0
+
+
+class SessionStore:
+    """Sessions of one decoder-kv model on one device (thread-safe; calls run one at a time)."""
+
+    def __init__(self, model: Model, limits: SessionLimits | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        if not isinstance(model, DecoderKVClassifier):
+            raise UnsupportedModel(
+                f"streaming sessions need a decoder-kv checkpoint; this model is {model.info.architecture!r}"
+            )
+        self.model = model
+        self.limits = limits or SessionLimits()
+        self.max_cached_tokens = self.limits.max_cached_tokens or model.max_length
+        self.stats = SessionStats()
+        self._clock = clock
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()  # least recently used first
+        self._lock = threading.Lock()
+        self._offload = str(model.device).startswith("cuda")
+
+    def append(
+        self,
+        session_id: str,
+        text: str,
+        labels: Sequence[str],
+        *,
+        strategy: Strategy | None = None,
+        threshold: float = 0.5,
+        multi_label: bool = True,
+        top_k: int | None = None,
+        prompt: str | None = None,
+        examples: Sequence[Example] = (),
+    ) -> SessionUpdate:
+        """Append `text` to the session (created on first use) and score `labels` if its strategy fires.
+
+        `strategy`, `prompt` and `examples` are read when the session starts; a different prompt or
+        examples for a running session is an error (close it first). Raises InvalidInput naming the field.
+        """
+        self._check_id(session_id)
+        self._check_chunk(text)
+        # Labels, threshold, prompt and examples are checked as a classification item's are.
+        item = validate_item(
+            ClassifyItem("-", tuple(labels), threshold, multi_label, top_k, prompt, tuple(examples))
+        )
+        if strategy is not None and not isinstance(strategy, Strategy):
+            raise InvalidInput("must be a Strategy", field="strategy")
+        prefix = self.model.prefix(prompt, item.examples)
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            session = self._sessions.get(session_id)
+            new_session = session is None
+            if session is None:
+                while len(self._sessions) >= self.limits.max_sessions:  # the least recently used makes room
+                    self._drop(next(iter(self._sessions)))
+                session = _Session(prefix, strategy or Strategy(), now)
+                self._sessions[session_id] = session
+                self.stats.created += 1
+            elif session.state is not None and prefix and prefix != session.prefix:
+                raise InvalidInput(
+                    "differs from the session's; close the session to change it", field="prompt"
+                )
+            if session.state is None:  # nothing cached yet: the prefix may still change, as in the reference
+                session.prefix = prefix
+            self._sessions.move_to_end(session_id)
+            session.last_used = now
+            ids = self.model.tokens(session.prefix + text if session.state is None else text) if text else []
+            if len(ids) > self.limits.max_chunk_tokens:
+                raise InvalidInput(
+                    f"{len(ids)} tokens; at most {self.limits.max_chunk_tokens} per chunk", field="text"
+                )
+            self.stats.appends += 1
+            if ids:
+                self._extend(session, ids)
+            fire, session.accumulated = session.strategy.fires(session.accumulated, len(ids), text)
+            prediction = self._score(session, item) if fire else None
+            self._account(session)
+            self._enforce_budget(keep=session_id)
+            cached = session.state.cached_length if session.state is not None else 0
+            return SessionUpdate(session_id, fire, prediction, cached, len(ids), new_session)
+
+    def close(self, session_id: str) -> bool:
+        """End a session now; False when it was not open."""
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+            if session is None:
+                return False
+            self.stats.closed += 1
+            self._account_removed(session)
+            return True
+
+    def expire(self) -> int:
+        """Drop sessions idle longer than the TTL; return how many."""
+        with self._lock:
+            return self._expire(self._clock())
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._sessions
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def session_bytes(self, session_id: str) -> int:
+        """Bytes one session's cache takes (0 when it is not open)."""
+        session = self._sessions.get(session_id)
+        return session.nbytes if session is not None else 0
+
+    # -- internals (called with the lock held) --------------------------------------------------------
+    def _extend(self, session: _Session, ids: list[int]) -> None:
+        state = session.state
+        if state is not None and session.on_host:
+            state, session.on_host = state.to(self.model.device), False
+        state = self.model.network.extend(state, ids)
+        self.stats.tokens_computed += len(ids)
+        if state.cached_length > self.max_cached_tokens:
+            state = state.crop(self.max_cached_tokens)
+        session.state = state
+
+    def _score(self, session: _Session, item: ClassifyItem) -> Prediction | None:
+        if session.state is None:
+            return None
+        state = session.state
+        if session.strategy.window is not None:
+            state = state.crop(session.strategy.window)
+        block = self.model.label_block(item.labels)
+        logits = self.model.network.score_cached(state, block)
+        self.stats.scored += 1
+        self.stats.tokens_computed += len(block)
+        prepared = PreparedItem(item, (EncodedPass(block, len(item.labels)),))
+        return predictions.finish(prepared, [logits])
+
+    def _account(self, session: _Session) -> None:
+        nbytes = session.state.nbytes if session.state is not None else 0
+        self.stats.bytes_cached += nbytes - session.nbytes
+        session.nbytes = nbytes
+        self.stats.sessions = len(self._sessions)
+
+    def _account_removed(self, session: _Session) -> None:
+        self.stats.bytes_cached -= session.nbytes
+        self.stats.sessions = len(self._sessions)
+
+    def _device_bytes(self) -> int:
+        return sum(s.nbytes for s in self._sessions.values() if not s.on_host)
+
+    def _host_bytes(self) -> int:
+        return sum(s.nbytes for s in self._sessions.values() if s.on_host)
+
+    def _enforce_budget(self, keep: str) -> None:
+        """Past `max_bytes`, move the least recently used sessions to host memory (GPU) or drop them."""
+        device_bytes = self._device_bytes()
+        for sid in list(self._sessions):
+            if device_bytes <= self.limits.max_bytes:
+                break
+            session = self._sessions[sid]
+            if sid == keep or session.on_host:
+                continue
+            device_bytes -= session.nbytes
+            if self._offload and session.state is not None:
+                session.state, session.on_host = session.state.to("cpu"), True
+                self.stats.offloaded += 1
+            else:
+                self._drop(sid)
+        if not self._offload:
+            return
+        host_bytes = self._host_bytes()
+        for sid in list(self._sessions):
+            if host_bytes <= self.limits.host_bytes:
+                break
+            session = self._sessions[sid]
+            if session.on_host:
+                host_bytes -= session.nbytes
+                self._drop(sid)
+
+    def _drop(self, session_id: str) -> None:
+        session = self._sessions.pop(session_id)
+        self.stats.dropped += 1
+        self._account_removed(session)
+
+    def _expire(self, now: float) -> int:
+        stale = [sid for sid, s in self._sessions.items() if now - s.last_used > self.limits.idle_ttl_s]
+        for sid in stale:
+            self._account_removed(self._sessions.pop(sid))
+        self.stats.expired += len(stale)
+        return len(stale)
+
+    def _check_id(self, session_id: object) -> None:
+        if not isinstance(session_id, str) or not session_id.strip():
+            raise InvalidInput("must be a non-empty string", field="session_id")
+        if len(session_id) > self.limits.max_session_id_length:
+            raise InvalidInput(
+                f"is {len(session_id)} characters; at most {self.limits.max_session_id_length}",
+                field="session_id",
+            )
+        if lone_surrogate_at(session_id) is not None:
+            raise InvalidInput("is not valid Unicode (a lone surrogate)", field="session_id")
+
+    def _check_chunk(self, text: object) -> None:
+        if not isinstance(text, str):
+            raise InvalidInput(f"must be a string, got {type(text).__name__}", field="text")
+        if len(text) > self.limits.max_chunk_chars:
+            raise InvalidInput(
+                f"is {len(text)} characters; at most {self.limits.max_chunk_chars}", field="text"
+            )
+        at = lone_surrogate_at(text)
+        if at is not None:
+            raise InvalidInput(f"is not valid Unicode (a lone surrogate at {at})", field="text")
+        for marker in MARKER_TEXTS:
+            if marker in text:
+                raise InvalidInput(f"must not contain the reserved marker {marker}", field="text")
