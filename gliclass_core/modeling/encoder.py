@@ -31,8 +31,8 @@ def refuse_wrong_attention(config: dict[str, Any]) -> None:
     model_type = str(config.get("model_type"))
     if config.get("auto_map"):
         raise UnsupportedModel(
-            f"encoder {model_type!r} needs its own modelling code (auto_map {sorted(config['auto_map'])}); "
-            "custom code is never run, and AutoModel would build a different network"
+            f"encoder {model_type!r} needs its own modelling code (auto_map {sorted(config['auto_map'])}), "
+            "i.e. trust_remote_code: custom code is never run, and AutoModel would build a different network"
         )
     if config.get("is_decoder") or config.get("is_encoder_decoder"):
         raise UnsupportedModel(f"encoder {model_type!r} is a decoder / encoder-decoder model")
@@ -57,7 +57,10 @@ def build_encoder(config: dict[str, Any], attention: str = "sdpa") -> nn.Module:
     try:
         hf_config = AutoConfig.for_model(str(model_type), **kwargs)
     except (ValueError, KeyError) as exc:
-        raise UnsupportedModel(f"encoder model_type {model_type!r} is not known to transformers") from exc
+        raise UnsupportedModel(
+            f"encoder model_type {model_type!r} is not known to transformers: a backbone that needs "
+            "trust_remote_code (its own modelling code) is never run"
+        ) from exc
     if getattr(hf_config, "is_decoder", False) or getattr(hf_config, "is_encoder_decoder", False):
         raise UnsupportedModel(f"encoder {model_type!r} is a decoder / encoder-decoder model")
     for impl in (attention, "eager"):
