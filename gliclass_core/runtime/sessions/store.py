@@ -133,11 +133,16 @@ class SessionStore:
     ) -> SessionUpdate:
         """Append `text` to the session (created on first use) and score `labels` if its strategy fires.
 
-        `strategy`, `prompt` and `examples` are read when the session starts; a different prompt or
-        examples for a running session is an error (close it first). Raises InvalidInput naming the field.
+        `prompt` and `examples` are read when the session starts (a different prompt or examples for a
+        running session is an error: close it first); a `strategy` given later replaces the session's.
+        Raises InvalidInput naming the field.
         """
         self._check_id(session_id)
         self._check_chunk(text)
+        if isinstance(labels, str) or not isinstance(labels, Sequence):
+            raise InvalidInput("must be a list of strings", field="labels")
+        if isinstance(examples, str) or not isinstance(examples, Sequence):
+            raise InvalidInput("must be a list of examples", field="examples")
         # Labels, threshold, prompt and examples are checked as a classification item's are.
         item = validate_item(
             ClassifyItem("-", tuple(labels), threshold, multi_label, top_k, prompt, tuple(examples))
@@ -162,6 +167,8 @@ class SessionStore:
                 )
             if session.state is None:  # nothing cached yet: the prefix may still change, as in the reference
                 session.prefix = prefix
+            if strategy is not None and strategy != session.strategy:
+                session.strategy, session.accumulated = strategy, 0
             self._sessions.move_to_end(session_id)
             session.last_used = now
             ids = self.model.tokens(session.prefix + text if session.state is None else text) if text else []
