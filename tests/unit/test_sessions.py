@@ -182,7 +182,7 @@ def test_idle_sessions_expire_and_close_ends_one(model: Any) -> None:
     assert store.expire() == 1 and "old" not in store and "young" in store
     assert store.close("young") and not store.close("young")
     assert store.stats.expired == 1 and store.stats.closed == 1
-    assert len(store) == 0 and store.stats.bytes_cached == 0
+    assert len(store) == 0 and store.stats.bytes_cached == 0 and store.stats.cached_tokens == 0
 
 
 def test_max_sessions_makes_room_by_dropping_the_least_recent(model: Any) -> None:

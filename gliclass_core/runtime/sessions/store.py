@@ -74,6 +74,7 @@ class SessionStats:
     dropped: int = 0
     sessions: int = 0
     bytes_cached: int = 0
+    cached_tokens: int = 0
     tokens_computed: int = 0
 
 
@@ -98,6 +99,7 @@ class _Session:
     accumulated: int = 0
     on_host: bool = False
     nbytes: int = 0
+    ntokens: int = 0
 
 
 class SessionStore:
@@ -238,12 +240,15 @@ class SessionStore:
 
     def _account(self, session: _Session) -> None:
         nbytes = session.state.nbytes if session.state is not None else 0
+        ntokens = session.state.cached_length if session.state is not None else 0
         self.stats.bytes_cached += nbytes - session.nbytes
-        session.nbytes = nbytes
+        self.stats.cached_tokens += ntokens - session.ntokens
+        session.nbytes, session.ntokens = nbytes, ntokens
         self.stats.sessions = len(self._sessions)
 
     def _account_removed(self, session: _Session) -> None:
         self.stats.bytes_cached -= session.nbytes
+        self.stats.cached_tokens -= session.ntokens
         self.stats.sessions = len(self._sessions)
 
     def _device_bytes(self) -> int:
