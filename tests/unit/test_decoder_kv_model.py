@@ -193,3 +193,28 @@ def test_refused_decoder_kv_options_name_the_key(
     (path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(UnsupportedModel, match=words):
         Classifier.from_pretrained(str(path), device="cpu")
+
+
+def test_the_scheduler_batches_decoder_kv_items_at_parity(checkpoint: Callable[[str], Path]) -> None:
+    from gliclass_core.runtime.batch_forming import BatchPolicy
+    from gliclass_core.runtime.scheduler import Scheduler
+
+    path = checkpoint("qwen3")
+    clf = Classifier.from_pretrained(str(path), device="cpu")
+    scheduler = Scheduler(
+        BatchPolicy(max_batch_tokens=1 << 20, max_wait_s=0.01, min_padding_efficiency=0.0), 100
+    )
+    scheduler.open(clf, replicas=1)
+    other = ["sport", "finance and economy"]
+    futures = scheduler.submit(
+        [ClassifyItem(t, tuple(LABELS)) for t in TEXTS] + [ClassifyItem(TEXTS[1], tuple(other))]
+    )
+    batch = scheduler.next_batch()
+    assert batch is not None and len(batch.entries) == len(TEXTS) + 1  # every item in one padded pass
+    scheduler.complete(batch, clf.forward(batch.passes), "cpu")
+    got = [f.result(5) for f in futures]
+    expected = dk.classic_logits(path, TEXTS, LABELS) + dk.classic_logits(path, [TEXTS[1]], other)
+    for prediction, logits in zip(got, expected):
+        scores = 1 / (1 + np.exp(-np.array(logits)))
+        np.testing.assert_allclose(list(prediction.scores.values()), scores, atol=1e-5)
+    scheduler.close(0.1)
