@@ -154,10 +154,13 @@ def main() -> None:
     ap.add_argument("--per-length", type=int, default=3, help="threads per fixed length in the growth table")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
+    # One intra-op thread: on a small, shared CPU more threads only spin against each other.
+    ap.add_argument("--torch-threads", type=int, default=1)
     args = ap.parse_args()
     import torch
 
     torch.set_grad_enabled(False)
+    torch.set_num_threads(args.torch_threads)
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         path = write_checkpoint(Path(tmp) / "decoder-kv")
@@ -167,7 +170,10 @@ def main() -> None:
         messages = sum(len(s) for s in steps)
         inc, full = run_incremental(clf, steps), run_rescore(clf, steps)
         ref = run_reference(path, steps) if args.device == "cpu" else None
-        print(f"stream: {args.threads} threads, {messages} messages, 10 labels, device {args.device}")
+        print(
+            f"stream: {args.threads} threads, {messages} messages, 10 labels, device {args.device}, "
+            f"torch threads {args.torch_threads}"
+        )
         print(f"{'mode':<12} {'msg/s':>9} {'decoder tokens':>15}")
         print(f"{'incremental':<12} {messages / inc['seconds']:>9.1f} {inc['tokens']:>15}")
         print(f"{'rescore':<12} {messages / full['seconds']:>9.1f} {full['tokens']:>15}")
