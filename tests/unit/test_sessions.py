@@ -97,13 +97,21 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
 
 
 def _run_ours(
-    store: SessionStore, strategies: dict[str, Strategy], prompt: str | None
+    store: SessionStore, strategies: dict[str, Strategy], prompt: str | None, batched: bool = False
 ) -> list[dict[str, Any]]:
+    """Each step one session at a time, or (`batched`) all its sessions in one `append_many` call."""
     out = []
     for step in STEPS:
         row = {}
-        for sid, chunk in step.items():
-            update = store.append(sid, chunk, LABELS, strategy=strategies.get(sid), prompt=prompt)
+        ids = list(step)
+        if batched:
+            chosen = [strategies.get(s) for s in ids]
+            updates = store.append_many(ids, [step[s] for s in ids], LABELS, strategies=chosen, prompt=prompt)
+        else:
+            updates = [
+                store.append(s, step[s], LABELS, strategy=strategies.get(s), prompt=prompt) for s in ids
+            ]
+        for sid, update in zip(ids, updates):
             scores = update.prediction.scores if update.prediction is not None else None
             row[sid] = {
                 "triggered": update.triggered,
@@ -136,17 +144,18 @@ def test_sessions_match_the_reference_streaming_pipeline(
     path = checkpoint(backbone)
     prompt = PROMPT if kind == "mixed" else None
     theirs = dk.streaming_scores(path, STEPS, LABELS, strategies=_reference_strategies(kind), prompt=prompt)
-    store = SessionStore(Classifier.from_pretrained(str(path), device="cpu"))
-    _assert_same(_run_ours(store, OURS[kind], prompt), theirs)
+    model = Classifier.from_pretrained(str(path), device="cpu")
+    _assert_same(_run_ours(SessionStore(model), OURS[kind], prompt), theirs)
+    _assert_same(_run_ours(SessionStore(model), OURS[kind], prompt, batched=True), theirs)
 
 
 def test_max_cached_tokens_matches_the_reference_max_cache_len(checkpoint: Callable[[str], Path]) -> None:
     path = checkpoint("qwen3")
     theirs = dk.streaming_scores(path, STEPS, LABELS, max_cache_len=9)
-    store = SessionStore(
-        Classifier.from_pretrained(str(path), device="cpu"), SessionLimits(max_cached_tokens=9)
-    )
-    _assert_same(_run_ours(store, {}, None), theirs)
+    model = Classifier.from_pretrained(str(path), device="cpu")
+    for batched in (False, True):
+        store = SessionStore(model, SessionLimits(max_cached_tokens=9))
+        _assert_same(_run_ours(store, {}, None, batched), theirs)
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +219,11 @@ def test_scoring_does_not_change_the_session(model: Any) -> None:
     mine = store.append("s", " Again.", LABELS)
     assert mine.prediction is not None and extended.prediction is not None
     assert mine.prediction.scores == pytest.approx(extended.prediction.scores, abs=1e-6)
+
+
+def test_append_many_refuses_repeated_sessions(model: Any) -> None:
+    with pytest.raises(InvalidInput, match="session_ids"):
+        SessionStore(model).append_many(["a", "a"], ["x", "y"], LABELS)
 
 
 def test_encoder_models_are_refused(builtin_classifier: Any) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from gliclass_core.decoder_kv_classifier import DecoderKVClassifier
 from gliclass_core.errors import InvalidInput, UnsupportedModel
 from gliclass_core.model import Model
+from gliclass_core.modeling.kv_batch import extend_many, score_cached_many
 from gliclass_core.modeling.kv_state import KVState
 from gliclass_core.processing import predictions
 from gliclass_core.processing.packing import MARKER_TEXTS
@@ -139,8 +140,43 @@ class SessionStore:
         running session is an error: close it first); a `strategy` given later replaces the session's.
         Raises InvalidInput naming the field.
         """
-        self._check_id(session_id)
-        self._check_chunk(text)
+        return self.append_many(
+            [session_id], [text], labels, strategies=[strategy], threshold=threshold, multi_label=multi_label,
+            top_k=top_k, prompt=prompt, examples=examples,
+        )[0]  # fmt: skip
+
+    def append_many(
+        self,
+        session_ids: Sequence[str],
+        texts: Sequence[str],
+        labels: Sequence[str],
+        *,
+        strategies: Sequence[Strategy | None] | None = None,
+        threshold: float = 0.5,
+        multi_label: bool = True,
+        top_k: int | None = None,
+        prompt: str | None = None,
+        examples: Sequence[Example] = (),
+    ) -> list[SessionUpdate]:
+        """`append` for several distinct sessions at once: their decoder calls run as one batch."""
+        if isinstance(session_ids, str) or not isinstance(session_ids, Sequence) or not session_ids:
+            raise InvalidInput("must be a non-empty list of session ids", field="session_ids")
+        if not isinstance(texts, Sequence) or isinstance(texts, str) or len(texts) != len(session_ids):
+            raise InvalidInput("must give one chunk per session id", field="text")
+        chosen = list(strategies) if strategies is not None else [None] * len(session_ids)
+        if len(chosen) != len(session_ids):
+            raise InvalidInput("must give one strategy (or None) per session id", field="strategy")
+        for sid, text, strategy in zip(session_ids, texts, chosen):
+            self._check_id(sid)
+            self._check_chunk(text)
+            if strategy is not None and not isinstance(strategy, Strategy):
+                raise InvalidInput("must be a Strategy", field="strategy")
+        if len(set(session_ids)) != len(session_ids):
+            raise InvalidInput("must be distinct within one call", field="session_ids")
+        if len(session_ids) > self.limits.max_sessions:
+            raise InvalidInput(
+                f"{len(session_ids)} sessions; at most {self.limits.max_sessions}", field="session_ids"
+            )
         if isinstance(labels, str) or not isinstance(labels, Sequence):
             raise InvalidInput("must be a list of strings", field="labels")
         if isinstance(examples, str) or not isinstance(examples, Sequence):
@@ -149,44 +185,64 @@ class SessionStore:
         item = validate_item(
             ClassifyItem("-", tuple(labels), threshold, multi_label, top_k, prompt, tuple(examples))
         )
-        if strategy is not None and not isinstance(strategy, Strategy):
-            raise InvalidInput("must be a Strategy", field="strategy")
         prefix = self.model.prefix(prompt, item.examples)
         with self._lock:
             now = self._clock()
             self._expire(now)
-            session = self._sessions.get(session_id)
-            new_session = session is None
-            if session is None:
-                while len(self._sessions) >= self.limits.max_sessions:  # the least recently used makes room
-                    self._drop(next(iter(self._sessions)))
-                session = _Session(prefix, strategy or Strategy(), now)
-                self._sessions[session_id] = session
-                self.stats.created += 1
-            elif session.state is not None and prefix and prefix != session.prefix:
-                raise InvalidInput(
-                    "differs from the session's; close the session to change it", field="prompt"
+            for sid in session_ids:
+                session = self._sessions.get(sid)
+                if session is not None and session.state is not None and prefix and prefix != session.prefix:
+                    raise InvalidInput(
+                        "differs from the session's; close the session to change it", field="prompt"
+                    )
+            chunks = []
+            for sid, text in zip(session_ids, texts):
+                session = self._sessions.get(sid)
+                head = prefix if session is None or session.state is None else ""
+                ids = self.model.tokens(head + text) if text else []
+                if len(ids) > self.limits.max_chunk_tokens:
+                    raise InvalidInput(
+                        f"{len(ids)} tokens; at most {self.limits.max_chunk_tokens} per chunk", field="text"
+                    )
+                chunks.append(ids)
+            sessions, fresh = [], []
+            batch = set(session_ids)
+            for sid, strategy in zip(session_ids, chosen):
+                session = self._sessions.get(sid)
+                fresh.append(session is None)
+                if session is None:
+                    while (
+                        len(self._sessions) >= self.limits.max_sessions
+                    ):  # the least recently used makes room
+                        self._drop(next(k for k in self._sessions if k not in batch))
+                    session = _Session(prefix, strategy or Strategy(), now)
+                    self._sessions[sid] = session
+                    self.stats.created += 1
+                if (
+                    session.state is None
+                ):  # nothing cached yet: the prefix may still change, as in the reference
+                    session.prefix = prefix
+                if strategy is not None and strategy != session.strategy:
+                    session.strategy, session.accumulated = strategy, 0
+                self._sessions.move_to_end(sid)
+                session.last_used = now
+                sessions.append(session)
+            self.stats.appends += len(sessions)
+            self._extend([(s, ids) for s, ids in zip(sessions, chunks) if ids])
+            fired = []
+            for session, ids, text in zip(sessions, chunks, texts):
+                fire, session.accumulated = session.strategy.fires(session.accumulated, len(ids), text)
+                fired.append(fire and session.state is not None)
+            scored = iter(self._score([s for s, f in zip(sessions, fired) if f], item))
+            updates = []
+            for sid, session, ids, fire, new in zip(session_ids, sessions, chunks, fired, fresh):
+                self._account(session)
+                cached = session.state.cached_length if session.state is not None else 0
+                updates.append(
+                    SessionUpdate(sid, fire, next(scored) if fire else None, cached, len(ids), new)
                 )
-            if session.state is None:  # nothing cached yet: the prefix may still change, as in the reference
-                session.prefix = prefix
-            if strategy is not None and strategy != session.strategy:
-                session.strategy, session.accumulated = strategy, 0
-            self._sessions.move_to_end(session_id)
-            session.last_used = now
-            ids = self.model.tokens(session.prefix + text if session.state is None else text) if text else []
-            if len(ids) > self.limits.max_chunk_tokens:
-                raise InvalidInput(
-                    f"{len(ids)} tokens; at most {self.limits.max_chunk_tokens} per chunk", field="text"
-                )
-            self.stats.appends += 1
-            if ids:
-                self._extend(session, ids)
-            fire, session.accumulated = session.strategy.fires(session.accumulated, len(ids), text)
-            prediction = self._score(session, item) if fire else None
-            self._account(session)
-            self._enforce_budget(keep=session_id)
-            cached = session.state.cached_length if session.state is not None else 0
-            return SessionUpdate(session_id, fire, prediction, cached, len(ids), new_session)
+            self._enforce_budget(keep=batch)
+            return updates
 
     def close(self, session_id: str) -> bool:
         """End a session now; False when it was not open."""
@@ -215,28 +271,34 @@ class SessionStore:
         return session.nbytes if session is not None else 0
 
     # -- internals (called with the lock held) --------------------------------------------------------
-    def _extend(self, session: _Session, ids: list[int]) -> None:
-        state = session.state
-        if state is not None and session.on_host:
-            state, session.on_host = state.to(self.model.device), False
-        state = self.model.network.extend(state, ids)
-        self.stats.tokens_computed += len(ids)
-        if state.cached_length > self.max_cached_tokens:
-            state = state.crop(self.max_cached_tokens)
-        session.state = state
+    def _extend(self, work: list[tuple[_Session, list[int]]]) -> None:
+        if not work:
+            return
+        for session, _ in work:
+            if session.state is not None and session.on_host:
+                session.state, session.on_host = session.state.to(self.model.device), False
+        states = extend_many(self.model.network, [s.state for s, _ in work], [ids for _, ids in work])
+        for (session, ids), state in zip(work, states):
+            self.stats.tokens_computed += len(ids)
+            if state.cached_length > self.max_cached_tokens:
+                state = state.crop(self.max_cached_tokens)
+            session.state = state
 
-    def _score(self, session: _Session, item: ClassifyItem) -> Prediction | None:
-        if session.state is None:
-            return None
-        state = session.state
-        if session.strategy.window is not None:
-            state = state.crop(session.strategy.window)
+    def _score(self, sessions: list[_Session], item: ClassifyItem) -> list[Prediction]:
+        if not sessions:
+            return []
+        states: list[KVState] = []
+        for session in sessions:
+            if session.state is None:  # callers score only sessions with text
+                raise ValueError("a session without text cannot be scored")
+            window = session.strategy.window
+            states.append(session.state.crop(window) if window is not None else session.state)
         block = self.model.label_block(item.labels)
-        logits = self.model.network.score_cached(state, block)
-        self.stats.scored += 1
-        self.stats.tokens_computed += len(block)
+        logits = score_cached_many(self.model.network, states, [block] * len(states))
+        self.stats.scored += len(sessions)
+        self.stats.tokens_computed += len(block) * len(sessions)
         prepared = PreparedItem(item, (EncodedPass(block, len(item.labels)),))
-        return predictions.finish(prepared, [logits])
+        return [predictions.finish(prepared, [row]) for row in logits]
 
     def _account(self, session: _Session) -> None:
         nbytes = session.state.nbytes if session.state is not None else 0
@@ -257,14 +319,14 @@ class SessionStore:
     def _host_bytes(self) -> int:
         return sum(s.nbytes for s in self._sessions.values() if s.on_host)
 
-    def _enforce_budget(self, keep: str) -> None:
+    def _enforce_budget(self, keep: set[str]) -> None:
         """Past `max_bytes`, move the least recently used sessions to host memory (GPU) or drop them."""
         device_bytes = self._device_bytes()
         for sid in list(self._sessions):
             if device_bytes <= self.limits.max_bytes:
                 break
             session = self._sessions[sid]
-            if sid == keep or session.on_host:
+            if sid in keep or session.on_host:
                 continue
             device_bytes -= session.nbytes
             if self._offload and session.state is not None:
