@@ -71,6 +71,7 @@ class Classifier(Model):
         """
 
         from gliclass_core.gliznet_classifier import GliZNetClassifier
+        from gliclass_core.modeling.decoder_kv import is_decoder_kv_dir
         from gliclass_core.modeling.gliznet_format import is_gliznet_dir
         from gliclass_core.modeling.loading import load_network, load_tokenizer, read_config, resolve_source
         from gliclass_core.modeling.onnx_engine import resolve_engine
@@ -85,6 +86,14 @@ class Classifier(Model):
             if engine_dtype is not None:
                 raise UnsupportedModel('engine "onnx" runs GLiClass checkpoints; GliZNet runs on "torch"')
             return GliZNetClassifier.load(directory, source, device=device, dtype=dtype)
+        if is_decoder_kv_dir(directory):  # a decoder LLM backbone: its own rows, and streaming sessions
+            from gliclass_core.decoder_kv_classifier import DecoderKVClassifier
+
+            if engine_dtype is not None:
+                raise UnsupportedModel(
+                    'engine "onnx" runs GLiClass encoder checkpoints; decoder-kv runs on "torch"'
+                )
+            return DecoderKVClassifier.load(directory, source, device, dtype, kwargs.get("max_length"))
         cfg = read_config(directory)
         tokenizer = load_tokenizer(directory, cfg)
         markers: dict[str, int] = {}

@@ -84,6 +84,11 @@ def parse_config(raw: dict[str, Any]) -> GLiClassConfig:
     model_type = raw.get("model_type")
     if model_type not in ("GLiClass", "gliclass"):
         raise UnsupportedModel(f"config.json: model_type {model_type!r} is not a GLiClass model")
+    if raw.get("auto_map"):
+        raise UnsupportedModel(
+            "config.json names its own modelling code (auto_map): the checkpoint needs trust_remote_code, "
+            "and custom code is never run"
+        )
     arch = raw.get("architecture_type", "uni-encoder")
     if arch not in ARCHITECTURES:
         raise UnsupportedModel(

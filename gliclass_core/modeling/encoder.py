@@ -11,6 +11,8 @@ from gliclass_core.errors import UnsupportedModel
 
 log = logging.getLogger(__name__)
 
+# Backbones the reference maps to llm2vec's bidirectional models (gliclass 0.1.21 DECODER_MODEL_MAPPING).
+LLM2VEC_TYPES = ("mistral", "llama", "gemma", "qwen2")
 # Keys of a saved sub-config that describe the saving run, not the architecture.
 _DROP_KEYS = ("_name_or_path", "transformers_version", "architectures", "dtype", "torch_dtype")
 
@@ -31,11 +33,26 @@ def refuse_wrong_attention(config: dict[str, Any]) -> None:
     model_type = str(config.get("model_type"))
     if config.get("auto_map"):
         raise UnsupportedModel(
-            f"encoder {model_type!r} needs its own modelling code (auto_map {sorted(config['auto_map'])}); "
-            "custom code is never run, and AutoModel would build a different network"
+            f"encoder {model_type!r} needs its own modelling code (auto_map {sorted(config['auto_map'])}), "
+            "i.e. trust_remote_code: custom code is never run, and AutoModel would build a different network"
+        )
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if model_type not in CONFIG_MAPPING_NAMES:
+        raise UnsupportedModel(
+            f"encoder model_type {model_type!r} is not known to transformers: a backbone that needs "
+            "trust_remote_code (its own modelling code) is never run"
         )
     if config.get("is_decoder") or config.get("is_encoder_decoder"):
         raise UnsupportedModel(f"encoder {model_type!r} is a decoder / encoder-decoder model")
+    if model_type in LLM2VEC_TYPES:
+        raise UnsupportedModel(
+            f"encoder {model_type!r} is a causal decoder: the reference runs it bidirectionally only through "
+            "the llm2vec package (LLM2Vec-style GLiClass checkpoints), and llm2vec 0.2.3 requires "
+            "transformers>=4.43.1,<=4.44.2 while gliclass 0.1.21 requires transformers>=5, so the two "
+            "cannot be installed together: there is no reference to match, and AutoModel would run it "
+            "causally"
+        )
     if (
         model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
         and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
@@ -57,7 +74,10 @@ def build_encoder(config: dict[str, Any], attention: str = "sdpa") -> nn.Module:
     try:
         hf_config = AutoConfig.for_model(str(model_type), **kwargs)
     except (ValueError, KeyError) as exc:
-        raise UnsupportedModel(f"encoder model_type {model_type!r} is not known to transformers") from exc
+        raise UnsupportedModel(
+            f"encoder model_type {model_type!r} is not known to transformers: a backbone that needs "
+            "trust_remote_code (its own modelling code) is never run"
+        ) from exc
     if getattr(hf_config, "is_decoder", False) or getattr(hf_config, "is_encoder_decoder", False):
         raise UnsupportedModel(f"encoder {model_type!r} is a decoder / encoder-decoder model")
     for impl in (attention, "eager"):

@@ -1,0 +1,383 @@
+"""Streaming sessions: chunks extend a cached decoder state, scored when the session's strategy fires.
+
+`SessionStore(model).append(session_id, chunk, labels)` appends the chunk's tokens to the session's
+`KVState` (only `[prompt][examples]text` is cached; the label block is scored against it and never
+kept) and returns the labels' scores when the session's `Strategy` fires. The same chunk sequence
+gives the same scores as the reference's `StreamingZeroShotClassificationPipeline`.
+
+Bounds (`SessionLimits`): every session's cache counts against `max_bytes`; past it the least
+recently used sessions move to host memory (when the model runs on a GPU, up to `host_bytes`), then
+are dropped, each counted in `SessionStats`. A session idle for `idle_ttl_s` expires, `close` ends
+one at once, `max_cached_tokens` keeps only a session's last tokens (the reference's
+`max_cache_len`), past `max_sessions` the least recently used session is dropped, and chunk size
+and id length are limited with typed errors. A
+dropped or expired session starts afresh on its next chunk; the result says so (`new_session`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from gliclass_core.decoder_kv_classifier import DecoderKVClassifier
+from gliclass_core.errors import InvalidInput, UnsupportedModel
+from gliclass_core.model import Model
+from gliclass_core.modeling.kv_batch import extend_many, score_cached_many
+from gliclass_core.modeling.kv_state import KVState
+from gliclass_core.processing import predictions
+from gliclass_core.processing.packing import MARKER_TEXTS
+from gliclass_core.processing.validation import lone_surrogate_at, validate_item
+from gliclass_core.runtime.sessions.strategies import Strategy
+from gliclass_core.types import ClassifyItem, EncodedPass, Example, Prediction, PreparedItem
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """Bounds of a `SessionStore` (bytes are the cached tensors' own sizes)."""
+
+    max_bytes: int = 512 * 1024 * 1024
+    host_bytes: int = 1024 * 1024 * 1024
+    idle_ttl_s: float = 900.0
+    max_sessions: int = 10_000
+    max_chunk_chars: int = 65_536
+    max_chunk_tokens: int = 4096
+    max_cached_tokens: int | None = None  # None: the model's max_length
+    max_session_id_length: int = 256
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_bytes",
+            "max_sessions",
+            "max_chunk_chars",
+            "max_chunk_tokens",
+            "max_session_id_length",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"SessionLimits.{name} must be a positive integer, got {value!r}")
+        if not self.idle_ttl_s > 0:
+            raise ValueError(f"SessionLimits.idle_ttl_s must be positive, got {self.idle_ttl_s!r}")
+
+
+@dataclass
+class SessionStats:
+    """Counters of a store (monotonic) and its current size."""
+
+    created: int = 0
+    appends: int = 0
+    scored: int = 0
+    closed: int = 0
+    expired: int = 0
+    offloaded: int = 0
+    dropped: int = 0
+    sessions: int = 0
+    bytes_cached: int = 0
+    cached_tokens: int = 0
+    tokens_computed: int = 0
+
+
+@dataclass(frozen=True)
+class SessionUpdate:
+    """What one append did: scores when the strategy fired, and the session's size after it."""
+
+    session_id: str
+    triggered: bool
+    prediction: Prediction | None
+    cached_tokens: int
+    tokens_added: int
+    new_session: bool
+
+
+@dataclass
+class _Session:
+    prefix: str
+    strategy: Strategy
+    last_used: float
+    state: KVState | None = None
+    accumulated: int = 0
+    on_host: bool = False
+    nbytes: int = 0
+    ntokens: int = 0
+
+
+class SessionStore:
+    """Sessions of one decoder-kv model on one device (thread-safe; calls run one at a time)."""
+
+    def __init__(self, model: Model, limits: SessionLimits | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        if not isinstance(model, DecoderKVClassifier):
+            raise UnsupportedModel(
+                f"streaming sessions need a decoder-kv checkpoint; this model is {model.info.architecture!r}"
+            )
+        self.model = model
+        self.limits = limits or SessionLimits()
+        self.max_cached_tokens = self.limits.max_cached_tokens or model.max_length
+        self.stats = SessionStats()
+        self._clock = clock
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()  # least recently used first
+        self._lock = threading.Lock()
+        self._offload = str(model.device).startswith("cuda")
+
+    def append(
+        self,
+        session_id: str,
+        text: str,
+        labels: Sequence[str],
+        *,
+        strategy: Strategy | None = None,
+        threshold: float = 0.5,
+        multi_label: bool = True,
+        top_k: int | None = None,
+        prompt: str | None = None,
+        examples: Sequence[Example] = (),
+    ) -> SessionUpdate:
+        """Append `text` to the session (created on first use) and score `labels` if its strategy fires.
+
+        `prompt` and `examples` are read when the session starts (a different prompt or examples for a
+        running session is an error: close it first); a `strategy` given later replaces the session's.
+        Raises InvalidInput naming the field.
+        """
+        return self.append_many(
+            [session_id], [text], labels, strategies=[strategy], threshold=threshold, multi_label=multi_label,
+            top_k=top_k, prompt=prompt, examples=examples,
+        )[0]  # fmt: skip
+
+    def append_many(
+        self,
+        session_ids: Sequence[str],
+        texts: Sequence[str],
+        labels: Sequence[str],
+        *,
+        strategies: Sequence[Strategy | None] | None = None,
+        threshold: float = 0.5,
+        multi_label: bool = True,
+        top_k: int | None = None,
+        prompt: str | None = None,
+        examples: Sequence[Example] = (),
+    ) -> list[SessionUpdate]:
+        """`append` for several distinct sessions at once: their decoder calls run as one batch."""
+        if isinstance(session_ids, str) or not isinstance(session_ids, Sequence) or not session_ids:
+            raise InvalidInput("must be a non-empty list of session ids", field="session_ids")
+        if not isinstance(texts, Sequence) or isinstance(texts, str) or len(texts) != len(session_ids):
+            raise InvalidInput("must give one chunk per session id", field="text")
+        chosen = list(strategies) if strategies is not None else [None] * len(session_ids)
+        if len(chosen) != len(session_ids):
+            raise InvalidInput("must give one strategy (or None) per session id", field="strategy")
+        for sid, text, strategy in zip(session_ids, texts, chosen):
+            self._check_id(sid)
+            self._check_chunk(text)
+            if strategy is not None and not isinstance(strategy, Strategy):
+                raise InvalidInput("must be a Strategy", field="strategy")
+        if len(set(session_ids)) != len(session_ids):
+            raise InvalidInput("must be distinct within one call", field="session_ids")
+        if len(session_ids) > self.limits.max_sessions:
+            raise InvalidInput(
+                f"{len(session_ids)} sessions; at most {self.limits.max_sessions}", field="session_ids"
+            )
+        if isinstance(labels, str) or not isinstance(labels, Sequence):
+            raise InvalidInput("must be a list of strings", field="labels")
+        if isinstance(examples, str) or not isinstance(examples, Sequence):
+            raise InvalidInput("must be a list of examples", field="examples")
+        # Labels, threshold, prompt and examples are checked as a classification item's are.
+        item = validate_item(
+            ClassifyItem("-", tuple(labels), threshold, multi_label, top_k, prompt, tuple(examples))
+        )
+        prefix = self.model.prefix(prompt, item.examples)
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            for sid in session_ids:
+                session = self._sessions.get(sid)
+                if session is not None and session.state is not None and prefix and prefix != session.prefix:
+                    raise InvalidInput(
+                        "differs from the session's; close the session to change it", field="prompt"
+                    )
+            chunks = []
+            for sid, text in zip(session_ids, texts):
+                session = self._sessions.get(sid)
+                head = prefix if session is None or session.state is None else ""
+                ids = self.model.tokens(head + text) if text else []
+                if len(ids) > self.limits.max_chunk_tokens:
+                    raise InvalidInput(
+                        f"{len(ids)} tokens; at most {self.limits.max_chunk_tokens} per chunk", field="text"
+                    )
+                chunks.append(ids)
+            sessions, fresh = [], []
+            batch = set(session_ids)
+            for sid, strategy in zip(session_ids, chosen):
+                session = self._sessions.get(sid)
+                fresh.append(session is None)
+                if session is None:
+                    while (
+                        len(self._sessions) >= self.limits.max_sessions
+                    ):  # the least recently used makes room
+                        self._drop(next(k for k in self._sessions if k not in batch))
+                    session = _Session(prefix, strategy or Strategy(), now)
+                    self._sessions[sid] = session
+                    self.stats.created += 1
+                if (
+                    session.state is None
+                ):  # nothing cached yet: the prefix may still change, as in the reference
+                    session.prefix = prefix
+                if strategy is not None and strategy != session.strategy:
+                    session.strategy, session.accumulated = strategy, 0
+                self._sessions.move_to_end(sid)
+                session.last_used = now
+                sessions.append(session)
+            self.stats.appends += len(sessions)
+            self._extend([(s, ids) for s, ids in zip(sessions, chunks) if ids])
+            fired = []
+            for session, ids, text in zip(sessions, chunks, texts):
+                fire, session.accumulated = session.strategy.fires(session.accumulated, len(ids), text)
+                fired.append(fire and session.state is not None)
+            scored = iter(self._score([s for s, f in zip(sessions, fired) if f], item))
+            updates = []
+            for sid, session, ids, fire, new in zip(session_ids, sessions, chunks, fired, fresh):
+                self._account(session)
+                cached = session.state.cached_length if session.state is not None else 0
+                updates.append(
+                    SessionUpdate(sid, fire, next(scored) if fire else None, cached, len(ids), new)
+                )
+            self._enforce_budget(keep=batch)
+            return updates
+
+    def close(self, session_id: str) -> bool:
+        """End a session now; False when it was not open."""
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+            if session is None:
+                return False
+            self.stats.closed += 1
+            self._account_removed(session)
+            return True
+
+    def expire(self) -> int:
+        """Drop sessions idle longer than the TTL; return how many."""
+        with self._lock:
+            return self._expire(self._clock())
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._sessions
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def session_bytes(self, session_id: str) -> int:
+        """Bytes one session's cache takes (0 when it is not open)."""
+        session = self._sessions.get(session_id)
+        return session.nbytes if session is not None else 0
+
+    # -- internals (called with the lock held) --------------------------------------------------------
+    def _extend(self, work: list[tuple[_Session, list[int]]]) -> None:
+        if not work:
+            return
+        for session, _ in work:
+            if session.state is not None and session.on_host:
+                session.state, session.on_host = session.state.to(self.model.device), False
+        states = extend_many(self.model.network, [s.state for s, _ in work], [ids for _, ids in work])
+        for (session, ids), state in zip(work, states):
+            self.stats.tokens_computed += len(ids)
+            if state.cached_length > self.max_cached_tokens:
+                state = state.crop(self.max_cached_tokens)
+            session.state = state
+
+    def _score(self, sessions: list[_Session], item: ClassifyItem) -> list[Prediction]:
+        if not sessions:
+            return []
+        states: list[KVState] = []
+        for session in sessions:
+            if session.state is None:  # callers score only sessions with text
+                raise ValueError("a session without text cannot be scored")
+            window = session.strategy.window
+            states.append(session.state.crop(window) if window is not None else session.state)
+        block = self.model.label_block(item.labels)
+        logits = score_cached_many(self.model.network, states, [block] * len(states))
+        self.stats.scored += len(sessions)
+        self.stats.tokens_computed += len(block) * len(sessions)
+        prepared = PreparedItem(item, (EncodedPass(block, len(item.labels)),))
+        return [predictions.finish(prepared, [row]) for row in logits]
+
+    def _account(self, session: _Session) -> None:
+        nbytes = session.state.nbytes if session.state is not None else 0
+        ntokens = session.state.cached_length if session.state is not None else 0
+        self.stats.bytes_cached += nbytes - session.nbytes
+        self.stats.cached_tokens += ntokens - session.ntokens
+        session.nbytes, session.ntokens = nbytes, ntokens
+        self.stats.sessions = len(self._sessions)
+
+    def _account_removed(self, session: _Session) -> None:
+        self.stats.bytes_cached -= session.nbytes
+        self.stats.cached_tokens -= session.ntokens
+        self.stats.sessions = len(self._sessions)
+
+    def _device_bytes(self) -> int:
+        return sum(s.nbytes for s in self._sessions.values() if not s.on_host)
+
+    def _host_bytes(self) -> int:
+        return sum(s.nbytes for s in self._sessions.values() if s.on_host)
+
+    def _enforce_budget(self, keep: set[str]) -> None:
+        """Past `max_bytes`, move the least recently used sessions to host memory (GPU) or drop them."""
+        device_bytes = self._device_bytes()
+        for sid in list(self._sessions):
+            if device_bytes <= self.limits.max_bytes:
+                break
+            session = self._sessions[sid]
+            if sid in keep or session.on_host:
+                continue
+            device_bytes -= session.nbytes
+            if self._offload and session.state is not None:
+                session.state, session.on_host = session.state.to("cpu"), True
+                self.stats.offloaded += 1
+            else:
+                self._drop(sid)
+        if not self._offload:
+            return
+        host_bytes = self._host_bytes()
+        for sid in list(self._sessions):
+            if host_bytes <= self.limits.host_bytes:
+                break
+            session = self._sessions[sid]
+            if session.on_host:
+                host_bytes -= session.nbytes
+                self._drop(sid)
+
+    def _drop(self, session_id: str) -> None:
+        session = self._sessions.pop(session_id)
+        self.stats.dropped += 1
+        self._account_removed(session)
+
+    def _expire(self, now: float) -> int:
+        stale = [sid for sid, s in self._sessions.items() if now - s.last_used > self.limits.idle_ttl_s]
+        for sid in stale:
+            self._account_removed(self._sessions.pop(sid))
+        self.stats.expired += len(stale)
+        return len(stale)
+
+    def _check_id(self, session_id: object) -> None:
+        if not isinstance(session_id, str) or not session_id.strip():
+            raise InvalidInput("must be a non-empty string", field="session_id")
+        if len(session_id) > self.limits.max_session_id_length:
+            raise InvalidInput(
+                f"is {len(session_id)} characters; at most {self.limits.max_session_id_length}",
+                field="session_id",
+            )
+        if lone_surrogate_at(session_id) is not None:
+            raise InvalidInput("is not valid Unicode (a lone surrogate)", field="session_id")
+
+    def _check_chunk(self, text: object) -> None:
+        if not isinstance(text, str):
+            raise InvalidInput(f"must be a string, got {type(text).__name__}", field="text")
+        if len(text) > self.limits.max_chunk_chars:
+            raise InvalidInput(
+                f"is {len(text)} characters; at most {self.limits.max_chunk_chars}", field="text"
+            )
+        at = lone_surrogate_at(text)
+        if at is not None:
+            raise InvalidInput(f"is not valid Unicode (a lone surrogate at {at})", field="text")
+        for marker in MARKER_TEXTS:
+            if marker in text:
+                raise InvalidInput(f"must not contain the reserved marker {marker}", field="text")

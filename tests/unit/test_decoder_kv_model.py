@@ -1,0 +1,220 @@
+"""decoder-kv checkpoints: parity with the reference's DecoderKVZeroShotClassificationPipeline, and refusals.
+
+Checkpoints are tiny random Qwen3 / hybrid Qwen3.5 decoders written by the reference package's own
+save_pretrained (tests/fixtures/decoder_kv.py). Every key of the reference's config is classified for
+decoder-kv: honoured (a parity case sets it), inert (the reference's decoder-kv path never reads it:
+one case sets them all and matches), or refused by name.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fixtures import decoder_kv as dk
+from fixtures import reference
+
+from gliclass_core import Classifier, ClassifyItem, Example
+from gliclass_core.decoder_kv_classifier import DecoderKVClassifier
+from gliclass_core.errors import InvalidInput, UnsupportedModel
+from gliclass_core.modeling.decoder_kv_config import INERT_KEYS
+
+pytestmark = pytest.mark.reference
+
+TEXTS = [
+    "One day I will see the world!",
+    "The stock market fell sharply after the central bank raised interest rates.",
+    "ok",
+    "Our team won the championship in overtime last night, and the fans stormed the field to celebrate.",
+]
+LABELS = ["travel", "personal dreams", "sport", "science fiction", "finance and economy"]
+PROMPT = "Classify the topic of this text:"
+EXAMPLES = [
+    {"text": "I love hiking in the Alps.", "labels": ["travel"]},
+    {"text": "Bitcoin dropped 10% today.", "labels": ["finance and economy", "sport"]},
+]
+# Every inert key set away from its default at once: scores must not move.
+INERT_VALUES: dict[str, Any] = dict(
+    ignore_index=-1, initializer_range=0.5, max_num_classes=3, focal_loss_alpha=0.9, focal_loss_gamma=5,
+    focal_loss_reduction="sum", logit_scale_init_value=9.0, max_labels_alloc="fixed",
+    contrastive_loss_coef=1.0,
+    dropout=0.5, scorer_attn_dropout=0.5, scorer_full_sequence=True, recurrent_min_steps=2,
+    recurrent_halt_threshold=0.5, recurrent_improvement_coef=0.5, recurrent_improvement_margin=0.5,
+    recurrent_bptt_steps=2, recurrent_confidence_coef=0.5, recurrent_confidence_mode="absolute",
+    recurrent_confidence_margin=0.5, recurrent_read_text=True, recurrent_inference_max_steps=4,
+    calibrator_dropout=0.5, freeze_media_encoders=False, use_embedding_projection=True,
+    problem_type="single_label_classification", scorer_type="mlp", scorer_num_heads=2, pooling_strategy="avg",
+    class_token_pooling="average", prompt_first=True, embed_class_token=False, extract_text_features=True,
+    use_lstm=True, use_segment_embeddings=True, squeeze_layers=True, layer_wise=True, encoder_layer_id=1,
+    projector_hidden_act="relu", text_token_index=7, label_model_config={"model_type": "bert"},
+    label_model_name="x", calibrator_hidden_size=8, calibrator_beta_max=9.0, calibrator_use_bias=True,
+)  # fmt: skip
+# name -> (backbone, reference overrides)
+CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "qwen3": ("qwen3", {}),
+    "qwen3-norm-deep": (
+        "qwen3",
+        dict(normalize_features=True, scorer_encoder_num_layers=2, scorer_mlp_hidden_size=32),
+    ),
+    "qwen3_5-hybrid": ("qwen3_5", {}),
+    "qwen3-inert": ("qwen3", INERT_VALUES),
+    # The reference builds the recurrent cell's weights but runs one step: they load and stay unused.
+    "qwen3-recurrent-off": ("qwen3", dict(recurrent_steps=3, recurrent_inference=False)),
+}
+HONOURED = {
+    "normalize_features": "qwen3-norm-deep",
+    "scorer_encoder_num_layers": "qwen3-norm-deep",
+    "scorer_mlp_hidden_size": "qwen3-norm-deep",
+    "encoder_config": "qwen3 / qwen3_5-hybrid (the backbone)",
+    "encoder_model": "every case (the reference's backbone source; weights come from the checkpoint)",
+    "class_token_index": "every case",
+    "example_token_index": "every case (examples in a parity case)",
+    "vocab_size": "every case (resized for the markers)",
+    "hidden_size": "every case (must equal the backbone's)",
+    "architecture_type": "every case",
+    "recurrent_inference": "qwen3-recurrent-off",
+}
+# recurrent_steps > 1 only with recurrent_inference (as the reference runs it); otherwise it is inert.
+REFUSED = {"multimodal", "use_calibrator", "recurrent_steps"}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    if not reference.available():
+        pytest.skip("the reference gliclass package is not installed")
+    root = tmp_path_factory.mktemp("decoder-kv")
+    built: dict[str, Path] = {}
+
+    def make(name: str) -> Path:
+        if name not in built:
+            backbone, overrides = CASES[name]
+            built[name] = dk.build(root / name, backbone, **overrides)
+        return built[name]
+
+    return make
+
+
+def _ours(clf: Any, texts: list[str], prompt: str | None = None, examples: Any = None) -> np.ndarray:
+    shown = tuple(Example(e["text"], tuple(e["labels"])) for e in examples or [])
+    items = [ClassifyItem(t, tuple(LABELS), prompt=prompt, examples=shown) for t in texts]
+    prepared = clf.prepare_many(items)
+    return np.array(clf.forward([p.passes[0] for p in prepared]))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_scores_equal_the_reference_pipeline(checkpoint: Callable[[str], Path], name: str) -> None:
+    path = checkpoint(name)
+    clf = Classifier.from_pretrained(str(path), device="cpu")
+    assert isinstance(clf, DecoderKVClassifier)
+    expected = np.array(dk.classic_logits(path, TEXTS, LABELS))
+    assert np.ptp(expected) > 0.3, "the heads must spread the logits, or a wrong position would go unseen"
+    np.testing.assert_allclose(_ours(clf, TEXTS), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["qwen3", "qwen3_5-hybrid"])
+def test_prompt_and_examples_match_the_reference(checkpoint: Callable[[str], Path], name: str) -> None:
+    path = checkpoint(name)
+    clf = Classifier.from_pretrained(str(path), device="cpu")
+    expected = np.array(dk.classic_logits(path, TEXTS, LABELS, prompt=PROMPT, examples=EXAMPLES))
+    np.testing.assert_allclose(_ours(clf, TEXTS, PROMPT, EXAMPLES), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["qwen3", "qwen3_5-hybrid"])
+def test_scores_do_not_depend_on_the_batch(checkpoint: Callable[[str], Path], name: str) -> None:
+    clf = Classifier.from_pretrained(str(checkpoint(name)), device="cpu")
+    texts = TEXTS * 2
+    alone = [p.scores for p in (clf.classify([t], LABELS)[0] for t in texts)]
+    together = [p.scores for p in clf.classify(texts, LABELS, batch_size=8)]
+    for a, b in zip(alone, together):
+        assert max(abs(a[k] - b[k]) for k in LABELS) < 1e-5
+
+
+def test_a_long_text_keeps_its_beginning_as_the_reference_does(checkpoint: Callable[[str], Path]) -> None:
+    path = checkpoint("qwen3")
+    text = " ".join(["word", "another", "thing"] * 40)
+    clf = Classifier.from_pretrained(str(path), device="cpu", max_length=48)
+    expected = np.array(dk.classic_logits(path, [text], LABELS, max_length=48))
+    prepared = clf.prepare(ClassifyItem(text, tuple(LABELS)))
+    assert prepared.truncated and len(prepared.passes[0].input_ids) == 48
+    np.testing.assert_allclose(np.array(clf.forward([prepared.passes[0]])), expected, atol=1e-5, rtol=0)
+
+
+def test_labels_that_do_not_fit_are_refused_naming_the_field(checkpoint: Callable[[str], Path]) -> None:
+    clf = Classifier.from_pretrained(str(checkpoint("qwen3")), device="cpu", max_length=16)
+    with pytest.raises(InvalidInput, match="labels"):
+        clf.prepare(ClassifyItem("text", tuple(f"label number {i}" for i in range(10))))
+
+
+def test_every_reference_option_is_classified_for_decoder_kv() -> None:
+    gliclass = pytest.importorskip("gliclass")
+    params = inspect.signature(gliclass.GLiClassModelConfig.__init__).parameters
+    keys = {k for k in params if k not in ("self", "kwargs")}
+    groups = [set(HONOURED), set(INERT_KEYS), REFUSED]
+    assert sum(len(g) for g in groups) == len(set().union(*groups)), "a key is classified twice"
+    assert not keys - set().union(*groups), f"unclassified: {sorted(keys - set().union(*groups))}"
+    assert set(INERT_VALUES) == set(INERT_KEYS), "the inert case must set every inert key"
+    # The builder's own choices count as the defaults the cases move away from.
+    builder = dict(
+        problem_type="multi_label_classification", scorer_encoder_num_layers=1, scorer_mlp_hidden_size=64
+    )
+    defaults = {k: p.default for k, p in params.items()} | builder
+    for key, value in INERT_VALUES.items():
+        assert value != defaults[key], f"inert case leaves {key} at its default"
+    for key, case in HONOURED.items():
+        if case in CASES:
+            assert CASES[case][1].get(key, defaults[key]) != defaults[key], f"{case} does not set {key}"
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"multimodal": True}, "multimodal"),
+        ({"use_calibrator": True}, "use_calibrator"),
+        ({"recurrent_steps": 3}, "recurrent_steps"),
+        ({"encoder_config": {"model_type": "bert", "hidden_size": 64}}, "decoder-kv backbone 'bert'"),
+        ({"encoder_config": {"model_type": "embedding_gemma2_text"}}, "embedding_gemma2"),
+        ({"encoder_config": {"model_type": "qwen3", "auto_map": {"AutoModel": "x.Y"}}}, "trust_remote_code"),
+        ({"hidden_size": 32}, "hidden_size"),
+    ],
+)  # fmt: skip
+def test_refused_decoder_kv_options_name_the_key(
+    checkpoint: Callable[[str], Path], tmp_path: Path, changes: dict[str, Any], words: str
+) -> None:
+    path = tmp_path / "ckpt"
+    shutil.copytree(checkpoint("qwen3"), path)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg.update(changes)
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UnsupportedModel, match=words):
+        Classifier.from_pretrained(str(path), device="cpu")
+
+
+def test_the_scheduler_batches_decoder_kv_items_at_parity(checkpoint: Callable[[str], Path]) -> None:
+    from gliclass_core.runtime.batch_forming import BatchPolicy
+    from gliclass_core.runtime.scheduler import Scheduler
+
+    path = checkpoint("qwen3")
+    clf = Classifier.from_pretrained(str(path), device="cpu")
+    scheduler = Scheduler(
+        BatchPolicy(max_batch_tokens=1 << 20, max_wait_s=0.01, min_padding_efficiency=0.0), 100
+    )
+    scheduler.open(clf, replicas=1)
+    other = ["sport", "finance and economy"]
+    futures = scheduler.submit(
+        [ClassifyItem(t, tuple(LABELS)) for t in TEXTS] + [ClassifyItem(TEXTS[1], tuple(other))]
+    )
+    batch = scheduler.next_batch()
+    assert batch is not None and len(batch.entries) == len(TEXTS) + 1  # every item in one padded pass
+    scheduler.complete(batch, clf.forward(batch.passes), "cpu")
+    got = [f.result(5) for f in futures]
+    expected = dk.classic_logits(path, TEXTS, LABELS) + dk.classic_logits(path, [TEXTS[1]], other)
+    for prediction, logits in zip(got, expected):
+        scores = 1 / (1 + np.exp(-np.array(logits)))
+        np.testing.assert_allclose(list(prediction.scores.values()), scores, atol=1e-5)
+    scheduler.close(0.1)
