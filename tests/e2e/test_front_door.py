@@ -13,6 +13,7 @@ import re
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,15 +40,21 @@ def items(n: int, text: str = LONG_TEXT) -> list[dict[str, object]]:
     return [{"id": f"i{i}", "text": f"{i} {text}", "labels": LABELS} for i in range(n)]
 
 
-def counters(serve: Serve) -> dict[str, float]:
+def counters(serve: Serve) -> Counter[str]:
     """The scheduler's item counters by outcome (submitted, completed, expired, cancelled, ...)."""
     assert serve.url is not None
     text = requests.get(serve.url + "/metrics", timeout=30).text
-    found = re.findall(r'gliclass_scheduler_items_total\{gliclass_outcome="(\w+)"[^}]*\} ([0-9.e+]+)', text)
-    return {outcome: float(value) for outcome, value in found}
+    found = re.findall(
+        r'gliclass_scheduler_items_total\{[^}]*gliclass_outcome="(\w+)"[^}]*\} ([0-9.e+]+)', text
+    )
+    # Summed over the other attributes (the device); an outcome not seen yet counts 0.
+    totals: Counter[str] = Counter()
+    for outcome, value in found:
+        totals[outcome] += float(value)
+    return totals
 
 
-def settled(serve: Serve, timeout: float = 120) -> dict[str, float]:
+def settled(serve: Serve, timeout: float = 120) -> Counter[str]:
     """The counters once every submitted item has an outcome (nothing queued or computing)."""
     end = time.monotonic() + timeout
     while True:
