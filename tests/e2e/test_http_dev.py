@@ -16,7 +16,7 @@ README = Path(__file__).parents[2] / "README.md"
 
 def cli() -> list[str]:
     script = Path(sys.executable).parent / "gliclass-stream"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "server.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "server.app.cli"]
 
 
 def readme_curl_block() -> str:

@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from gliclass_core.runtime import Runtime
     from gliclass_core.telemetry import observe_runtime
     from gliclass_core.telemetry import setup as setup_telemetry
+    from server.app.reload import reload_config
     from server.http.config import parse_http_config
-    from server.reload import reload_config
     from worker.app import KafkaWorker
     from worker.config import parse_kafka_config
 
@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
     worker = KafkaWorker(runtime, app_config)
     http = None
     if http_config.enabled:
+        from server.app.embed import url
         from server.http.background import BackgroundHttp
-        from server.http.embed import url
 
         http = BackgroundHttp(http_config, runtime, telemetry.prometheus_registry, lambda: worker, keys)
         print(

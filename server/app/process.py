@@ -67,7 +67,7 @@ async def serve(
     http = None
     http_edge = None
     if http_config is not None:
-        from server.http.embed import attach
+        from server.app.embed import attach
 
         http_edge = attach(http_config, server, keys)
     try:
@@ -175,8 +175,8 @@ def reload(
     Everything is validated before anything changes: a bad file is logged and the running config
     stays. `[model]`, `[batching]` and `[grpc]` changes take effect only after a restart.
     """
+    from server.app.reload import reload_config
     from server.grpc.config import parse_grpc_config
-    from server.reload import reload_config
 
     def apply(new: AppConfig) -> None:
         parse_grpc_config(new.section("grpc"))  # so the file will also start the next time

@@ -142,17 +142,17 @@ def run(args: argparse.Namespace) -> int:
             topics.update({topic: 3, f"{topic}.scored": 3, f"{topic}.dlq": 3})
         create_topics(bootstrap, topics)
         app_config = parse_config(dev_config(bootstrap, args))
-        if importlib.util.find_spec("server.process") is not None:
+        if importlib.util.find_spec("server.app.process") is not None:
             import asyncio
 
+            from server.app.process import serve
             from server.grpc.config import parse_grpc_config
-            from server.process import serve
 
             grpc_config = parse_grpc_config(app_config.section("grpc"))
 
             def started(server: Any) -> None:
+                from server.app.embed import url
                 from server.http.config import parse_http_config
-                from server.http.embed import url
 
                 host = grpc_config.address.rsplit(":", 1)[0]
                 http = getattr(server, "http", None)
