@@ -34,6 +34,7 @@ from gliclass_core.runtime.dispatch import Dispatcher
 from gliclass_core.runtime.intake import Intake
 from gliclass_core.runtime.pass_queue import PassQueue
 from gliclass_core.runtime.stats import SchedulerStats, StatsRecorder
+from gliclass_core.runtime.supervision import OnStopped
 from gliclass_core.runtime.tracing import capture_span_context
 from gliclass_core.runtime.work import Batch, SubmittedItem, TimedFuture
 from gliclass_core.types import ClassifyItem, Prediction
@@ -86,6 +87,15 @@ class Scheduler:
     @property
     def accepting(self) -> bool:
         return self._accepting
+
+    def on_thread_stopped(self, handler: OnStopped) -> None:
+        """Call `handler(thread, faults, error)` if the intake thread stops after repeated faults."""
+        self._intake.on_stopped = handler
+
+    @property
+    def intake_faults(self) -> int:
+        """Faults of the intake thread since start (each failed only the round it held)."""
+        return self._intake.faults
 
     def close(self, grace_s: float = 10.0, *, drain: bool = True) -> int:
         """Stop accepting; let replicas drain the queue for up to `grace_s`; fail the rest.
