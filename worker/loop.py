@@ -169,8 +169,9 @@ class WorkerLoop:
 
     def submit(self, slots: list[Slot]) -> None:
         """Submit slots to the scheduler at bulk priority; a full queue keeps them for a later retry."""
-        # The scheduler rejects a call larger than its whole queue; stay well below it.
-        chunk = max(1, min(self.config.batch_size, getattr(self.scheduler, "max_queue", 1 << 30) // 4))
+        # The scheduler rejects a call larger than the queue's bulk share; stay well below it.
+        room = getattr(self.scheduler, "bulk_limit", getattr(self.scheduler, "max_queue", 1 << 30))
+        chunk = max(1, min(self.config.batch_size, room // 4))
         for start in range(0, len(slots), chunk):
             if not self.submit_chunk(slots[start : start + chunk]):
                 self.unsubmitted.extend(slots[start + chunk :])
