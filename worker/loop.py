@@ -134,7 +134,7 @@ class WorkerLoop:
         try:
             slot.headers = carry_headers(record_headers(msg))
             check_record_size(slot.key, slot.value, slot.headers, self.max_record_bytes)
-            slot.event = decode_event(slot.value)
+            slot.event = decode_event(slot.value, key=slot.key)
             resolved = resolve(slot.event, route, self.label_sets)
             slot.item, slot.label_set = resolved.item, resolved.label_set
         except BadEvent as bad:

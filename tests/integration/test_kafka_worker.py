@@ -134,6 +134,8 @@ def test_two_routes_5000_events_scored_once_in_order_with_dead_letters(
             assert all(0.0 <= s <= 1.0 for s in body["scores"].values())
             if value.startswith(b"{"):
                 assert body["id"] == json.loads(value)["id"]
+            else:
+                assert body["id"] == key  # a plain-text event takes the record key as its id
     # Per partition, outputs appear in input order.
     for out_topic in outs.values():
         seen = defaultdict(list)
