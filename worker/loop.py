@@ -90,6 +90,10 @@ class WorkerLoop:
         self.submit(self.take_unsubmitted() + [s for s in fresh if s is not None and s.bad is None])
         self.produce_ready()
         self.producer.serve_deliveries(0)
+        self.output.raise_if_stopped()  # a topic-level delivery error: the worker stops with it
+        self.stats.stalled_partitions = self.tracing.stalled_partitions = self.output.stalled(
+            time.monotonic()
+        )
         self.committer.step()
 
     @property

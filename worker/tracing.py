@@ -64,6 +64,8 @@ class WorkerTracing:
         self._receive_context: SpanContext | None = None
         self._lag: dict[TP, int] = {}
         self._lag_at = 0.0
+        #: Partitions that could not send at the last loop step (the stalled-partitions gauge).
+        self.stalled_partitions = 0
         self._sent: dict[tuple[str | None, str | None], int] = {}  # (topic, error) -> acks not yet counted
         if self._metrics is not None:
             self._metrics.add_lag_source(self)

@@ -157,6 +157,12 @@ class Instruments:
             unit="{message}",
             description="High watermark minus the next offset to commit, per assigned partition",
         )
+        meter.create_observable_gauge(
+            "gliclass.kafka.partitions.stalled",
+            callbacks=[self._observe_stalled],
+            unit="{partition}",
+            description="Partitions that cannot send: a delivery failed (re-sent in order) or a backoff",
+        )
 
     # ------------------------------------------------------------ runtime stats observer hook
 
@@ -198,6 +204,15 @@ class Instruments:
 
     def _observe_in_flight(self, _options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(sum(s.in_flight_batches for s in _observed_stats()))]
+
+    def _observe_stalled(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(
+                getattr(source, "stalled_partitions", 0),
+                {"messaging.system": "kafka", "messaging.consumer.group.name": source.group},
+            )
+            for source in list(self._lag_sources)
+        ]
 
     def _observe_lag(self, _options: CallbackOptions) -> Iterable[Observation]:
         out = []
