@@ -282,6 +282,7 @@ class WorkerLoop:
 
     def on_assign(self, tps: list[TP]) -> None:
         log.info("assigned %s", tps)
+        self.stats.assignments += 1
         for tp in tps:
             self.abandon(tp)
             self.lanes[tp] = OrderedLane()
@@ -307,6 +308,8 @@ class WorkerLoop:
             if self.unsubmitted:
                 self.submit(self.take_unsubmitted())
         self.committer.revoke(revoked)
+        self.stats.revokes += 1
+        self.stats.revoked_unacked += sum(self.tracker.unacked(tp) for tp in revoked)
         for tp in tps:
             self.abandon(tp)
             self.rewind_to.pop(tp, None)
@@ -314,6 +317,8 @@ class WorkerLoop:
     def on_lost(self, tps: list[TP]) -> None:
         """Drop lost partitions without committing (another member owns them now)."""
         log.warning("partitions lost %s", tps)
+        self.stats.revokes += 1
+        self.stats.revoked_unacked += sum(self.tracker.unacked(tp) for tp in tps)
         for tp in tps:
             self.abandon(tp)
         self.committer.lost(tps)  # an open transaction is aborted; the other partitions are re-read

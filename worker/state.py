@@ -75,6 +75,9 @@ _COUNTERS = (
     "pauses",
     "producer_restarts",
     "stalled_partitions",
+    "assignments",
+    "revokes",
+    "revoked_unacked",
 )
 
 
@@ -130,6 +133,12 @@ class WorkerStatsSnapshot:
     producer_restarts: int = 0
     #: Partitions that could not send at the last loop step (a failed delivery, a backoff).
     stalled_partitions: int = 0
+    #: Rebalances seen: partitions assigned, partitions revoked (or lost), and records of revoked
+    #: partitions still unacknowledged when they were given up (the new owner re-reads them: the
+    #: bound on duplicates a rebalance causes in at-least-once mode).
+    assignments: int = 0
+    revokes: int = 0
+    revoked_unacked: int = 0
     dead_letter_reasons: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     #: Per route (input topic): the TOP_LABELS most predicted labels, plus OTHER.
     predicted_labels: Mapping[str, Mapping[str, int]] = field(default_factory=lambda: MappingProxyType({}))
@@ -163,6 +172,9 @@ class WorkerStats:
     pauses: int
     producer_restarts: int
     stalled_partitions: int
+    assignments: int
+    revokes: int
+    revoked_unacked: int
 
     def count_labels(self, route: str, labels: Sequence[str]) -> None:
         """Count one prediction's labels for `route` (its input topic)."""
