@@ -287,8 +287,14 @@ class WorkerLoop:
             self.abandon(tp)
             self.lanes[tp] = OrderedLane()
             self.rewind_to.pop(tp, None)
+        # librdkafka keeps a partition's pause flag across unassign and assign: "partitions will
+        # remain paused after a rebalance and re-assignment" (edenhill, confluentinc/librdkafka#1849;
+        # confluentinc/confluent-kafka-go#193). A partition paused before it was revoked came back
+        # paused and was never fetched again. Set the flag to what the loop wants now.
         if self.paused:
             self.consumer.pause(tps)
+        else:
+            self.consumer.resume(tps)
         # Learn output partition counts now, not on the first result (which may come mid-outage).
         for route in self.config.routes:
             if route.partitioning == "input":
@@ -308,6 +314,7 @@ class WorkerLoop:
             if self.unsubmitted:
                 self.submit(self.take_unsubmitted())
         self.committer.revoke(revoked)
+        self.consumer.resume(tps)  # not paused when it comes back (see on_assign)
         self.stats.revokes += 1
         self.stats.revoked_unacked += sum(self.tracker.unacked(tp) for tp in revoked)
         for tp in tps:
@@ -317,6 +324,7 @@ class WorkerLoop:
     def on_lost(self, tps: list[TP]) -> None:
         """Drop lost partitions without committing (another member owns them now)."""
         log.warning("partitions lost %s", tps)
+        self.consumer.resume(tps)  # not paused when it comes back (see on_assign)
         self.stats.revokes += 1
         self.stats.revoked_unacked += sum(self.tracker.unacked(tp) for tp in tps)
         for tp in tps:
