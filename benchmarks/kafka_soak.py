@@ -32,6 +32,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from machine import print_machine  # benchmarks/machine.py: the machine line
 
 from worker.broker import EmbeddedBroker, create_topics
 from worker.codec import header_map, record_headers
@@ -261,6 +262,7 @@ def main() -> None:
     parser.add_argument("--message-timeout-ms", type=int, default=5000)
     parser.add_argument("--drain-timeout", type=float, default=300.0, help="seconds to wait for the backlog")
     args = parser.parse_args()
+    print_machine()
 
     run = uuid.uuid4().hex[:6]
     src, out, dlq = f"soak-in-{run}", f"soak-out-{run}", f"soak-dlq-{run}"
