@@ -1,0 +1,55 @@
+"""bf16's answers on the builtin model stay those of exact float32 on real held-out news.
+
+The figure users rely on (docs/performance.md: top-1 agreement and macro-F1 of bf16 against float32,
+benchmarks/dtype_agreement.py over 300 rows) checked on a CI-sized slice, so a change to the bf16
+path that moves decisions fails here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+ROWS = 32  # the first rows of heldout.jsonl: every label set of its opening part, some seconds of work
+DATA = Path(__file__).resolve().parents[2] / "data" / "builtin_eval" / "heldout.jsonl"
+
+
+def _predict(clf: Any, rows: list[dict]) -> list[Any]:
+    groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        groups[tuple(row["all_labels"])].append(i)
+    out: list[Any] = [None] * len(rows)
+    for labels, members in groups.items():
+        for i, pred in zip(members, clf.classify([rows[i]["text"] for i in members], list(labels))):
+            out[i] = pred
+    return out
+
+
+def test_bf16_keeps_the_builtins_decisions(builtin_classifier: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Top-1 label and the labels over the default threshold: at most one row of 32 may move.
+
+    Where the CPU lacks native bf16, `dtype="bf16"` would run float32; the CPU's flags are replaced
+    (the one fake here) so torch's emulated bf16 runs: the same number format, so the same decisions.
+    """
+    from gliclass_core import Classifier, devices
+
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    bf16 = Classifier.from_pretrained("builtin:minilm", device="cpu", dtype="bf16")
+    assert bf16.info.dtype == "bfloat16"
+    assert next(bf16.network.parameters()).dtype == torch.bfloat16
+    rows = [json.loads(line) for line in DATA.read_text().splitlines()[:ROWS]]
+    exact = _predict(builtin_classifier, rows)
+    fast = _predict(bf16, rows)
+    top1 = sum(
+        max(a.scores, key=a.scores.get) == max(b.scores, key=b.scores.get) for a, b in zip(fast, exact)
+    )
+    same_labels = sum(set(a.labels) == set(b.labels) for a, b in zip(fast, exact))
+    worst = max(abs(a.scores[k] - b.scores[k]) for a, b in zip(fast, exact) for k in b.scores)
+    assert top1 >= ROWS - 1, f"top-1 agreement {top1}/{ROWS}"
+    assert same_labels >= ROWS - 1, f"same predicted labels {same_labels}/{ROWS}"
+    assert worst < 0.1, f"max |score difference| {worst:.3f}"
