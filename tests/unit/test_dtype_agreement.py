@@ -15,6 +15,9 @@ from typing import Any
 import pytest
 import torch
 
+# Each test loads a second copy of the builtin (int8: exports and quantises it): about a minute on an
+# idle 2-core machine, several under load, hence the longer timeout.
+SLOW = pytest.mark.timeout(900)
 ROWS = 32  # the first rows of heldout.jsonl: every label set of its opening part, some seconds of work
 DATA = Path(__file__).resolve().parents[2] / "data" / "builtin_eval" / "heldout.jsonl"
 
@@ -30,6 +33,7 @@ def _predict(clf: Any, rows: list[dict]) -> list[Any]:
     return out
 
 
+@SLOW
 def test_bf16_keeps_the_builtins_decisions(builtin_classifier: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Top-1 label and the labels over the default threshold: at most one row of 32 may move.
 
@@ -55,6 +59,7 @@ def test_bf16_keeps_the_builtins_decisions(builtin_classifier: Any, monkeypatch:
     assert worst < 0.1, f"max |score difference| {worst:.3f}"
 
 
+@SLOW
 def test_int8_keeps_the_builtins_top_decisions(builtin_classifier: Any) -> None:
     """int8 (ONNX Runtime, FFN down-projection in fp32): at most two of 32 rows' top-1 labels move.
 
