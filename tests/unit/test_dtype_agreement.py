@@ -61,10 +61,10 @@ def test_bf16_keeps_the_builtins_decisions(builtin_classifier: Any, monkeypatch:
 
 @SLOW
 def test_int8_keeps_the_builtins_top_decisions(builtin_classifier: Any) -> None:
-    """int8 (ONNX Runtime, FFN down-projection in fp32): at most two of 32 rows' top-1 labels move.
+    """int8 (ONNX Runtime, FFN down-projection in fp32): top-1 labels and scores stay near float32.
 
-    Quantising every linear layer moved about one row in 25 on held-out news (docs/performance.md);
-    keeping the down-projection in fp32 about one in 150.
+    Quantising every linear layer moved about one row in 25 on 300 held-out news rows
+    (docs/performance.md); keeping the down-projection in fp32 about one in 150.
     """
     pytest.importorskip("onnxruntime")
     from gliclass_core import Classifier
@@ -76,6 +76,9 @@ def test_int8_keeps_the_builtins_top_decisions(builtin_classifier: Any) -> None:
     top1 = sum(
         max(a.scores, key=a.scores.get) == max(b.scores, key=b.scores.get) for a, b in zip(fast, exact)
     )
-    worst = max(abs(a.scores[k] - b.scores[k]) for a, b in zip(fast, exact) for k in b.scores)
+    diffs = [abs(a.scores[k] - b.scores[k]) for a, b in zip(fast, exact) for k in b.scores]
     assert top1 >= ROWS - 2, f"top-1 agreement {top1}/{ROWS}"
-    assert worst < 0.2, f"max |score difference| {worst:.3f}"
+    # On these rows the down-projection in fp32 gave max 0.080 / mean 0.0075 (AVX2 machine); every
+    # linear layer int8 gave 0.159 / 0.0145, so these bounds fail if that returns.
+    assert max(diffs) < 0.12, f"max |score difference| {max(diffs):.3f}"
+    assert sum(diffs) / len(diffs) < 0.011, f"mean |score difference| {sum(diffs) / len(diffs):.4f}"
