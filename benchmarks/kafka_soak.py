@@ -39,6 +39,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from machine import print_machine  # benchmarks/machine.py: the machine line
 
 from worker.broker import EmbeddedBroker, create_topics
 from worker.codec import header_map, record_headers
@@ -315,6 +316,7 @@ def main() -> None:
     parser.add_argument("--scale-out", action="store_true", help="2nd and 3rd worker join, the 1st is killed")
     parser.add_argument("--oversized-every", type=int, default=25, help="--scale-out: 1 event in N too large")
     args = parser.parse_args()
+    print_machine()
 
     run = uuid.uuid4().hex[:6]
     src, out, dlq = f"soak-in-{run}", f"soak-out-{run}", f"soak-dlq-{run}"
