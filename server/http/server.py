@@ -19,6 +19,7 @@ from aiohttp import web
 from gliclass_core.telemetry.metrics import SECONDS_BUCKETS
 from server.http.api import Api, json_body
 from server.http.config import HttpConfig
+from server.http.docs import docs_routes
 from server.http.live import EdgeCounters, LiveStats
 from server.http.openapi import build_openapi
 
@@ -78,6 +79,7 @@ class HttpServer:
                 web.get("/metrics", self.metrics),
                 web.get("/openapi.json", self.openapi),
                 web.get("/v1/stats", self.stats),
+                *docs_routes(),  # /docs: Swagger UI over /openapi.json, from the package (offline)
             ]
         )
         if servicer is not None:
