@@ -27,13 +27,13 @@ from server.proto import classifier_pb2 as pb
 from server.proto import classifier_pb2_grpc
 from worker.app import KafkaWorker
 
-README = Path(__file__).parents[2] / "README.md"
+README = Path(__file__).parents[2] / "docs" / "operations" / "observability.md"
 LABELS = ["billing", "bug report", "feature request"]
 GOOD, BAD = 6, [b'{"text": "unterminated', b'{"id": "no-text"}']
 
 
 def readme_metrics() -> list[str]:
-    """The metric names in the README's Observability metrics table."""
+    """The metric names in the metrics table of the Observability page (docs/operations/observability.md)."""
     text = README.read_text()
     table = text[text.index("**Metrics**") :].split("\n\n", 2)[1]
     first_cells = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
