@@ -23,6 +23,7 @@ from gliclass_core.errors import (
     NotReady,
     Overloaded,
 )
+from server.grpc.details import bad_request_trailer
 from server.grpc.interceptors import CLASSIFIER_METHODS, Around, CallInterceptor, Wrap
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,9 @@ async def _mapped_errors(request: Any, context: grpc.aio.ServicerContext) -> Asy
         raise
     except Exception as exc:
         code, message = status_for(exc)
+        if isinstance(exc, InvalidInput):
+            # The same status again as google.rpc.Status, with a BadRequest naming item and field.
+            await context.abort(code, message, trailing_metadata=bad_request_trailer(exc, message))
         await context.abort(code, message)
 
 
