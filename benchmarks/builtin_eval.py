@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import print_machine  # benchmarks/machine.py: the machine line
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -205,6 +206,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--fit", action="store_true", help="fit the constants on the fit split and print them")
     args = ap.parse_args()
+    print_machine()
     if args.fit:
         fit()
         return

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from functools import partial
 
+from machine import print_machine  # benchmarks/machine.py: the machine line
+
 from worker.codec import BadEvent, decode_event
 
 GOOD = {
@@ -60,6 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=20000)
     args = parser.parse_args()
+    print_machine()
     print(f"{'event':28s} {'decode_event':>13s} {'json.loads':>11s} {'ratio':>6s}")
     for name, value in GOOD.items():
         ours = per_call_us(partial(decode_event, value), args.repeat)

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import print_machine  # benchmarks/machine.py: the machine line
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fixtures import reference  # the tests' reference checkpoint builder
@@ -121,6 +122,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
+    print_machine()
     tokenizer = AutoTokenizer.from_pretrained(str(reference.minilm_dir()))
     rng = random.Random(2)
     workloads = {

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from machine import print_machine  # benchmarks/machine.py: the machine line
 
 from gliclass_core.config import parse_config
 from gliclass_core.runtime import Priority, Runtime
@@ -290,4 +291,5 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
+    print_machine()
     print_figures(asyncio.run(main(parse_args())))

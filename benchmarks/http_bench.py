@@ -28,6 +28,7 @@ from typing import Any
 
 import aiohttp
 import grpc
+from machine import print_machine  # benchmarks/machine.py: the machine line
 
 sys.path.insert(0, str(Path(__file__).parent))
 from grpc_bench import (
@@ -219,4 +220,5 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
+    print_machine()
     print_figures(asyncio.run(main(parse_args())))

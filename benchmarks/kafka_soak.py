@@ -7,6 +7,13 @@ duplicates, worker restarts (only the one it caused) and the worker's RSS over t
 
     python benchmarks/kafka_soak.py --duration 180 --rate 15
     python benchmarks/kafka_soak.py --duration 180 --rate 15 --delivery exactly-once
+    python benchmarks/kafka_soak.py --scale-out --duration 60 --rate 8 --partitions 6
+
+With `--scale-out` the run starts one worker, a second and a third join (at 20% and 40% of the
+run) and the first is SIGKILLed and not restarted (at 60%); every `--oversized-every`-th event
+carries a big header and 100 long labels, so its output is larger than the producer's
+`message.max.bytes` (a permanent, record-level delivery error: dead-lettered as
+`delivery_failed`), and every 5th good event brings 10 labels never seen before.
 
 Every input carries a `soak.seq` header, which the worker carries through to its output or dead
 letter, so each record is matched to what became of it. Exactly-once: tansu (the embedded broker)
@@ -32,6 +39,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from machine import print_machine  # benchmarks/machine.py: the machine line
 
 from worker.broker import EmbeddedBroker, create_topics
 from worker.codec import header_map, record_headers
@@ -96,8 +104,16 @@ class Supervised:
         self.starts = 0
         self.unplanned_exits: list[int] = []
         self.killing = False
+        self.retired = False
         self.proc = self._start()
         self.lock = threading.Lock()
+
+    def kill(self) -> None:
+        """SIGKILL, not restarted (a member that leaves the group for good)."""
+        with self.lock:
+            self.killing = self.retired = True
+            self.proc.kill()
+            self.proc.wait(30)
 
     def _start(self) -> subprocess.Popen[bytes]:
         self.starts += 1
@@ -125,6 +141,8 @@ class Supervised:
 
     def stop(self) -> int:
         with self.lock:
+            if self.retired:
+                return -9
             self.killing = True
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -134,7 +152,18 @@ class Supervised:
                 return -9
 
 
-def write_config(path: Path, bootstrap: str, args: argparse.Namespace, src: str, out: str, dlq: str) -> None:
+def write_config(
+    path: Path,
+    bootstrap: str,
+    args: argparse.Namespace,
+    src: str,
+    out: str,
+    dlq: str,
+    instance: str = "soak",
+    group: str = "",
+) -> None:
+    limit = f'"message.max.bytes" = {OUTPUT_LIMIT}' if args.scale_out else ""
+    threshold = "threshold = 0.0" if args.scale_out else ""
     path.write_text(
         f"""
 [model]
@@ -146,9 +175,9 @@ labels = ["billing", "bug report", "feature request"]
 
 [kafka]
 bootstrap_servers = "{bootstrap}"
-group_id = "soak-{uuid.uuid4().hex[:8]}"
+group_id = "{group or "soak-" + uuid.uuid4().hex[:8]}"
 delivery = "{args.delivery}"
-instance_id = "soak"
+instance_id = "{instance}"
 batch_size = 64
 commit_interval_ms = {500 if args.delivery == "exactly-once" else 200}
 retry_backoff_ms = 200
@@ -160,14 +189,28 @@ retry_backoff_ms = 200
 [kafka.producer]
 # Deliveries time out while the broker is frozen, so the re-send path runs.
 "message.timeout.ms" = {args.message_timeout_ms}
+{limit}
 
 [[kafka.routes]]
 input = "{src}"
 output = "{out}"
 dlq = "{dlq}"
 label_set = "support"
+{threshold}
 """
     )
+
+
+#: The producer's message.max.bytes in --scale-out runs; oversized events' outputs exceed it.
+OUTPUT_LIMIT = 60_000
+
+
+def oversized_event(seq: int) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """An event the worker accepts whose output is over OUTPUT_LIMIT: a 21 KB header (carried to
+    the output) and 100 labels of 200 characters, all predicted (threshold 0), each written twice."""
+    labels = [f"fresh label {seq}-{n} ".ljust(200, "x") for n in range(100)]
+    value = json.dumps({"id": f"big{seq}", "text": f"{TEXTS[seq % len(TEXTS)]} ({seq})", "labels": labels})
+    return value.encode(), [("soak.pad", b"p" * 21_000)]
 
 
 def produce_traffic(bootstrap: str, src: str, args: argparse.Namespace, sent: dict[int, str]) -> None:
@@ -178,16 +221,26 @@ def produce_traffic(bootstrap: str, src: str, args: argparse.Namespace, sent: di
     for seq in range(total):
         while time.monotonic() < start + seq / args.rate:
             producer.poll(0.01)
+        extra: list[tuple[str, bytes]] = []
         if seq % 10 == 9:
             name, value = HOSTILE[(seq // 10) % len(HOSTILE)]
             sent[seq] = f"hostile: {name}"
+        elif args.scale_out and seq % args.oversized_every == args.oversized_every - 2:
+            value, extra = oversized_event(seq)
+            sent[seq] = "oversized"
         else:
-            value = json.dumps({"id": f"e{seq}", "text": f"{TEXTS[seq % len(TEXTS)]} ({seq})"}).encode()
+            event: dict[str, object] = {"id": f"e{seq}", "text": f"{TEXTS[seq % len(TEXTS)]} ({seq})"}
+            if args.scale_out and seq % 5 == 0:
+                event["labels"] = ["billing", "bug report", *(f"new label {seq}-{n}" for n in range(10))]
+            value = json.dumps(event).encode()
             sent[seq] = "good"
         while True:
             try:
                 producer.produce(
-                    src, value=value, key=f"k{seq}".encode(), headers=[("soak.seq", str(seq).encode())]
+                    src,
+                    value=value,
+                    key=f"k{seq}".encode(),
+                    headers=[("soak.seq", str(seq).encode()), *extra],
                 )
                 break
             except BufferError:
@@ -260,24 +313,33 @@ def main() -> None:
     parser.add_argument("--kill-at", type=float, default=0.6, help="fraction of the run (default 0.6)")
     parser.add_argument("--message-timeout-ms", type=int, default=5000)
     parser.add_argument("--drain-timeout", type=float, default=300.0, help="seconds to wait for the backlog")
+    parser.add_argument("--scale-out", action="store_true", help="2nd and 3rd worker join, the 1st is killed")
+    parser.add_argument("--oversized-every", type=int, default=25, help="--scale-out: 1 event in N too large")
     args = parser.parse_args()
+    print_machine()
 
     run = uuid.uuid4().hex[:6]
     src, out, dlq = f"soak-in-{run}", f"soak-out-{run}", f"soak-dlq-{run}"
     tmp = Path(tempfile.mkdtemp(prefix="gliclass-soak-"))
+    group = f"soak-{run}"
     with EmbeddedBroker() as broker:
         assert broker.process is not None
         bootstrap = broker.bootstrap_servers
         create_topics(bootstrap, {src: args.partitions, out: args.partitions, dlq: args.partitions})
-        config = tmp / "soak.toml"
-        write_config(config, bootstrap, args, src, out, dlq)
+
+        def start_worker(name: str) -> Supervised:
+            config = tmp / f"{name}.toml"
+            write_config(config, bootstrap, args, src, out, dlq, instance=f"soak-{name}", group=group)
+            return Supervised(config, tmp / f"{name}.log")
+
         isolation = "read_committed" if args.delivery == "exactly-once" else "read_uncommitted"
         reader = Reader(bootstrap, [out, dlq], args.partitions, isolation)
         reader.start()
-        worker = Supervised(config, tmp / "worker.log")
+        workers = {"w1": start_worker("w1")}
+        worker = workers["w1"]
         # Wait for the model to load, so the faults land mid-stream and not during start-up.
         deadline = time.monotonic() + 300
-        while "ready" not in (tmp / "worker.log").read_text(errors="replace"):
+        while "ready" not in worker.log.read_text(errors="replace"):
             worker.check()
             assert time.monotonic() < deadline, "the worker did not become ready"
             time.sleep(0.2)
@@ -285,32 +347,53 @@ def main() -> None:
         traffic = threading.Thread(target=produce_traffic, args=(bootstrap, src, args, sent), daemon=True)
         start = time.monotonic()
         traffic.start()
-        rss: list[tuple[float, float]] = []
-        events = {"broker_stop": args.broker_stop_at * args.duration, "kill": args.kill_at * args.duration}
+        rss: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        if args.scale_out:
+            events = {
+                "join w2": 0.2 * args.duration,
+                "join w3": 0.4 * args.duration,
+                "kill w1": 0.6 * args.duration,
+            }
+        else:
+            events = {
+                "broker_stop": args.broker_stop_at * args.duration,
+                "kill": args.kill_at * args.duration,
+            }
         broker_stopped_until = None
         next_rss = 0.0
         total = int(args.duration * args.rate)
         end_wait = None
         while True:
             now = time.monotonic() - start
-            worker.check()
-            if "broker_stop" in events and now >= events["broker_stop"]:
-                del events["broker_stop"]
-                os.kill(broker.process.pid, signal.SIGSTOP)
-                broker_stopped_until = now + args.broker_stop_seconds
-                print(f"[{now:6.1f}s] broker SIGSTOP for {args.broker_stop_seconds:.0f} s", flush=True)
+            for w in workers.values():
+                if not w.retired:
+                    w.check()
+            for name, at in list(events.items()):
+                if now < at:
+                    continue
+                del events[name]
+                if name.startswith("join "):
+                    workers[name[5:]] = start_worker(name[5:])
+                    print(f"[{now:6.1f}s] worker {name[5:]} joins the group", flush=True)
+                elif name.startswith("kill "):
+                    workers[name[5:]].kill()
+                    print(f"[{now:6.1f}s] worker {name[5:]} SIGKILL (not restarted)", flush=True)
+                elif name == "broker_stop":
+                    os.kill(broker.process.pid, signal.SIGSTOP)
+                    broker_stopped_until = now + args.broker_stop_seconds
+                    print(f"[{now:6.1f}s] broker SIGSTOP for {args.broker_stop_seconds:.0f} s", flush=True)
+                elif name == "kill":
+                    worker.kill_and_restart()
+                    print(f"[{now:6.1f}s] worker SIGKILL, restarted", flush=True)
             if broker_stopped_until is not None and now >= broker_stopped_until:
                 os.kill(broker.process.pid, signal.SIGCONT)
                 broker_stopped_until = None
                 print(f"[{now:6.1f}s] broker SIGCONT", flush=True)
-            if "kill" in events and now >= events["kill"]:
-                del events["kill"]
-                worker.kill_and_restart()
-                print(f"[{now:6.1f}s] worker SIGKILL, restarted", flush=True)
             if now >= next_rss:
-                mb = rss_mb(worker.proc.pid)
-                if mb is not None:
-                    rss.append((now, mb))
+                for name, w in workers.items():
+                    mb = None if w.retired else rss_mb(w.proc.pid)
+                    if mb is not None:
+                        rss[name].append((now, mb))
                 next_rss = now + 5.0
             done = {seq for _t, seq, _x, _r in reader.records}
             if not traffic.is_alive() and end_wait is None:
@@ -324,7 +407,7 @@ def main() -> None:
                 break
             time.sleep(0.2)
         time.sleep(3.0)  # late duplicates
-        code = worker.stop()
+        codes = {name: w.stop() for name, w in workers.items()}
         reader.done.set()
         reader.join(10)
 
@@ -332,7 +415,8 @@ def main() -> None:
     outputs = [r for r in records if r[0] == out]
     dead = [r for r in records if r[0] == dlq]
     good = {s for s, kind in sent.items() if kind == "good"}
-    hostile = set(sent) - good
+    oversized = {s for s, kind in sent.items() if kind == "oversized"}
+    hostile = set(sent) - good - oversized
     seen = {r[1] for r in records}
     lost = sorted(set(sent) - seen)
     reasons = Counter(r[3] for r in {(r[1], r[3]): r for r in dead}.values())
@@ -345,32 +429,45 @@ def main() -> None:
         )
     else:
         dup_line = f"duplicates (at-least-once): {sum(c - 1 for c in copies.values())}"
+    rebalances = sum(
+        w.log.read_text(errors="replace").count("INFO gliclass.worker: assigned") for w in workers.values()
+    )
     print()
     print(
         f"delivery {args.delivery}, {args.duration:.0f} s at {args.rate:g} records/s, "
-        f"{args.partitions} partitions"
+        f"{args.partitions} partitions, workers: {', '.join(workers)}"
     )
-    print(f"events in: {len(sent)} ({len(good)} good, {len(hostile)} hostile of {len(HOSTILE)} kinds)")
+    print(
+        f"events in: {len(sent)} ({len(good)} good, {len(hostile)} hostile of {len(HOSTILE)} kinds, "
+        f"{len(oversized)} with an output too large to produce)"
+    )
     print(f"outputs: {len({r[1] for r in outputs})} events scored ({len(outputs)} records)")
     by_reason = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
     print(f"dead letters: {len({r[1] for r in dead})} ({by_reason})")
     scored_seqs, dead_seqs = {r[1] for r in outputs}, {r[1] for r in dead}
     print(f"good events dead-lettered: {len(good & dead_seqs)}; hostile scored: {len(hostile & scored_seqs)}")
+    if oversized:
+        print(
+            "oversized outputs dead-lettered as delivery_failed: "
+            f"{len(oversized & dead_seqs)} of {len(oversized)}"
+        )
     print(f"lost: {len(lost)}{' ' + str(lost[:20]) if lost else ''}")
     print(dup_line)
-    print(
-        f"worker restarts: {worker.starts - 1} (1 caused by the SIGKILL); "
-        f"unplanned exits: {len(worker.unplanned_exits)} {worker.unplanned_exits or ''}; "
-        f"final SIGTERM exit {code}"
-    )
-    half = len(rss) // 2
-    print(
-        "worker RSS MB over time: "
-        + " ".join(f"{t:.0f}s:{mb:.0f}" for t, mb in rss[:: max(1, len(rss) // 12)])
-        + f"\nRSS max first half {max((m for _, m in rss[:half]), default=0):.0f} MB, "
-        f"max second half {max((m for _, m in rss[half:]), default=0):.0f} MB"
-    )
-    print(f"worker log: {tmp / 'worker.log'}")
+    print(f"rebalances (partition assignments logged by the workers): {rebalances}")
+    for name, w in workers.items():
+        print(
+            f"worker {name}: starts {w.starts}; unplanned exits: {len(w.unplanned_exits)} "
+            f"{w.unplanned_exits or ''}; final exit {codes[name]}"
+        )
+    for name, series in rss.items():
+        half = len(series) // 2
+        print(
+            f"worker {name} RSS MB over time: "
+            + " ".join(f"{t:.0f}s:{mb:.0f}" for t, mb in series[:: max(1, len(series) // 12)])
+            + f" (max first half {max((m for _, m in series[:half]), default=0):.0f}, "
+            f"second half {max((m for _, m in series[half:]), default=0):.0f})"
+        )
+    print(f"worker logs: {tmp}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import time
 import uuid
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from machine import print_machine  # benchmarks/machine.py: the machine line
 
 from gliclass_core.config import parse_config
 from gliclass_core.runtime import Priority, Runtime
@@ -94,6 +95,7 @@ def main() -> None:
         help="tiny model (forward nearly free), news texts of 20-200 words, 10 labels, 1 intra-op thread",
     )
     args = parser.parse_args()
+    print_machine()
     global LABELS
     model: dict[str, object] = {"id": args.model, "device": args.device}
     if args.host_bound:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 from core_vs_reference import FAMILIES, LABELS, WORDS, build_checkpoint
+from machine import print_machine  # benchmarks/machine.py: the machine line
 
 if TYPE_CHECKING:
     from gliclass_core.types import ClassifyItem
@@ -45,6 +46,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     ap.add_argument("--batch-size", type=int, default=32)
     args = ap.parse_args()
+    print_machine()
 
     import torch
     from gliclass import GLiClassModel, ZeroShotClassificationWithChunkingPipeline

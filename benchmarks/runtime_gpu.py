@@ -24,6 +24,8 @@ import shutil
 import sys
 import time
 
+from machine import print_machine  # benchmarks/machine.py: the machine line
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SPECIAL_TOKENS = ["<<LABEL>>", "<<SEP>>", "<<EXAMPLE>>"]
@@ -225,6 +227,7 @@ def main() -> None:
     ap.add_argument("--min-padding-efficiency", default="0.9,0.75", help="comma list: one pool run each")
     ap.add_argument("--out")
     args = ap.parse_args()
+    print_machine()
 
     import numpy as np
     import torch

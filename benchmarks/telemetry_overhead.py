@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
+from machine import print_machine  # benchmarks/machine.py: the machine line
 
 from gliclass_core import telemetry
 from gliclass_core.config import parse_config
@@ -352,6 +353,7 @@ def main() -> None:
         help="torch threads on CPU (1: no OpenMP spinning, steadier CPU/item)",
     )
     args = parser.parse_args()
+    print_machine()
     edges = [e.strip() for e in args.edges.split(",") if e.strip()]
 
     app_config = parse_config(

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Docker build step: regenerate server/proto/ from protos/ (server.proto.generate, the gRPC edge's
-# generator) with the grpcio-tools version the committed code was generated with, and fail the build
+# generator) with the grpcio-tools version the committed code was generated with (GRPC_GENERATED_VERSION,
+# the pin of requirements/lock.txt), and fail the build
 # when the result differs from what is committed, i.e. the committed code drifted from the .proto.
 #
 # Usage: proto-build.sh [SRC_DIR]   (default: the current directory; it must hold protos/ and server/)
@@ -21,6 +22,13 @@ if [ -z "$py" ]; then
   python -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet "grpcio-tools==$version"
   py="$venv/bin/python"
+fi
+# The generator must be the pinned one (requirements/lock.txt): another grpcio-tools writes other bytes.
+have=$("$py" -c "from importlib.metadata import version; print(version('grpcio-tools'))")
+if [ "$have" != "$version" ]; then
+  echo "proto-build: grpcio-tools $have is not $version, the generator of server/proto/ (install the lock)" >&2
+  rm -rf ${venv:+"$venv"}
+  exit 2
 fi
 committed=$(mktemp -d)
 cp -R server/proto/. "$committed/"

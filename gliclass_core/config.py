@@ -58,6 +58,9 @@ class BatchingConfig:
     max_batch_tokens: int = 16384
     max_wait_ms: float = 5.0
     max_queue: int = 10000
+    #: Bulk (Kafka) items may fill at most this share of `max_queue`; the rest is kept for
+    #: interactive (gRPC, HTTP) calls, so a Kafka backlog never locks them out.
+    bulk_queue_share: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,9 @@ def parse_config(data: Mapping[str, Any]) -> AppConfig:
             raise ConfigError(f"[batching] {key} must be a positive integer")
     if not isinstance(batching.max_wait_ms, int | float) or batching.max_wait_ms < 0:
         raise ConfigError("[batching] max_wait_ms must be >= 0")
+    share = batching.bulk_queue_share
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+        raise ConfigError("[batching] bulk_queue_share must be a number in (0, 1]")
     if not isinstance(model.replicas_per_device, int) or model.replicas_per_device < 1:
         raise ConfigError("[model] replicas_per_device must be a positive integer")
     _check_engine(model)

@@ -8,9 +8,14 @@ device list, `[model] device`) give the same answer for the same spec: "auto" is
 
 from __future__ import annotations
 
+import functools
+import logging
+from pathlib import Path
 from typing import Any
 
 from gliclass_core.errors import ConfigError, InvalidInput
+
+log = logging.getLogger(__name__)
 
 # Accepted dtype spellings -> torch attribute names.
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
@@ -18,6 +23,12 @@ DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16":
 ENGINES = ("torch", "onnx")
 # engine "onnx" (CPU only): accepted dtype spellings -> the dtype of its export.
 ONNX_DTYPES = {"float32": "float32", "fp32": "float32", "int8": "int8"}
+# CPU instruction-set flags (as /proc/cpuinfo spells them) that run each half type natively; without
+# one of them torch emulates the type and runs it several times slower than float32.
+NATIVE_HALF = {"bfloat16": ("avx512_bf16", "amx_bf16"), "float16": ("avx512_fp16", "amx_fp16")}
+# The flags benchmarks print beside their figures and that decide the CPU's fast paths.
+CPU_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+                         "amx_int8", "amx_bf16", "amx_fp16")  # fmt: skip
 
 
 def _canonical(name: str) -> str:
@@ -76,10 +87,46 @@ def dtype_name(dtype: object) -> str | None:
     return str(dtype).lower().removeprefix("torch.")
 
 
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """This CPU's instruction-set flags: /proc/cpuinfo's, else what torch's own probes report."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    import torch
+
+    probes = {"avx2": "_is_avx2_supported", "avx512f": "_is_avx512_supported",
+              "avx512_vnni": "_is_vnni_supported", "avx512_bf16": "_is_avx512_bf16_supported",
+              "amx_tile": "_is_amx_tile_supported", "amx_fp16": "_is_amx_fp16_supported"}  # fmt: skip
+    found = set()
+    for flag, probe in probes.items():
+        check = getattr(torch.cpu, probe, None)
+        if check is not None and check():
+            found.add(flag)
+    return frozenset(found)
+
+
+def cpu_half_problem(name: str) -> str | None:
+    """Why the CPU would emulate torch dtype `name` ("bfloat16", "float16"); None when it runs natively."""
+    needs = NATIVE_HALF.get(name)
+    if needs is None or any(flag in cpu_flags() for flag in needs):
+        return None
+    return (
+        f"this CPU has no {' / '.join(needs)}, so torch emulates {name} there"
+        " (several times slower than float32)"
+    )
+
+
 def resolve_dtype(dtype: str | None, device: str) -> Any:
     """The torch dtype for `dtype` on `device`: auto is bf16 (fp16 without bf16) on CUDA, fp32 on CPU.
 
-    Raises InvalidInput naming `dtype` for an unknown spelling.
+    On a CPU a half type runs only where the CPU has the instructions for it (`NATIVE_HALF`): elsewhere
+    torch would emulate it, slower than float32 and less exact, so float32 runs instead and a warning
+    says why (the model's info then names float32). Raises InvalidInput naming `dtype` for an
+    unknown spelling.
     """
     import torch
 
@@ -91,6 +138,10 @@ def resolve_dtype(dtype: str | None, device: str) -> Any:
     name = DTYPES.get(wanted)
     if name is None:
         raise InvalidInput(f"unknown dtype {dtype!r} (float32, float16, bfloat16)", field="dtype")
+    problem = cpu_half_problem(name) if device.startswith("cpu") else None
+    if problem is not None:
+        log.warning("dtype %s on the CPU: %s; running float32 instead", name, problem)
+        return torch.float32
     return getattr(torch, name)
 
 
@@ -114,3 +165,30 @@ def engine_problem(engine: str, dtype: object, device: str | None) -> tuple[str,
     if name != "auto" and not _canonical(name).startswith("cpu"):
         return "device", f'engine "onnx" runs on CPU only: device must be "cpu" or "auto", not {device!r}'
     return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo's "model name", else the platform's answer)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_summary() -> str:
+    """One line naming the CPU, its cores and which of `CPU_FLAGS_OF_INTEREST` it has and lacks."""
+    import os
+
+    flags = cpu_flags()
+    has = [f for f in CPU_FLAGS_OF_INTEREST if f in flags]
+    lacks = [f for f in CPU_FLAGS_OF_INTEREST if f not in flags]
+    native = [name for name in NATIVE_HALF if cpu_half_problem(name) is None]
+    return (
+        f"{cpu_model()}, {os.cpu_count()} logical CPUs; flags: {' '.join(has) or 'none'}"
+        f" (lacks {' '.join(lacks) or 'none'}); native half types: {', '.join(native) or 'none'}"
+    )

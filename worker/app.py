@@ -11,7 +11,7 @@ from gliclass_core.config import AppConfig
 from gliclass_core.service import ClassifyService
 from worker.config import KafkaConfig, parse_kafka_config
 from worker.loop import WorkerLoop
-from worker.state import WorkerStats
+from worker.state import WorkerStatsSnapshot
 
 log = logging.getLogger("gliclass.worker")
 
@@ -57,8 +57,9 @@ class KafkaWorker:
         """Return the partitions this worker currently owns (a snapshot)."""
         return sorted(list(self._loop.lanes)) if self._loop is not None else []
 
-    def stats(self) -> WorkerStats:
-        return self._loop.stats if self._loop is not None else WorkerStats()
+    def stats(self) -> WorkerStatsSnapshot:
+        """An immutable snapshot of the loop's counters (safe from any thread; bounded in size)."""
+        return self._loop.stats.snapshot() if self._loop is not None else WorkerStatsSnapshot()
 
     def stop(self, drain_timeout: float | None = None) -> bool:
         """Stop fetching, finish in-flight work, commit, close. True when it exited cleanly in time.

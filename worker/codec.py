@@ -2,7 +2,9 @@
 
 Input values are UTF-8. A value whose first non-blank character is `{` is a JSON object
 (`{"id", "text", "labels"?, "label_set"?, "return_uncalibrated"?}`; `labels` may be a nested object
-of groups, flattened with "." as the reference does); any other value is the text itself.
+of groups, flattened with "." as the reference does); any other value is the text itself, and its
+`id` is the record key when that is a valid id (UTF-8, no control characters, at most
+MAX_ID_CHARS), else null.
 
 Decoding is bounded before it starts: the value's size (MAX_VALUE_BYTES), the JSON nesting depth
 (a linear pre-scan, see gliclass_core.processing.bounded_json), integer length and finiteness.
@@ -77,8 +79,9 @@ class Source:
     offset: int
 
 
-def decode_event(value: bytes | None, max_bytes: int = MAX_VALUE_BYTES) -> Event:
-    """Decode one record value. Raises BadEvent naming what is wrong."""
+def decode_event(value: bytes | None, max_bytes: int = MAX_VALUE_BYTES, key: bytes | None = None) -> Event:
+    """Decode one record value (a plain-text value takes `key` as its id). Raises BadEvent naming what
+    is wrong."""
     if value is None:
         raise BadEvent("missing_text", "record has no value (tombstone)")
     if len(value) > max_bytes:
@@ -90,7 +93,7 @@ def decode_event(value: bytes | None, max_bytes: int = MAX_VALUE_BYTES) -> Event
     if not raw.lstrip().startswith("{"):
         if not has_content(raw):
             raise BadEvent("empty_text", "value is empty (only whitespace, control or zero-width characters)")
-        return Event(text=raw)
+        return Event(text=raw, id=_key_id(key))
     try:
         obj = bounded_loads(raw, MAX_DEPTH, value)
     except JsonRejected as exc:
@@ -152,6 +155,16 @@ def _event_id(event_id: object) -> str | None:
     if control_at(event_id) is not None:
         raise BadEvent("invalid_id", "'id' holds a control character")
     return event_id
+
+
+def _key_id(key: bytes | None) -> str | None:
+    """A record key as a plain-text event's id; None when it is not a valid id (the text is still fine)."""
+    if key is None:
+        return None
+    try:
+        return _event_id(key.decode("utf-8")) if len(key) <= 4 * MAX_ID_CHARS else None
+    except (UnicodeDecodeError, BadEvent):
+        return None
 
 
 def _labels(labels: object) -> tuple[str, ...] | None:

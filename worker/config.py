@@ -63,6 +63,8 @@ class KafkaConfig:
     revoke_grace_ms: int = 5000
     retry_backoff_ms: int = 500
     drain_timeout_ms: int = 30000
+    #: An output or dead-letter topic missing this long stops the worker (a topic-level error).
+    missing_topic_timeout_ms: int = 60000
     client: Mapping[str, Any] = field(default_factory=dict)
     consumer: Mapping[str, Any] = field(default_factory=dict)
     producer: Mapping[str, Any] = field(default_factory=dict)
@@ -244,6 +246,7 @@ def parse_kafka_config(app_config: AppConfig) -> KafkaConfig:
             "revoke_grace_ms",
             "retry_backoff_ms",
             "drain_timeout_ms",
+            "missing_topic_timeout_ms",
         )
     }
     instance_id = _str(table, "instance_id", "kafka") or socket.gethostname()

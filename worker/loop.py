@@ -98,6 +98,10 @@ class WorkerLoop:
         self.submit(self.take_unsubmitted() + [s for s in fresh if s is not None and s.bad is None])
         self.produce_ready()
         self.producer.serve_deliveries(0)
+        self.output.raise_if_stopped()  # a topic-level delivery error: the worker stops with it
+        self.stats.stalled_partitions = self.tracing.stalled_partitions = self.output.stalled(
+            time.monotonic()
+        )
         self.committer.step()
 
     @property
@@ -142,7 +146,7 @@ class WorkerLoop:
         try:
             slot.headers = carry_headers(record_headers(msg))
             check_record_size(slot.key, slot.value, slot.headers, self.max_record_bytes)
-            slot.event = decode_event(slot.value)
+            slot.event = decode_event(slot.value, key=slot.key)
             resolved = resolve(slot.event, route, self.label_sets)
             slot.item, slot.label_set = resolved.item, resolved.label_set
         except BadEvent as bad:
@@ -177,8 +181,8 @@ class WorkerLoop:
 
     def submit(self, slots: list[Slot]) -> None:
         """Submit slots to the scheduler at bulk priority; a full queue keeps them for a later retry."""
-        # The scheduler rejects a call larger than its whole queue; stay well below it.
-        chunk = max(1, min(self.config.batch_size, self.runtime.max_queue // 4))
+        # The scheduler rejects a call larger than the queue's bulk share; stay well below it.
+        chunk = max(1, min(self.config.batch_size, self.runtime.bulk_limit // 4))
         for start in range(0, len(slots), chunk):
             if not self.submit_chunk(slots[start : start + chunk]):
                 self.unsubmitted.extend(slots[start + chunk :])
@@ -283,12 +287,19 @@ class WorkerLoop:
 
     def on_assign(self, tps: list[TP]) -> None:
         log.info("assigned %s", tps)
+        self.stats.assignments += 1
         for tp in tps:
             self.abandon(tp)
             self.lanes[tp] = OrderedLane()
             self.rewind_to.pop(tp, None)
+        # librdkafka keeps a partition's pause flag across unassign and assign: "partitions will
+        # remain paused after a rebalance and re-assignment" (edenhill, confluentinc/librdkafka#1849;
+        # confluentinc/confluent-kafka-go#193). A partition paused before it was revoked came back
+        # paused and was never fetched again. Set the flag to what the loop wants now.
         if self.paused:
             self.consumer.pause(tps)
+        else:
+            self.consumer.resume(tps)
         # Learn output partition counts now, not on the first result (which may come mid-outage).
         for route in self.config.routes:
             if route.partitioning == "input":
@@ -308,6 +319,9 @@ class WorkerLoop:
             if self.unsubmitted:
                 self.submit(self.take_unsubmitted())
         self.committer.revoke(revoked)
+        self.consumer.resume(tps)  # not paused when it comes back (see on_assign)
+        self.stats.revokes += 1
+        self.stats.revoked_unacked += sum(self.tracker.unacked(tp) for tp in revoked)
         for tp in tps:
             self.abandon(tp)
             self.rewind_to.pop(tp, None)
@@ -315,6 +329,9 @@ class WorkerLoop:
     def on_lost(self, tps: list[TP]) -> None:
         """Drop lost partitions without committing (another member owns them now)."""
         log.warning("partitions lost %s", tps)
+        self.consumer.resume(tps)  # not paused when it comes back (see on_assign)
+        self.stats.revokes += 1
+        self.stats.revoked_unacked += sum(self.tracker.unacked(tp) for tp in tps)
         for tp in tps:
             self.abandon(tp)
         self.committer.lost(tps)  # an open transaction is aborted; the other partitions are re-read

@@ -68,6 +68,8 @@ class WorkerTracing:
         self._backlog = BacklogEstimator()
         self._backlog_view: dict[str, Backlog] = {}
         self._start: dict[TP, int] = {}  # where an assigned partition without a position starts
+        #: Partitions that could not send at the last loop step (the stalled-partitions gauge).
+        self.stalled_partitions = 0
         self._sent: dict[tuple[str | None, str | None], int] = {}  # (topic, error) -> acks not yet counted
         if self._metrics is not None:
             self._metrics.add_lag_source(self)

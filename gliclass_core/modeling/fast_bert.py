@@ -34,6 +34,27 @@ def supports(model: nn.Module) -> bool:
     )
 
 
+def _fused_qkv(att: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer's query, key and value projections as one (3D, D) weight and (3D,) bias.
+
+    Kept on the module between calls, keyed by the parts' storage and version counters: a training
+    step (in place, so the version moves), a `.to()` (new storage) or a load rebuilds it, and the
+    concatenation is not paid again on every forward pass.
+    """
+    parts = (att.query.weight, att.key.weight, att.value.weight, att.query.bias, att.key.bias, att.value.bias)
+    if any(t.is_inference() for t in parts):  # no version counter: nothing safe to key a copy on
+        return torch.cat(parts[:3], 0), torch.cat(parts[3:], 0)
+    key = tuple((t.data_ptr(), t._version, t.dtype) for t in parts)
+    cached = getattr(att, "_gliclass_fused_qkv", None)
+    if cached is not None and cached[0] == key:
+        return cached[1], cached[2]
+    w = torch.cat(parts[:3], 0)
+    b = torch.cat(parts[3:], 0)
+    # Not a registered buffer: a copy of existing parameters, never saved with the state dict.
+    object.__setattr__(att, "_gliclass_fused_qkv", (key, w, b))
+    return w, b
+
+
 def _layer_norm(x: torch.Tensor, ln: Any) -> torch.Tensor:
     return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
 
@@ -89,8 +110,7 @@ def bert_forward(
         keep_flat = (rows * seq + keep).reshape(-1)
     for i, layer in enumerate(layers):
         att = layer.attention.self
-        w = torch.cat([att.query.weight, att.key.weight, att.value.weight], 0)
-        b = torch.cat([att.query.bias, att.key.bias, att.value.bias], 0)
+        w, b = _fused_qkv(att)
         qkv = to_grid(F.linear(x, w, b)).view(bsz, seq, 3, heads, head_dim)
         k = qkv[:, :, 1].transpose(1, 2)
         v = qkv[:, :, 2].transpose(1, 2)

@@ -1,5 +1,9 @@
 """Resolving items' futures: results in one vectorised post-processing step, failures typed.
 
+Post-processing runs on the replica thread that completed the batch. Whatever `finish_many`
+raises (BaseException included: a native panic) is split down to the items that cause it
+(`supervision.isolate`), so one bad item fails alone and the thread carries on.
+
 Never called with the scheduler's lock held: a future's callbacks run user code (asyncio
 wake-ups, resubmissions) that may re-enter the scheduler.
 """
@@ -14,6 +18,7 @@ from gliclass_core.errors import BatchFailed, GliclassError
 from gliclass_core.model import Model
 from gliclass_core.runtime.bridge import deferred_wakeups
 from gliclass_core.runtime.stats import StatsRecorder
+from gliclass_core.runtime.supervision import isolate
 from gliclass_core.runtime.work import SubmittedItem
 from gliclass_core.types import Prediction, PreparedItem
 
@@ -23,15 +28,23 @@ def finish_items(classifier: Model | None, items: Sequence[SubmittedItem], stats
     if not items:
         return
     assert classifier is not None  # items are only submitted once the scheduler is open
-    logits = [[x for x in item.logits if x is not None] for item in items]
+
+    def finish(part: Sequence[SubmittedItem]) -> Sequence[Prediction | Exception]:
+        logits = [[x for x in item.logits if x is not None] for item in part]
+        outcomes = classifier.finish_many(_tokenized(part), logits)
+        if len(outcomes) != len(part):
+            raise RuntimeError(f"finish_many returned {len(outcomes)} outcomes for {len(part)} items")
+        return outcomes
+
+    outcomes: Sequence[Prediction | BaseException]
     try:
-        outcomes: Sequence[Prediction | Exception] = classifier.finish_many(_tokenized(items), logits)
-    except Exception as exc:
-        outcomes = [exc] * len(items)
+        outcomes = finish(items)
+    except BaseException as exc:  # a panic must fail its item, not the replica thread
+        outcomes = isolate(finish, items, exc.with_traceback(None))
     completed = 0
     with deferred_wakeups():  # one event-loop wake-up for the whole batch
         for item, outcome in zip(items, outcomes):
-            if isinstance(outcome, Exception):
+            if isinstance(outcome, BaseException):
                 stats.count("failed_items")
                 fail_future(item.future, as_batch_failure(outcome, "post-processing"))
                 continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 
@@ -20,7 +21,9 @@ from gliclass_core.runtime.batch_forming import Priority
 from gliclass_core.runtime.completion import as_batch_failure, fail_future
 from gliclass_core.runtime.pass_queue import PassQueue
 from gliclass_core.runtime.stats import StatsRecorder
+from gliclass_core.runtime.supervision import FaultBudget, OnStopped, isolate
 from gliclass_core.runtime.work import SubmittedItem
+from gliclass_core.types import PreparedItem
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,19 @@ class Intake:
         self._classifier: Model | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._budget = FaultBudget()
+        #: Called (on the intake thread) when the thread stops for good after repeated faults.
+        self.on_stopped: OnStopped | None = None
+
+    @property
+    def faults(self) -> int:
+        """Faults of the intake loop since start (each failed the round it held, then restarted)."""
+        return self._budget.faults
+
+    @property
+    def alive(self) -> bool:
+        """True while the thread runs (False before `open` and after it stopped)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def open(self, classifier: Model) -> None:
         """Tokenize with `classifier` from now on; start the thread the first time."""
@@ -107,7 +123,25 @@ class Intake:
         return taken
 
     def _run(self) -> None:
-        """Tokenize staged submissions in batches and queue their passes (the intake thread)."""
+        """The intake thread: serve rounds; on a fault fail the round held, restart or stop."""
+        while True:
+            try:
+                self._serve()
+                return
+            except BaseException as exc:
+                log.exception("the intake thread faulted; failing the round it held")
+                failed = self._fail_round(exc.with_traceback(None))
+                log.error("intake: failed %d items of the faulted round", failed)
+                if self._budget.record():
+                    log.error("the intake thread stops after %d faults", self._budget.faults)
+                    if self.on_stopped is not None:
+                        self.on_stopped("intake", self._budget.faults, exc)
+                    return
+            # Outside the except block, so the traceback no longer pins the round while waiting.
+            time.sleep(self._budget.restart_delay())
+
+    def _serve(self) -> None:
+        """Tokenize staged submissions in batches and queue their passes, until closed."""
         while True:
             with self._lock:
                 while not (self._staged[Priority.INTERACTIVE] or self._staged[Priority.BULK]):
@@ -118,26 +152,51 @@ class Intake:
                 classifier = self._classifier
             if not taken or classifier is None:
                 continue
-            try:
-                prepared = classifier.encode([item.plan for item in taken])
-                error: BaseException | None = None
-            except Exception as exc:  # a tokenizer bug, not bad input (plan checked that): fail the round
-                log.exception("tokenizing %d items failed", len(taken))
-                prepared, error = [], exc
-            failed: list[SubmittedItem] = []
+            outcomes = self._encode(classifier, taken)
+            failed: list[tuple[SubmittedItem, BaseException]] = []
             with self._lock:
-                if error is None:
-                    self._passes.enqueue_tokenized(taken, prepared)
-                else:
-                    for item in taken:
-                        if not item.done:  # else cancelled or shut down while being tokenized
-                            item.done = True
-                            self._passes.unqueue(item)
-                            failed.append(item)
+                good = [(i, p) for i, p in zip(taken, outcomes) if not isinstance(p, BaseException)]
+                self._passes.enqueue_tokenized([i for i, _ in good], [p for _, p in good])
+                for item, outcome in zip(taken, outcomes):
+                    if isinstance(outcome, BaseException) and not item.done:
+                        # (else cancelled or shut down while being tokenized)
+                        item.done = True
+                        self._passes.unqueue(item)
+                        failed.append((item, outcome))
                 self._round = []
                 self._queued.notify_all()
-            for item in failed:
-                assert error is not None
+            for item, error in failed:
                 fail_future(item.future, as_batch_failure(error, "tokenization"))
             if failed:
                 self._stats.count("failed_items", len(failed))
+
+    def _encode(self, classifier: Model, taken: list[SubmittedItem]) -> list[PreparedItem | BaseException]:
+        """Tokenize a round; when `encode` raises (a tokenizer bug or panic: `plan` checked the
+        input), split the round until each failure is down to the item that causes it."""
+
+        def encode(items: Sequence[SubmittedItem]) -> list[PreparedItem]:
+            return classifier.encode([item.plan for item in items])
+
+        try:
+            prepared: list[PreparedItem | BaseException] = list(encode(taken))
+            if len(prepared) != len(taken):
+                raise RuntimeError(f"encode returned {len(prepared)} items for {len(taken)}")
+            return prepared
+        except BaseException as exc:
+            log.exception("tokenizing %d items failed; splitting the round to find the cause", len(taken))
+            first = exc.with_traceback(None)
+        return isolate(encode, taken, first)
+
+    def _fail_round(self, exc: BaseException) -> int:
+        """Fail the items of the round the thread held when it faulted; how many were failed."""
+        with self._lock:
+            items = [item for item in self._round if not item.done]
+            for item in items:
+                item.done = True
+                self._passes.unqueue(item)
+            self._round = []
+            self._queued.notify_all()
+        failure = as_batch_failure(exc, "the intake thread (it faulted)")
+        failed = sum(fail_future(item.future, failure) for item in items)
+        self._stats.count("failed_items", failed)
+        return failed

@@ -34,20 +34,22 @@ class PassQueue:
         # Batch forming looks at the oldest passes only, so its cost does not grow with the queue.
         self._window = window
 
-    def check_fits(self, plans: Sequence[ItemPlan]) -> int:
-        """Count the passes; InvalidInput (not Overloaded) for an item or call that could never fit."""
+    def check_fits(self, plans: Sequence[ItemPlan], limit: int | None = None) -> int:
+        """Count the passes; InvalidInput (not Overloaded) for an item or call that could never fit
+        in `limit` rows (default: the whole queue; bulk items get only their share of it)."""
+        limit = self.max_queue if limit is None else limit
         for index, plan in enumerate(plans):
-            if plan.num_passes > self.max_queue:
+            if plan.num_passes > limit:
                 raise InvalidInput(
                     f"its {len(plan.item.labels)} labels need {plan.num_passes} passes; "
-                    f"the queue holds at most {self.max_queue}",
+                    f"the queue holds at most {limit}",
                     field="labels",
                     index=index,
                 )
         rows = sum(plan.num_passes for plan in plans)
-        if rows > self.max_queue:
+        if rows > limit:
             raise InvalidInput(
-                f"the {len(plans)} items need {rows} passes; the queue holds at most {self.max_queue}",
+                f"the {len(plans)} items need {rows} passes; the queue holds at most {limit}",
                 field="items",
             )
         return rows

@@ -1,8 +1,9 @@
 """The replica pool: which devices, how many model copies, and loading them in the background.
 
-A replica that stops for good after repeated faults (see `replica`) takes the whole pool out of
-ready: `error` says why, the scheduler closes and fails what is queued with NotReady, so no
-caller waits forever and the process can be restarted.
+A runtime thread that stops for good after repeated faults (a replica, or the scheduler's intake
+thread: see `supervision`) takes the whole pool out of ready: `error` says why, the scheduler
+closes and fails what is queued with NotReady, so no caller waits forever, health goes
+NOT_SERVING and the process exits non-zero to be restarted.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Pool:
         self._loader = loader or self._load_base
         self._lock = threading.Lock()
         self._pending = len(self.specs)
+        scheduler.on_thread_stopped(self._thread_stopped)
 
     def _load_base(self, device: str) -> Model:
         from gliclass_core.classifier import Classifier
@@ -133,11 +135,15 @@ class Pool:
         self.failed.set()
 
     def _replica_stopped(self, replica: Replica, exc: BaseException) -> None:
+        self._thread_stopped(f"replica {replica.name} on {replica.device}", replica.faults, exc)
+
+    def _thread_stopped(self, thread: str, faults: int, exc: BaseException) -> None:
+        """A runtime thread gave up after `faults` faults: out of ready, fail what is queued."""
         error = NotReady(
-            f"replica {replica.name} on {replica.device} stopped after {replica.faults} faults "
+            f"{thread} stopped after {faults} faults "
             f"({type(exc).__name__}: {exc}); the pool is out of service"
         )
-        error.__cause__ = exc
+        error.__cause__ = exc.with_traceback(None)
         log.error("%s", error)
         self._fail(error)
         self.ready.clear()

@@ -1,10 +1,12 @@
 """A replica: one model copy on one device, pulling batches from the scheduler on its own thread.
 
 The forward pass runs here and only here (never on an event loop), under
-`torch.inference_mode()`. A failing batch fails only its own items; CUDA out-of-memory splits
+`torch.inference_mode()`. A failing batch is split until the rows that fail are failed alone
+(`supervision.isolate`; anything raised counts, BaseException included); CUDA out-of-memory splits
 the batch in two and retries each half once. A fault outside a batch's own guard (in the queue or
 bookkeeping code) fails the batch held at the time and restarts the loop; a replica that keeps
-faulting stops and reports it, so the pool leaves ready instead of leaving futures waiting.
+faulting stops and reports it, so the pool leaves ready instead of leaving futures waiting
+(`supervision`, the same rule as the intake thread's).
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from gliclass_core.model import Model
 from gliclass_core.runtime.scheduler import Scheduler
+from gliclass_core.runtime.supervision import MAX_FAULTS, FaultBudget, isolate
 from gliclass_core.runtime.tracing import batch_span
 from gliclass_core.runtime.work import Batch
 from gliclass_core.types import ClassifyItem, EncodedPass
@@ -28,12 +30,6 @@ log = logging.getLogger(__name__)
 WARM_UP_ITEM = ClassifyItem(text="Warm-up text for the model replica.", labels=("first", "second"))
 
 Results = list[np.ndarray | BaseException]
-
-#: A replica whose loop faults this many times within `FAULT_WINDOW_S` stops for good.
-MAX_FAULTS = 5
-FAULT_WINDOW_S = 60.0
-#: Pause before restarting the loop after a fault, doubling with each recent fault.
-RESTART_DELAY_S = 0.05
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -60,7 +56,7 @@ class Replica:
         self.scheduler = scheduler
         self.classifier: Model | None = None
         self.batches = 0
-        self.faults = 0
+        self._budget = FaultBudget()
         self._load = load
         self._cpu_threads = cpu_threads
         self._thread: threading.Thread | None = None
@@ -79,6 +75,16 @@ class Replica:
             target=self._main, args=(on_ready, on_stopped), name=f"gliclass-{self.name}", daemon=True
         )
         self._thread.start()
+
+    @property
+    def faults(self) -> int:
+        """Faults of the loop since start (each failed the batch it held, then restarted)."""
+        return self._budget.faults
+
+    @property
+    def alive(self) -> bool:
+        """True while the replica's thread runs."""
+        return self._thread is not None and self._thread.is_alive()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the thread to end; True when it has."""
@@ -118,7 +124,6 @@ class Replica:
         after a short pause; at `MAX_FAULTS` within `FAULT_WINDOW_S` the replica stops and calls
         `on_stopped`.
         """
-        recent: deque[float] = deque(maxlen=MAX_FAULTS)
         while True:
             batch: Batch | None = None
             try:
@@ -127,20 +132,17 @@ class Replica:
                     batch = None
                 return
             except BaseException as exc:
-                self.faults += 1
                 log.exception("replica %s on %s faulted outside a batch", self.name, self.device)
                 if batch is not None:
                     self._abandon(batch, _unpinned(exc))
                     batch = None
-                now = time.monotonic()
-                recent.append(now)
-                if len(recent) == MAX_FAULTS and now - recent[0] <= FAULT_WINDOW_S:
+                if self._budget.record():
                     log.error("replica %s on %s stops after %d faults", self.name, self.device, MAX_FAULTS)
                     if on_stopped is not None:
                         on_stopped(self, exc)
                     return
             # Outside the except block, so the traceback no longer pins the batch while waiting.
-            time.sleep(RESTART_DELAY_S * 2 ** (sum(now - t <= FAULT_WINDOW_S for t in recent) - 1))
+            time.sleep(self._budget.restart_delay())
 
     def _abandon(self, batch: Batch, exc: BaseException) -> None:
         try:
@@ -171,14 +173,20 @@ class Replica:
         self.scheduler.complete(batch, results, self.device, compute_s=time.perf_counter() - started)
 
     def forward_splitting(self, passes: Sequence[EncodedPass]) -> Results:
-        """Forward the batch; on out-of-memory retry each half once, failing only what still fails."""
+        """Forward the batch; on out-of-memory retry each half once, failing only what still fails;
+        on any other failure split until the failing rows fail alone."""
         try:
             return list(self.forward(passes))
-        except Exception as exc:
-            if len(passes) < 2 or not is_out_of_memory(exc):
+        except BaseException as exc:  # a native panic is a BaseException: it must not kill the thread
+            first = _unpinned(exc)
+            oom = is_out_of_memory(exc)
+            if len(passes) < 2:
                 log.warning("batch of %d rows failed on %s", len(passes), self.device, exc_info=exc)
-                return [_unpinned(exc)] * len(passes)
+                return [first] * len(passes)
         # Retry only after leaving the except block: its traceback pins the failed pass's activations.
+        if not oom:
+            log.warning("batch of %d rows failed on %s (%s); splitting it", len(passes), self.device, first)
+            return isolate(self.forward, passes, first)
         self.scheduler.record_oom_split()
         log.warning("out of memory on %s with %d rows; retrying in halves", self.device, len(passes))
         _release_cached_memory(self.device)
@@ -187,7 +195,7 @@ class Replica:
         for part in (passes[:half], passes[half:]):
             try:
                 results.extend(self.forward(part))
-            except Exception as exc:
+            except BaseException as exc:
                 results.extend([_unpinned(exc)] * len(part))
         return results
 

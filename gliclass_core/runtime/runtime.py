@@ -69,7 +69,9 @@ class Runtime:
         if policy is None:
             on_gpu = any(device.startswith("cuda") for device in resolve_devices(config.model.device))
             policy = BatchPolicy.from_config(config.batching, **(_GPU_POLICY if on_gpu else {}))
-        scheduler = Scheduler(policy, config.batching.max_queue)
+        scheduler = Scheduler(
+            policy, config.batching.max_queue, bulk_queue_share=config.batching.bulk_queue_share
+        )
         pool = Pool(config.model, scheduler, loader=loader)
         if reserve_interactive is None:
             reserve_interactive = 1 if len(pool.specs) >= 2 else 0
@@ -142,6 +144,10 @@ class Runtime:
     @property
     def max_queue(self) -> int:
         return self.scheduler.max_queue
+
+    @property
+    def bulk_limit(self) -> int:
+        return self.scheduler.bulk_limit
 
     def stats(self) -> SchedulerStats:
         return self.scheduler.stats()

@@ -34,6 +34,7 @@ from gliclass_core.runtime.dispatch import Dispatcher
 from gliclass_core.runtime.intake import Intake
 from gliclass_core.runtime.pass_queue import PassQueue
 from gliclass_core.runtime.stats import SchedulerStats, StatsRecorder
+from gliclass_core.runtime.supervision import OnStopped
 from gliclass_core.runtime.tracing import capture_span_context
 from gliclass_core.runtime.work import Batch, SubmittedItem, TimedFuture
 from gliclass_core.types import ClassifyItem, Prediction
@@ -58,10 +59,14 @@ class Scheduler:
         policy: BatchPolicy,
         max_queue: int,
         *,
+        bulk_queue_share: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policy = policy
         self.max_queue = max_queue
+        #: Rows bulk items may hold at most (`[batching] bulk_queue_share` of `max_queue`): the rest
+        #: of the queue stays free for interactive calls however much Kafka backlog there is.
+        self.bulk_limit = max(1, min(max_queue, int(max_queue * bulk_queue_share)))
         self._clock = clock
         lock = threading.Lock()  # not re-entrant: cheaper, and never re-entered
         self._cond = threading.Condition(lock)  # replicas wait here
@@ -86,6 +91,15 @@ class Scheduler:
     @property
     def accepting(self) -> bool:
         return self._accepting
+
+    def on_thread_stopped(self, handler: OnStopped) -> None:
+        """Call `handler(thread, faults, error)` if the intake thread stops after repeated faults."""
+        self._intake.on_stopped = handler
+
+    @property
+    def intake_faults(self) -> int:
+        """Faults of the intake thread since start (each failed only the round it held)."""
+        return self._intake.faults
 
     def close(self, grace_s: float = 10.0, *, drain: bool = True) -> int:
         """Stop accepting; let replicas drain the queue for up to `grace_s`; fail the rest.
@@ -129,6 +143,8 @@ class Scheduler:
         needs more passes than the whole queue holds: it could never fit), Overloaded when the
         queue has no room for all of them now (checked first against one pass per item, before
         anything is tokenized or validated), NotReady before warm-up or after shutdown began.
+        Bulk items may hold only `bulk_limit` rows of the queue (the rest is kept for interactive
+        work): for them both "the queue" and "room" mean that share.
         `deadline` is an absolute `time.monotonic()` time. `span_contexts` (one per item) are
         what each item's batch span links to; by default every item links to the caller's span.
         """
@@ -140,20 +156,21 @@ class Scheduler:
                 "the model is not ready" if not self._dispatch.draining else "the scheduler is shutting down"
             )
         priority = Priority(priority)
-        if len(items) > self.max_queue:
+        limit = self.max_queue if priority is Priority.INTERACTIVE else self.bulk_limit
+        if len(items) > limit:
             raise InvalidInput(
-                f"{len(items)} items in one call; the queue holds at most {self.max_queue}", field="items"
+                f"{len(items)} items in one call; the queue holds at most {limit}", field="items"
             )
         passes = self._passes
-        if passes.depth + len(items) > self.max_queue and (deadline is None or deadline > self._clock()):
+        if self._full(priority, len(items)) and (deadline is None or deadline > self._clock()):
             # Every valid item needs a pass: refuse before planning, so a caller retrying against a
             # full queue (the Kafka worker every few ms) does not validate its whole call each time.
             # (An unlocked read: the check under the lock below is the one that counts.)
             self._stats.count("rejected_items", len(items))
-            raise Overloaded(f"queue full ({passes.depth} of {self.max_queue} queued); retry later")
+            raise Overloaded(self._full_message(priority))
         plans = [classifier.plan(item, index) for index, item in enumerate(items)]
         contexts = span_contexts or [capture_span_context()] * len(items)
-        rows = passes.check_fits(plans)
+        rows = passes.check_fits(plans, limit)
         now = self._clock()
         expired_now = deadline is not None and deadline <= now
         futures: list[Future[Prediction]] = []
@@ -163,9 +180,9 @@ class Scheduler:
         with self._cond:
             if not self._accepting:
                 raise NotReady("the scheduler is shutting down")
-            if not expired_now and passes.depth + rows > self.max_queue:
+            if not expired_now and self._full(priority, rows):
                 self._stats.count("rejected_items", len(items))
-                raise Overloaded(f"queue full ({passes.depth} of {self.max_queue} queued); retry later")
+                raise Overloaded(self._full_message(priority))
             for plan, span_context in zip(plans, contexts):
                 future = TimedFuture()
                 n = plan.num_passes
@@ -273,6 +290,21 @@ class Scheduler:
         self._stats.count("oom_splits")
 
     # ----------------------------------------------------------------- internals
+
+    def _full(self, priority: Priority, rows: int) -> bool:
+        """True when `rows` more rows of `priority` do not fit now (bulk: within its share too)."""
+        passes = self._passes
+        if passes.depth + rows > self.max_queue:
+            return True
+        return priority is Priority.BULK and passes.depth_of(Priority.BULK) + rows > self.bulk_limit
+
+    def _full_message(self, priority: Priority) -> str:
+        if priority is Priority.BULK and self._passes.depth + 1 <= self.max_queue:
+            return (
+                f"queue full for bulk work ({self._passes.depth_of(Priority.BULK)} of its "
+                f"{self.bulk_limit} rows queued; the rest is kept for interactive calls); retry later"
+            )
+        return f"queue full ({self._passes.depth} of {self.max_queue} queued); retry later"
 
     def _on_future_done(self, item: SubmittedItem, future: Future[Prediction]) -> None:
         # A future is resolved from outside the scheduler when its caller cancels it, or fails it

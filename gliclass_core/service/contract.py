@@ -53,6 +53,11 @@ class ClassifyService(Protocol):
         """How many passes the queue holds at most."""
         ...
 
+    @property
+    def bulk_limit(self) -> int:
+        """How many passes bulk (Kafka) items may hold at most; the rest is kept for interactive calls."""
+        ...
+
     def stats(self) -> SchedulerStats:
         """A snapshot of the scheduler's counters and queue depths."""
         ...

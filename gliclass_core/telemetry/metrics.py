@@ -237,6 +237,12 @@ class Instruments:
             unit="1",
             description="That share minus the same label's share over the hour before the window",
         )
+        meter.create_observable_gauge(
+            "gliclass.kafka.partitions.stalled",
+            callbacks=[self._observe_stalled],
+            unit="{partition}",
+            description="Partitions that cannot send: a delivery failed (re-sent in order) or a backoff",
+        )
 
     # ------------------------------------------------------------ runtime stats observer hook
 
@@ -343,6 +349,15 @@ class Instruments:
             )
             for r in self.top_labels.readings()
             if r.change is not None
+        ]
+
+    def _observe_stalled(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(
+                getattr(source, "stalled_partitions", 0),
+                {"messaging.system": "kafka", "messaging.consumer.group.name": source.group},
+            )
+            for source in list(self._lag_sources)
         ]
 
     def _observe_lag(self, _options: CallbackOptions) -> Iterable[Observation]:

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 
 from gliclass_core.errors import InvalidInput
+from server.grpc.details import bad_request_trailer
 from server.grpc.interceptors import CLASSIFIER_METHODS, Around, CallInterceptor, Wrap
 from server.wire.status import status_for
 
@@ -37,6 +38,9 @@ async def _mapped_errors(request: Any, context: grpc.aio.ServicerContext) -> Asy
         raise
     except Exception as exc:
         code, message = status_for(exc)
+        if isinstance(exc, InvalidInput):
+            # The same status again as google.rpc.Status, with a BadRequest naming item and field.
+            await context.abort(code, message, trailing_metadata=bad_request_trailer(exc, message))
         await context.abort(code, message)
 
 

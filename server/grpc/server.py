@@ -13,12 +13,12 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from gliclass_core.service import ClassifyService
 from server.grpc.config import GrpcConfig
 from server.grpc.errors import ErrorInterceptor
 from server.grpc.health import HealthServicer
+from server.grpc.reflection import enable_reflection
 from server.grpc.servicer import ClassifierServicer
 from server.grpc.tls import server_credentials
 from server.grpc.tracing import TracingInterceptor
@@ -33,7 +33,7 @@ READY_POLL_S = 0.05
 
 
 class GrpcServer:
-    """One grpc.aio server over a runtime: Classifier + Health + reflection on one port."""
+    """One grpc.aio server over a runtime: Classifier + Health + reflection (v1, v1alpha) on one port."""
 
     def __init__(self, runtime: ClassifyService, config: GrpcConfig) -> None:
         self.runtime = runtime
@@ -67,9 +67,8 @@ class GrpcServer:
         )
         classifier_pb2_grpc.add_ClassifierServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        # Reflection v1 and v1alpha: grpcurl, buf curl and Postman ask for either.
+        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
         await self.set_not_serving()
         if self.config.tls is not None:
             port = server.add_secure_port(self.config.address, server_credentials(self.config.tls))

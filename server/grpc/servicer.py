@@ -1,6 +1,6 @@
 """The `gliclass.v1.Classifier` servicer: decode, call the `ClassifyService`, encode.
 
-Thin by design: conversion lives in `server.wire.convert`, status codes in `server.grpc.errors`,
+Thin by design: conversion lives in `server.wire.convert`, status codes in `server.wire.status`,
 request resolution, deadlines, cancellation and the stream's in-order, bounded answering in the
 core's service (`gliclass_core.service`); batching and the forward pass in the runtime.
 """

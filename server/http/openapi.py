@@ -2,7 +2,11 @@
 
 The component schemas are the proto3 JSON mapping of `gliclass.v1` messages, derived from the
 same descriptors `json_format` encodes with, so the document cannot describe other shapes than
-the server sends. `docs/openapi.json` is this document committed; a test fails when they differ.
+the server sends. One spelling per field, the proto JSON name (camelCase): the server also accepts
+the proto's snake_case names, as json_format does, but a document listing both makes generated
+clients collide. Every response, error statuses included, has a typed schema, so generators
+(openapi-python-client, openapi-generator) produce a client that classifies as it stands.
+`docs/openapi.json` is this document committed; a test fails when they differ.
 Regenerate with `python -m server.http.openapi > docs/openapi.json`.
 """
 
@@ -16,8 +20,10 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from server.proto import classifier_pb2 as pb
 
-#: Messages clients send: their fields are also accepted under the proto name (snake_case).
+#: Messages clients send: null reads as "not set" for their scalar fields.
 REQUEST_MESSAGES = ("Item", "ClassifyRequest", "ClassifyStreamRequest")
+#: Fields the server refuses a request without (server.wire.convert), by message.
+REQUIRED = {"Item": ["text"], "ClassifyRequest": ["items"]}
 UINT32_MAX = 2**32 - 1
 
 _SCALARS: dict[int, dict[str, Any]] = {
@@ -47,17 +53,21 @@ def _value_schema(field: FieldDescriptor) -> dict[str, Any]:
 
 
 def message_schema(descriptor: Descriptor, *, request: bool) -> dict[str, Any]:
-    """The JSON schema of one message: every field under its JSON name (and proto name for requests)."""
+    """The JSON schema of one message: every field under its JSON name, the required ones listed."""
     properties: dict[str, Any] = {}
     for field in descriptor.fields:
         schema = _field_schema(field)
-        if request and "$ref" not in schema:
-            # The proto3 JSON mapping reads null as "not set" (json_format does).
+        if request and schema.get("type") not in (None, "object", "array"):
+            # The proto3 JSON mapping reads null as "not set" (json_format does). Scalars only: a
+            # nullable map or list is an invalid union for some generators, and nothing needs it.
             schema = {**schema, "nullable": True}
         properties[field.json_name] = schema
-        if request and field.name != field.json_name:
-            properties[field.name] = schema
-    return {"type": "object", "properties": properties, "additionalProperties": False}
+    out: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+    if descriptor.name in REQUIRED:
+        out["required"] = REQUIRED[descriptor.name]
+    if descriptor.name == "ClassifyRequest":
+        properties["items"] = {**properties["items"], "minItems": 1}
+    return out
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -74,6 +84,7 @@ ERRORS = {
     "413": "The body is larger than [http] max_body_bytes (default: [grpc] max_message_bytes)",
     "415": "The body's Content-Type is not application/json or application/x-ndjson",
     "421": "The Host header names a host this server does not serve ([http] allowed_hosts)",
+    "500": "The batch holding the items failed (the error names the cause); retrying may succeed",
     "429": "The scheduler queue is full; back off and retry",
     "503": "The model is still loading, or the server is shutting down",
     "504": "The X-Timeout-Ms deadline passed before the items were computed",
@@ -107,6 +118,7 @@ def build_openapi(with_classify: bool = True) -> dict[str, Any]:
         "properties": {"error": _ref("ItemError")},
         "required": ["error"],
     }
+    schemas.update(stats_schemas())
     schemas["Probe"] = {
         "type": "object",
         "properties": {"status": {"type": "string"}, "reason": {"type": "string"}},
@@ -140,7 +152,7 @@ def build_openapi(with_classify: bool = True) -> dict[str, Any]:
                         "description": "Metrics",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
                     },
-                    "404": {"description": "Metrics are off"},
+                    "404": {"description": "Metrics are off", "content": _json("ErrorResponse")},
                 },
             }
         },
@@ -151,7 +163,7 @@ def build_openapi(with_classify: bool = True) -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "Figures",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
+                        "content": _json("Stats"),
                     }
                 },
             }
@@ -169,7 +181,7 @@ def build_openapi(with_classify: bool = True) -> dict[str, Any]:
                         "description": "One result per item, in order",
                         "content": _json("ClassifyResponse"),
                     },
-                    **_errors("400", "401", "413", "415", "421", "429", "503", "504"),
+                    **_errors("400", "401", "413", "415", "421", "429", "500", "503", "504"),
                 },
             }
         }
@@ -194,7 +206,7 @@ def build_openapi(with_classify: bool = True) -> dict[str, Any]:
                         "description": "One ClassifyStreamResponse per line",
                         "content": {"application/x-ndjson": {"schema": _ref("ClassifyStreamResponse")}},
                     },
-                    **_errors("400", "401", "413", "415", "421", "503", "504"),
+                    **_errors("400", "401", "413", "415", "421", "429", "500", "503", "504"),
                 },
             }
         }
@@ -224,12 +236,71 @@ def build_openapi(with_classify: bool = True) -> dict[str, Any]:
             "version": "v1",
             "description": (
                 "The gliclass.v1.Classifier service over HTTP/JSON. Bodies are the proto3 JSON "
-                "mapping of the gRPC messages (camelCase on output; requests accept camelCase "
-                "or the proto's snake_case names)."
+                "mapping of the gRPC messages, with the proto JSON names (camelCase); requests "
+                "may also use the proto's snake_case names."
             ),
         },
         "paths": dict(sorted(paths.items())),
         "components": {"schemas": schemas},
+    }
+
+
+def stats_schemas() -> dict[str, Any]:
+    """Schemas of GET /v1/stats (server.http.live): the console's live figures.
+
+    Open to new keys (additionalProperties): the figures grow with the console.
+    """
+    number = {"type": "number"}
+    maybe = {"type": "number", "nullable": True}
+    percentiles = {
+        "type": "object",
+        "properties": {"p50_ms": maybe, "p99_ms": maybe},
+        "required": ["p50_ms", "p99_ms"],
+    }
+    counts = {"type": "object", "additionalProperties": {"type": "integer"}}
+    return {
+        "StatsPercentiles": percentiles,
+        "StatsEdge": {
+            "type": "object",
+            "properties": {
+                "items": {"type": "integer"},
+                "items_per_s": number,
+                "latency": _ref("StatsPercentiles"),
+            },
+            "required": ["items", "items_per_s"],
+        },
+        "StatsLag": {
+            "type": "object",
+            "properties": {
+                "topic": {"type": "string"},
+                "partition": {"type": "integer"},
+                "lag": {"type": "integer"},
+            },
+            "required": ["topic", "partition", "lag"],
+        },
+        "StatsBatch": {
+            "type": "object",
+            "properties": {"batches_per_s": number, "mean_size": maybe, "padding_efficiency": maybe},
+            "required": ["batches_per_s"],
+        },
+        "Stats": {
+            "type": "object",
+            "properties": {
+                "window_s": number,
+                "history_s": number,
+                "edges": {"type": "object", "additionalProperties": _ref("StatsEdge")},
+                "completed_per_s": number,
+                "queue_depth": counts,
+                "in_flight_batches": {"type": "integer"},
+                "queue": _ref("StatsPercentiles"),
+                "compute": _ref("StatsPercentiles"),
+                "batch": _ref("StatsBatch"),
+                "consumer_lag": {"type": "array", "items": _ref("StatsLag")},
+                "dead_letters": counts,
+                "labels_by_route": {"type": "object", "additionalProperties": counts},
+            },
+            "required": ["window_s", "edges"],
+        },
     }
 
 

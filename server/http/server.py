@@ -21,6 +21,7 @@ from gliclass_core.telemetry.metrics import SECONDS_BUCKETS
 from server.http.api import Api, json_body
 from server.http.config import HttpConfig
 from server.http.connections import GuardedSite, error_response
+from server.http.docs import docs_routes
 from server.http.errors import error_body
 from server.http.guard import Guard, json_errors
 from server.http.live import EdgeCounters, LiveStats, console_page, history_query
@@ -92,6 +93,7 @@ class HttpServer:
                 web.get("/metrics", self.metrics),
                 web.get("/openapi.json", self.openapi),
                 web.get("/v1/stats", self.stats),
+                *docs_routes(),  # /docs: Swagger UI over /openapi.json, from the package (offline)
             ]
         )
         if servicer is not None:

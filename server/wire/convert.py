@@ -192,8 +192,10 @@ def model_info_to_proto(info: ModelInfo, config: WireLimits) -> pb.GetModelInfoR
         device=info.device,
         dtype=info.dtype,
         max_length=info.max_length,
-        max_labels=info.max_labels,
-        extra={str(k): str(v) for k, v in info.extra.items()},
+        # One label limit for clients: the per-item limit this server enforces. The model's own
+        # per-pass figure is a chunking detail, reported beside the other model facts.
+        max_labels=config.max_labels_per_item,
+        extra={**{str(k): str(v) for k, v in info.extra.items()}, "labels_per_pass": str(info.max_labels)},
         limits=pb.Limits(
             max_message_bytes=config.max_message_bytes,
             max_items_per_request=config.max_items_per_request,

@@ -1,4 +1,4 @@
-"""`gliclass-stream dev` prints the console URL, and the README's HTTP curl examples work as written."""
+"""`gliclass-stream dev` prints the console URL, and the HTTP reference's curl examples work as written."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-README = Path(__file__).parents[2] / "README.md"
+HTTP_REFERENCE = Path(__file__).parents[2] / "docs" / "reference" / "http.md"
 
 
 def cli() -> list[str]:
@@ -20,8 +20,7 @@ def cli() -> list[str]:
 
 
 def readme_curl_block() -> str:
-    section = README.read_text().split("## HTTP, Prometheus and the web console", 1)[1]
-    return next(b for b in re.findall(r"```bash\n(.*?)```", section, re.S) if "curl" in b)
+    return next(b for b in re.findall(r"```bash\n(.*?)```", HTTP_REFERENCE.read_text(), re.S) if "curl" in b)
 
 
 def test_dev_prints_the_console_url_and_the_readme_curl_examples_work(tmp_path: Path) -> None:

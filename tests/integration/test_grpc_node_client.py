@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.npm import npm_modules
 
 from server.proto import classifier_pb2 as pb
 from server.proto.generate import PROTO_ROOT
@@ -27,8 +28,7 @@ def node() -> str:
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed: the Node client test needs Node.js >= 18")
-    if not (CLIENT_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
-        pytest.skip(f"npm modules missing: run `npm install` in {CLIENT_DIR} (.ci/run does)")
+    npm_modules(CLIENT_DIR, "@grpc/grpc-js")  # `npm ci` once per session, or a skip saying why
     return node
 
 

@@ -23,6 +23,7 @@ import pytest
 import requests
 from fixtures.http import HttpStack
 from fixtures.kafka import worker_config
+from fixtures.npm import npm_modules
 from opentelemetry.sdk.metrics import MeterProvider
 
 from gliclass_core import telemetry
@@ -51,7 +52,7 @@ def chromium() -> str:
     for candidate in (os.environ.get("CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium"):
         if candidate and Path(candidate).exists():
             return candidate
-    pytest.skip("chromium not found: apt-get install -y chromium (.ci/run installs it)")
+    pytest.skip("chromium not found: apt-get install -y chromium (.ci/run installs it as root)")
 
 
 @pytest.fixture
@@ -59,8 +60,7 @@ def node() -> str:
     found = shutil.which("node")
     if found is None:
         pytest.skip("node is not installed: the console test needs Node.js >= 18")
-    if not (HARNESS / "node_modules" / "playwright-core").is_dir():
-        pytest.skip(f"npm modules missing: run `npm install` in {HARNESS} (.ci/run does)")
+    npm_modules(HARNESS, "playwright-core")  # `npm ci` once per session, or a skip saying why
     return found
 
 

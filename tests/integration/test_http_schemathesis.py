@@ -35,6 +35,9 @@ def test_api_conforms_to_its_openapi_document(case: Any, http_stack: Any) -> Non
     # Every check but "schema-valid data is accepted": the document states the proto's shapes, not
     # the server's semantic rules (non-empty text, known label sets, per-server limits), which
     # answer 400 naming the field; those rules have their own tests in test_http_api.py.
-    case.call_and_validate(
-        base_url=http_stack.url, timeout=60, excluded_checks=[schemathesis.checks.positive_data_acceptance]
-    )
+    excluded = [schemathesis.checks.positive_data_acceptance]
+    if case.path == "/v1/classify/stream":
+        # The stream answers a bad item (say, without the required text) inline, in its own result's
+        # error, and goes on with the next: 200 for a request with invalid items is its contract.
+        excluded.append(schemathesis.checks.negative_data_rejection)
+    case.call_and_validate(base_url=http_stack.url, timeout=60, excluded_checks=excluded)

@@ -74,12 +74,14 @@ def test_unforeseen_failure_in_resolution_is_an_internal_error_dead_letter(loop:
     assert good.bad is None and good.item.labels == ("billing", "bug report", "feature request")
 
 
-class ExplodingScheduler:
-    """FAKE: the real scheduler, except that preparing a text containing 'boom' raises RuntimeError."""
+class ExplodingService:
+    """FAKE: the real runtime, except that submitting a text containing 'boom' raises RuntimeError."""
 
     def __init__(self, real: Any) -> None:
         self.real = real
-        self.max_queue = real.max_queue
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
 
     def submit(self, items: Any, **kwargs: Any) -> Any:
         if any("boom" in item.text for item in items):
@@ -88,7 +90,7 @@ class ExplodingScheduler:
 
 
 def test_unforeseen_failure_in_prepare_dead_letters_only_its_event(loop: Any) -> None:
-    loop.scheduler = ExplodingScheduler(loop.scheduler)
+    loop.runtime = ExplodingService(loop.runtime)
     texts = ["card charged twice", "boom goes the app", "refund my order"]
     slots = [loop.accept(record(i, text.encode())) for i, text in enumerate(texts)]
     loop.submit(slots)

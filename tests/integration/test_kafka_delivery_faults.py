@@ -11,6 +11,7 @@ at every commit, that the transaction carries the offsets of every record writte
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import Counter, defaultdict
@@ -23,6 +24,7 @@ from fixtures.kafka import worker_config
 
 from worker.codec import header_map
 from worker.config import parse_kafka_config
+from worker.delivery_errors import DeliveryStopped
 from worker.loop import WorkerLoop
 from worker.transaction import TXN_HEADER
 
@@ -382,3 +384,254 @@ def test_a_replaced_producer_leaves_no_record_waiting(kafka, kafka_runtime, grou
             src = json.loads(m.value())["source"]
             sources.add((src["partition"], src["offset"]))
     assert sources == EVERY_INPUT
+
+
+# ---------------------------------------------------------------- delivery errors by class
+# (worker/delivery_errors.py: record-level permanent -> dead letter; topic-level -> stop; else retry)
+
+LIMIT = 60_000  # the producer's message.max.bytes in these tests
+
+
+def oversized_output_input(i: int) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """An input that passes the worker's own size checks but whose output is over LIMIT: its
+    carried headers (kept on the output) are over a third of LIMIT and its 700 inline labels come
+    back twice (scores and predicted labels, threshold 0)."""
+    labels = [f"label number {n:04d} of many" for n in range(700)]
+    value = json.dumps({"id": str(i), "text": f"refund order {i}", "labels": labels}).encode()
+    return value, [("bulk", b"h" * 22_000)]
+
+
+def sources_of(records: list[Any]) -> dict[tuple[int, int], list[Any]]:
+    out: dict[tuple[int, int], list[Any]] = defaultdict(list)
+    for m in records:
+        h = header_map(m.headers())
+        if "error.reason" in h:
+            out[(int(h["source.partition"]), int(h["source.offset"]))].append(m)
+        else:
+            src = json.loads(m.value())["source"]
+            out[(src["partition"], src["offset"])].append(m)
+    return out
+
+
+@pytest.mark.parametrize("delivery", ["at-least-once", "exactly-once"])
+def test_an_output_too_large_to_produce_is_dead_lettered_and_its_partition_moves_on(
+    kafka, kafka_runtime, group_id, topics, delivery
+):
+    # Real: the producer's own message.max.bytes check refuses the output (tansu 0.6 does not
+    # enforce a topic's max.message.bytes, so the broker-side refusal is injected further below).
+    src, out, dlq = topics
+    produce_inputs(kafka, src, HALF, 2 * HALF - 1)
+    value, headers = oversized_output_input(2 * HALF - 1)
+    producer = kafka.producer()
+    producer.produce(src, value=value, headers=headers, partition=(2 * HALF - 1) % PARTITIONS)
+    assert producer.flush(30) == 0
+    big = ((2 * HALF - 1) % PARTITIONS, PER_PARTITION - 1)
+    app_config = worker_config(
+        kafka,
+        group_id,
+        [{"input": src, "output": out, "dlq": dlq, "label_set": "support", "threshold": 0.0}],
+        batch_size=8,
+        delivery=delivery,
+        producer={"message.max.bytes": LIMIT},
+    )
+    loop = WorkerLoop(parse_kafka_config(app_config), dict(app_config.label_sets), kafka_runtime, "m")
+    try:
+        run_to_end(loop, src)  # retried the refused output forever before
+    finally:
+        loop.drain(5)
+        loop.close()
+    records = kafka.read_all([out, dlq], PARTITIONS * PER_PARTITION, timeout=60)
+    by_source = sources_of(records)
+    assert set(by_source) == EVERY_INPUT
+    [dead] = by_source[big]
+    h = header_map(dead.headers())
+    assert dead.topic() == dlq and h["error.reason"] == "delivery_failed"
+    assert "MSG_SIZE_TOO_LARGE" in h["error.message"] or "too large" in h["error.message"]
+    assert dead.value() == value, "the dead letter carries the original input"
+    assert loop.stats.dead_letter_reasons["delivery_failed"] == 1
+
+
+@pytest.mark.parametrize("delivery", ["at-least-once", "exactly-once"])
+def test_a_record_the_broker_refuses_for_good_is_dead_lettered_and_not_retried(
+    kafka, kafka_runtime, group_id, topics, delivery
+):
+    # Injected: tansu never refuses a record as invalid (e.g. a null key on a compacted topic),
+    # so the delivery report of the 4th output says INVALID_RECORD, as Apache Kafka would.
+    src, out, dlq = topics
+    loop, boundary = make_loop(kafka, kafka_runtime, group_id, topics, retry_backoff_ms=50, delivery=delivery)
+    outputs = 0
+
+    def fourth_output(topic: str, **_kwargs: Any) -> bool:
+        nonlocal outputs
+        outputs += topic == out
+        return outputs == 4
+
+    refused: list[tuple[int, int]] = []
+
+    def refuse(_real: Any, _topic: str, **kwargs: Any) -> None:
+        refused.append(json.loads(kwargs["value"])["source"]["offset"])
+        report = kwargs["on_delivery"]
+        err = KafkaError(KafkaError.INVALID_RECORD, "Broker: Invalid record (injected)")
+        boundary.held.append(lambda: report(err, None))
+
+    boundary.inject("produce", refuse, when=fourth_output)
+    produce_inputs(kafka, src, HALF, 2 * HALF)
+    try:
+        run_to_end(loop, src)
+    finally:
+        loop.drain(5)
+        loop.close()
+    kept = (
+        sources_in_committed_transactions(kafka, topics, boundary)
+        if delivery == "exactly-once"
+        else Counter({k: len(v) for k, v in sources_of(kafka.read_all([out, dlq], 60, timeout=60)).items()})
+    )
+    assert set(kept) == EVERY_INPUT
+    dead = [
+        m
+        for m in kafka.read_all([dlq], 7, timeout=30)
+        if header_map(m.headers())["error.reason"] == "delivery_failed"
+    ]
+    assert len(dead) == 1 and "INVALID_RECORD" in header_map(dead[0].headers())["error.message"]
+    assert loop.stats.dead_letter_reasons["delivery_failed"] == 1
+    if delivery == "exactly-once":
+        assert loop.stats.aborts == 1 and set(kept.values()) == {1}, "aborted once, then dead-lettered"
+    else:
+        assert loop.stats.delivery_retries == 1
+
+
+def test_a_topic_the_worker_may_not_write_stops_it(kafka, kafka_runtime, group_id, topics):
+    # Injected: tansu has no ACLs, so TOPIC_AUTHORIZATION_FAILED cannot be caused for real.
+    loop, boundary = make_loop(kafka, kafka_runtime, group_id, topics)
+
+    def not_authorised(_real: Any, _topic: str, **kwargs: Any) -> None:
+        report = kwargs["on_delivery"]
+        err = KafkaError(
+            KafkaError.TOPIC_AUTHORIZATION_FAILED, "Broker: Topic authorization failed (injected)"
+        )
+        boundary.held.append(lambda: report(err, None))
+
+    boundary.inject("produce", not_authorised)
+    try:
+        with pytest.raises(DeliveryStopped, match=r"TOPIC_AUTHORIZATION_FAILED|authorization"):
+            step_until(loop, lambda: False, timeout=60)
+    finally:
+        loop.close()
+
+
+def test_a_topic_still_missing_after_the_wait_stops_the_worker(
+    kafka, kafka_runtime, group_id, topics, monkeypatch
+):
+    # Injected: tansu creates a topic on first use, so "missing" is the producer's metadata answer.
+    loop, _boundary = make_loop(
+        kafka, kafka_runtime, group_id, topics, missing_topic_timeout_ms=500, retry_backoff_ms=50
+    )
+    loop.producer._partitions.clear()
+    monkeypatch.setattr(loop.producer, "partition_count", lambda topic: None)
+    try:
+        with pytest.raises(DeliveryStopped, match="missing_topic_timeout_ms"):
+            step_until(loop, lambda: False, timeout=60)
+    finally:
+        loop.close()
+
+
+def test_partitions_stalled_on_a_retriable_delivery_error_are_counted(kafka, kafka_runtime, group_id, topics):
+    loop, boundary = make_loop(kafka, kafka_runtime, group_id, topics, retry_backoff_ms=2000)
+    boundary.inject("produce", boundary.fail_delivery)  # _MSG_TIMED_OUT: retriable, re-sent in order
+    try:
+        step_until(loop, lambda: loop.stats.stalled_partitions >= 1)
+        assert loop.stats.snapshot().stalled_partitions >= 1
+    finally:
+        loop.close()
+
+
+# ---------------------------------------------------------------- exactly-once rebalances
+
+
+def run_both_to_end(loops: list[WorkerLoop], src: str, timeout: float = 120.0) -> None:
+    tps = [(src, p) for p in range(PARTITIONS)]
+    deadline = time.monotonic() + timeout
+    last_check = 0.0
+    while True:
+        for loop in loops:
+            loop.step()
+        if time.monotonic() - last_check > 0.5:
+            last_check = time.monotonic()
+            if loops[0].consumer.committed(tps) == {tp: PER_PARTITION for tp in tps}:
+                return
+        assert time.monotonic() < deadline, f"not committed to the end: {loops[0].consumer.committed(tps)}"
+
+
+def test_exactly_once_a_revoke_with_a_transaction_open_commits_it_and_each_input_is_kept_once(
+    kafka, kafka_runtime, group_id, topics
+):
+    # A real rebalance: a second member joins while the first holds an open transaction (its
+    # commit interval is long, so the revoke, not the timer, is what ends the transaction).
+    src = topics[0]
+    first, boundary = make_loop(
+        kafka,
+        kafka_runtime,
+        group_id,
+        topics,
+        delivery="exactly-once",
+        commit_interval_ms=60_000,
+        instance_id="r1",
+    )
+    step_until(first, lambda: first.producer.in_transaction and bool(first.committer.written))
+    committed_before = first.stats.transactions
+    second, boundary2 = make_loop(
+        kafka, kafka_runtime, group_id, topics, delivery="exactly-once", instance_id="r2"
+    )
+    produce_inputs(kafka, src, HALF, 2 * HALF)
+    try:
+        deadline = time.monotonic() + 60
+        while not (first.stats.revokes and second.lanes):
+            first.step()
+            second.step()
+            assert time.monotonic() < deadline, "no rebalance"
+        assert first.stats.transactions == committed_before + 1 and first.stats.aborts == 0, (
+            "the revoke committed it"
+        )
+        first.reconfigure(dataclasses.replace(first.config, commit_interval_ms=100), first.label_sets)
+        run_both_to_end([first, second], src)
+    finally:
+        for loop in (first, second):
+            loop.drain(5)
+            loop.close()
+    boundary.aborted |= boundary2.aborted
+    kept = sources_in_committed_transactions(kafka, topics, boundary)
+    assert set(kept) == EVERY_INPUT and set(kept.values()) == {1}, "each input once, read_committed"
+
+
+def test_exactly_once_lost_partitions_abort_the_open_transaction_and_each_input_is_kept_once(
+    kafka, kafka_runtime, group_id, topics
+):
+    # The loss is signalled by calling the loop's `on_lost` (the callback librdkafka calls) while a
+    # transaction is open: on tansu 0.6 a member expelled for not polling is not replaced within
+    # minutes, so a real loss cannot be caused in a test's time. The partitions then come back as a
+    # fresh assignment does: `on_assign`, read from the group's committed offsets.
+    src = topics[0]
+    loop, boundary = make_loop(
+        kafka, kafka_runtime, group_id, topics, delivery="exactly-once", commit_interval_ms=60_000
+    )
+    produce_inputs(kafka, src, HALF, 2 * HALF)
+    step_until(loop, lambda: loop.producer.in_transaction and bool(loop.committer.written))
+    tps = sorted(loop.lanes)
+    try:
+        aborts, committed = loop.stats.aborts, loop.stats.transactions
+        loop.on_lost(tps)
+        assert loop.stats.aborts == aborts + 1 and loop.stats.transactions == committed, (
+            "aborted, not committed"
+        )
+        assert not loop.producer.in_transaction and not loop.lanes
+        loop.on_assign(tps)
+        offsets = loop.consumer.committed(tps)
+        for tp in tps:
+            loop.consumer.seek(tp, offsets.get(tp))
+        loop.reconfigure(dataclasses.replace(loop.config, commit_interval_ms=100), loop.label_sets)
+        run_to_end(loop, src)
+    finally:
+        loop.drain(5)
+        loop.close()
+    kept = sources_in_committed_transactions(kafka, topics, boundary)
+    assert set(kept) == EVERY_INPUT and set(kept.values()) == {1}, "each input once, read_committed"

@@ -31,6 +31,7 @@ from gliclass_core.errors import (
 from gliclass_core.runtime import BatchPolicy, Priority, Runtime, Scheduler
 from gliclass_core.runtime import dispatch as dispatch_module
 from gliclass_core.runtime import replica as replica_module
+from gliclass_core.runtime import supervision as supervision_module
 
 LABELS = ("billing", "bug report", "feature request")
 TEXTS = [
@@ -139,7 +140,7 @@ def test_a_replica_that_keeps_faulting_takes_the_pool_out_of_ready(
         raise RuntimeError("injected persistent fault")
 
     monkeypatch.setattr(runtime.scheduler, "complete", broken)
-    monkeypatch.setattr(replica_module, "RESTART_DELAY_S", 0.01)
+    monkeypatch.setattr(supervision_module, "RESTART_DELAY_S", 0.01)
     futures: list[concurrent.futures.Future[Any]] = []
     deadline = time.monotonic() + 30
     # A steady feed, like a Kafka partition: submit until the runtime refuses.
@@ -184,7 +185,7 @@ def test_the_other_replicas_stop_too_and_nothing_waits(classifier: Classifier, m
             complete(*args, **kwargs)
 
         monkeypatch.setattr(rt.scheduler, "complete", from_one_replica)
-        monkeypatch.setattr(replica_module, "RESTART_DELAY_S", 0.01)
+        monkeypatch.setattr(supervision_module, "RESTART_DELAY_S", 0.01)
         futures: list[concurrent.futures.Future[Any]] = []
         deadline = time.monotonic() + 60
         while rt.ready and time.monotonic() < deadline:

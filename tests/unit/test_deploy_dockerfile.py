@@ -53,22 +53,35 @@ def test_multi_stage_with_a_cpu_default_and_a_cuda_variant(dockerfile: Dockerfil
     assert cuda_env["NVIDIA_VISIBLE_DEVICES"] == "all" and "compute" in cuda_env["NVIDIA_DRIVER_CAPABILITIES"]
 
 
-def test_torch_is_pinned_first_from_the_cpu_index_at_the_ci_version(dockerfile: Dockerfile) -> None:
+def test_the_image_installs_the_lock_with_torch_first(dockerfile: Dockerfile) -> None:
+    """CPU torch hash-pinned from the lock, then the runtime lock by hash, then the project without deps."""
     builder = dockerfile.stage("builder")
     args = {i.args.split("=")[0]: i.args.partition("=")[2] for i in builder if i.keyword == "ARG"}
-    ci_pin = re.search(r"torch==([\w.+]+)", (ROOT / ".ci" / "run").read_text()).group(1)
-    assert args["TORCH_VERSION"] == ci_pin
-    assert args["TORCH_CPU_INDEX"] == "https://download.pytorch.org/whl/cpu"
-    runs = [i.args for i in builder if i.keyword == "RUN"]
-    torch_step = next(n for n, r in enumerate(runs) if '"torch==${TORCH_VERSION}" --index-url' in r)
-    assert (
-        'cpu)  python -m pip install "torch==${TORCH_VERSION}" --index-url "$TORCH_CPU_INDEX"'
-        in (runs[torch_step])
+    locked = re.search(r"^torch==([\w.]+)\+cpu", (ROOT / "requirements" / "torch-cpu.txt").read_text(), re.M)
+    assert locked is not None and args["TORCH_VERSION"] == locked.group(1), (
+        "the CUDA torch must match the lock"
     )
-    project_step = next(n for n, r in enumerate(runs) if re.search(r"pip install \.( |$)", r))
-    assert torch_step < project_step
-    # Installing the project repeats the pin, so pip cannot replace the CPU wheel with PyPI's CUDA one.
-    assert '"torch==${TORCH_VERSION}"' in runs[project_step]
+    assert (
+        "--extra-index-url https://download.pytorch.org/whl/cpu"
+        in (ROOT / "requirements" / "torch-cpu.txt").read_text()
+    )
+    assert ("requirements", "./requirements") in _copy_sources(dockerfile)
+    runs = [i.args for i in builder if i.keyword == "RUN"]
+    torch_step = next(n for n, r in enumerate(runs) if "requirements/torch-cpu.txt" in r)
+    assert (
+        "cpu)  python -m pip install --require-hashes --no-deps -r requirements/torch-cpu.txt"
+        in runs[torch_step]
+    )
+    lock_step = runs.index("python -m pip install --require-hashes -r requirements/runtime.txt")
+    project_step = next(n for n, r in enumerate(runs) if re.search(r"pip install --no-deps \.( |$)", r))
+    assert torch_step < lock_step < project_step
+    # The runtime lock holds the same versions as the development lock, and no torch of its own.
+    pins = {}
+    for name in ("runtime.txt", "lock.txt"):
+        text = (ROOT / "requirements" / name).read_text()
+        pins[name] = dict(re.findall(r"^([A-Za-z0-9][\w.-]*)==([\w.+]+)", text, re.M))
+        assert "torch" not in pins[name] and "--hash=sha256:" in text
+    assert pins["runtime.txt"].items() <= pins["lock.txt"].items()
 
 
 def test_copied_sources_exist_and_pass_the_dockerignore(dockerfile: Dockerfile) -> None:

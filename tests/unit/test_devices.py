@@ -28,11 +28,46 @@ def test_dtype_spellings() -> None:
     assert dtype_name("torch.Float16") == "float16"
     assert dtype_name("auto") is None and dtype_name(None) is None
     assert resolve_dtype(None, "cpu") is torch.float32
-    assert resolve_dtype("bf16", "cpu") is torch.bfloat16
-    assert resolve_dtype(torch.float16, "cpu") is torch.float16  # type: ignore[arg-type]
+    assert resolve_dtype("bf16", "cuda:0") is torch.bfloat16
+    assert resolve_dtype(torch.float16, "cuda:0") is torch.float16  # type: ignore[arg-type]
     with pytest.raises(InvalidInput) as err:
         resolve_dtype("float8", "cpu")
     assert err.value.field == "dtype"
+
+
+def test_a_half_type_runs_on_the_cpu_only_where_the_cpu_has_its_instructions(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Emulated bf16 / fp16 would be slower than float32: float32 runs instead, and a warning says why.
+
+    The CPU's flags are replaced (the one fake here): a test machine has only one CPU, and both
+    answers must hold.
+    """
+    from gliclass_core import devices
+
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    with caplog.at_level("WARNING", logger="gliclass_core.devices"):
+        assert resolve_dtype("bf16", "cpu") is torch.float32
+        assert resolve_dtype("fp16", "cpu") is torch.float32
+    assert "avx512_bf16" in caplog.text and "running float32 instead" in caplog.text
+    assert "avx512_fp16" in caplog.text
+    assert resolve_dtype("bf16", "cuda:0") is torch.bfloat16  # a GPU's dtype is torch's business
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert resolve_dtype("bfloat16", "cpu") is torch.bfloat16
+    assert resolve_dtype("fp16", "cpu") is torch.float32
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"amx_tile", "amx_bf16", "amx_fp16"}))
+    assert resolve_dtype("bf16", "cpu") is torch.bfloat16
+    assert resolve_dtype("fp16", "cpu") is torch.float16
+    assert resolve_dtype(None, "cpu") is torch.float32  # the CPU default stays exact float32
+
+
+def test_this_cpus_flags_decide_bf16() -> None:
+    """On the machine running the test: bf16 is what runs exactly where /proc/cpuinfo says it is native."""
+    from gliclass_core.devices import cpu_flags, cpu_summary
+
+    native = bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    assert (resolve_dtype("bf16", "cpu") is torch.bfloat16) == native
+    assert ("bfloat16" in cpu_summary().partition("native half types:")[2]) == native
 
 
 # (engine, dtype, device, the field it is refused for or None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,22 @@ def test_committed_service_code_matches_the_proto(regenerated: Path) -> None:
     committed = (PACKAGE_DIR / "classifier_pb2_grpc.py").read_text(encoding="utf-8")
     strip = lambda s: [line for line in s.splitlines() if "GENERATED_VERSION =" not in line]  # noqa: E731
     assert strip(committed) == strip(fresh), f"server/proto/classifier_pb2_grpc.py is stale: {FIX}"
+
+
+def test_the_pinned_generator_reproduces_every_committed_byte(regenerated: Path) -> None:
+    # grpcio-tools is pinned (pyproject [test], requirements/lock.txt) to the version that generated
+    # server/proto; another version writes other headers, so the comparison needs the pinned one.
+    from importlib.metadata import version
+
+    pinned = re.search(
+        r"^GRPC_GENERATED_VERSION = '(.+)'$",
+        (PACKAGE_DIR / "classifier_pb2_grpc.py").read_text(encoding="utf-8"),
+        re.M,
+    )
+    assert pinned is not None
+    assert version("grpcio-tools") == pinned.group(1), "install requirements/lock.txt (scripts/install.sh)"
+    for name in ("classifier_pb2.py", "classifier_pb2.pyi", "classifier_pb2_grpc.py"):
+        assert (regenerated / name).read_bytes() == (PACKAGE_DIR / name).read_bytes(), f"{name}: {FIX}"
 
 
 def test_packaged_proto_copy_is_identical() -> None:

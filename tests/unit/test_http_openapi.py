@@ -30,8 +30,24 @@ def test_every_proto_message_and_field_is_in_the_schemas() -> None:
     )
     written = json_format.MessageToDict(result, always_print_fields_with_no_presence=True)
     assert set(written) <= set(schemas["ItemResult"]["properties"])
-    # Requests accept both spellings, as json_format's parser does.
-    assert {"labelSet", "label_set", "topK", "top_k"} <= set(schemas["Item"]["properties"])
+    # One spelling per field (the proto JSON name): a second one makes generated models collide.
+    for name, schema in schemas.items():
+        if name in pb.DESCRIPTOR.message_types_by_name:
+            fields = pb.DESCRIPTOR.message_types_by_name[name].fields
+            assert set(schema["properties"]) == {f.json_name for f in fields}, name
+    assert schemas["Item"]["required"] == ["text"] and schemas["ClassifyRequest"]["required"] == ["items"]
+
+
+def test_every_response_and_error_status_has_a_typed_schema() -> None:
+    for path, operations in build_openapi()["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                assert response.get("content"), f"{method.upper()} {path} {status} has no schema"
+                for media in response["content"].values():
+                    schema = media["schema"]
+                    assert "$ref" in schema or schema.get("type") == "string", (path, status, schema)
+    stats = build_openapi()["paths"]["/v1/stats"]["get"]["responses"]["200"]["content"]
+    assert stats["application/json"]["schema"] == {"$ref": "#/components/schemas/Stats"}
 
 
 def test_worker_document_has_no_classify_operations() -> None:

@@ -151,3 +151,16 @@ def test_encode_result_and_dead_letter_headers():
         "source.partition": "1",
         "source.offset": "9",
     }
+
+
+def test_a_plain_text_event_takes_the_record_key_as_its_id():
+    assert decode_event(b"card charged twice", key=b"ticket-42") == Event(
+        "card charged twice", id="ticket-42"
+    )
+    assert decode_event(b"card charged twice").id is None  # no key: no id
+    # A key that is not a valid id leaves the id null; the text is still scored.
+    for key in (b"\xff\xfe", b"a\x00b", b"k" * 5000):
+        assert decode_event(b"card charged twice", key=key) == Event("card charged twice")
+    # A JSON event's id is its own, never the key.
+    assert decode_event(b'{"text": "t"}', key=b"k").id is None
+    assert decode_event(b'{"text": "t", "id": "j"}', key=b"k").id == "j"

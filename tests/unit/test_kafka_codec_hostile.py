@@ -218,3 +218,19 @@ def test_any_input_headers_are_carried_and_dead_lettered_as_bytes(headers: objec
     dead = dead_letter_headers(pairs, Source("in", 0, 1), "invalid_json", "bad")
     assert header_map(dead)["error.reason"] == "invalid_json"
     assert record_bytes(b"k", b"v", dead) > 0
+
+
+@settings(derandomize=True, database=None, max_examples=300, deadline=None)
+@given(
+    key=st.one_of(
+        st.none(),
+        st.binary(max_size=64),
+        st.text(max_size=64).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    )
+)
+def test_any_record_key_gives_a_plain_text_event_a_valid_id_or_none(key: bytes | None) -> None:
+    event = decode_event(b"plain text", key=key)
+    assert event.text == "plain text"
+    if event.id is not None:
+        assert key is not None and event.id == key.decode("utf-8")
+        assert len(event.id) <= MAX_ID_CHARS and lone_surrogate_at(event.id) is None

@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         max_queue=max(10_000, 4 * args.concurrency),
     )
     config = AppConfig(model=model, batching=batching)
-    from gliclass_core.devices import resolve_devices
+    from gliclass_core.devices import cpu_summary, resolve_devices
 
     first_device = resolve_devices(args.device, args.engine)[0]
     classifier = Classifier.from_pretrained(
@@ -149,10 +149,13 @@ def run(args: argparse.Namespace) -> int:
         "replicas_per_device": args.replicas_per_device,
         "batching": vars(batching),
         "labels": args.labels,
+        "dtype": str(classifier.info.dtype),
+        "machine": cpu_summary(),
     }
     print(
         f"bench: {args.model} on {args.device} x{args.replicas_per_device}, {args.labels} labels, {batching}"
     )
+    print(f"machine: {figures['machine']}; {_versions()}; model dtype {figures['dtype']}", flush=True)
     if args.scenario in ("throughput", "all"):
         figures["throughput"] = _throughput(args, config, classifier, labels)
     if args.scenario in ("latency", "all"):
@@ -345,3 +348,16 @@ def _latency(args: argparse.Namespace, config: Any, classifier: Model, labels: t
     print(f"latency: interactive alone {p_alone} ms; under bulk load {p_loaded} ms")
     print(f"  p99 under bulk / alone = {out['p99_ratio']:.2f}; bulk ran at {bulk_rate:.1f} items/s meanwhile")
     return out
+
+
+def _versions() -> str:
+    """torch and onnxruntime versions, printed beside the figures."""
+    import importlib.metadata
+
+    found = []
+    for package in ("torch", "onnxruntime"):
+        try:
+            found.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            found.append(f"{package} absent")
+    return ", ".join(found)

@@ -71,6 +71,20 @@ def instructions(bootstrap: str, grpc_address: str | None, console_url: str | No
         lines.append(
             f"  web console: {console_url} (HTTP API {console_url}v1/..., metrics {console_url}metrics)"
         )
+    if console_url:
+        lines += [
+            "",
+            "Classify over HTTP:",
+            f"  curl -s {console_url}v1/classify -H 'Content-Type: application/json' "
+            '-d \'{"items": [{"text": "My card was charged twice", "label_set": "support"}]}\'',
+        ]
+    if grpc_address:
+        lines += [
+            "",
+            "Classify over gRPC (grpcurl, or: buf curl --protocol grpc --http2-prior-knowledge):",
+            f'  grpcurl -plaintext -d \'{{"items": [{{"text": "My card was charged twice", '
+            f'"labelSet": "support"}}]}}\' {grpc_address} gliclass.v1.Classifier/Classify',
+        ]
     lines += [
         "",
         "Produce events (a plain-text value, or JSON {id, text, labels?, label_set?}):",
