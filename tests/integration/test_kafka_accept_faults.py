@@ -83,10 +83,10 @@ class ExplodingService:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
 
-    def submit(self, items: Any, **kwargs: Any) -> Any:
+    def submit(self, items: Any, *args: Any, **kwargs: Any) -> Any:
         if any("boom" in item.text for item in items):
             raise RuntimeError("tokenizer state broke")
-        return self.real.submit(items, **kwargs)
+        return self.real.submit(items, *args, **kwargs)
 
 
 def test_unforeseen_failure_in_prepare_dead_letters_only_its_event(loop: Any) -> None:

@@ -59,7 +59,7 @@ def gated(classifier: Classifier) -> Iterator[tuple[Runtime, GatedEncode]]:
     wrapper = GatedEncode(classifier)
     config = AppConfig(
         model=ModelConfig(device="cpu"),
-        batching=BatchingConfig(max_batch_size=32, max_wait_ms=2, max_queue=4),
+        batching=BatchingConfig(max_batch_size=32, max_wait_ms=2, max_queue=4, bulk_queue_share=1.0),
     )
     rt = Runtime.from_config(config, loader=lambda device: wrapper)  # type: ignore[arg-type, return-value]
     rt.start()
