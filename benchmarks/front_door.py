@@ -59,7 +59,7 @@ def start_serve(code: Path, config: Path) -> tuple[subprocess.Popen[str], str, s
     env["PYTHONPATH"] = str(code)
     env["HF_HUB_OFFLINE"] = "1"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--config", str(config)],
+        [sys.executable, "-m", "server.app.cli", "serve", "--config", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -39,7 +39,7 @@ from machine import print_machine  # benchmarks/machine.py: the machine line
 from gliclass_core.config import parse_config
 from gliclass_core.runtime import Priority, Runtime
 from gliclass_core.types import ClassifyItem
-from server.host_bench import NEWS_LABELS, host_ceiling, news_texts, tiny_model_dir
+from server.app.host_bench import NEWS_LABELS, host_ceiling, news_texts, tiny_model_dir
 from server.proto import classifier_pb2 as pb
 from server.proto import classifier_pb2_grpc
 
@@ -168,7 +168,7 @@ def start_server(config_path: Path, *, http: bool = False) -> tuple[subprocess.P
     """Start `gliclass-stream serve --config config_path`; return it, its gRPC address and (with
     `http`) its HTTP URL ("" without), once its health is SERVING."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--config", str(config_path)],
+        [sys.executable, "-m", "server.app.cli", "serve", "--config", str(config_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -186,7 +186,7 @@ def start_server(config_path: Path, *, http: bool = False) -> tuple[subprocess.P
         raise SystemExit(f"server exited with {proc.wait()}")
     deadline = time.monotonic() + 300
     while subprocess.run(
-        [sys.executable, "-m", "server.cli", "health", "--address", address], capture_output=True
+        [sys.executable, "-m", "server.app.cli", "health", "--address", address], capture_output=True
     ).returncode:
         if time.monotonic() > deadline or proc.poll() is not None:
             raise SystemExit("server did not become SERVING")

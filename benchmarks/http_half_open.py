@@ -59,7 +59,7 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GLICLASS_")}
         with log.open("wb") as sink:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "server.cli", "serve", "--config", str(config)],
+                [sys.executable, "-m", "server.app.cli", "serve", "--config", str(config)],
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 env={**env, "PYTHONUNBUFFERED": "1"},

@@ -83,7 +83,7 @@ HOSTILE: list[tuple[str, bytes | None]] = [
 
 def cli() -> list[str]:
     script = Path(sys.executable).parent / "gliclass-stream"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "server.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "server.app.cli"]
 
 
 def rss_mb(pid: int) -> float | None:

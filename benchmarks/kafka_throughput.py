@@ -28,7 +28,7 @@ from machine import print_machine  # benchmarks/machine.py: the machine line
 from gliclass_core.config import parse_config
 from gliclass_core.runtime import Priority, Runtime
 from gliclass_core.types import ClassifyItem
-from server.host_bench import NEWS_LABELS, host_ceiling, news_texts, share_line, tiny_model_dir
+from server.app.host_bench import NEWS_LABELS, host_ceiling, news_texts, share_line, tiny_model_dir
 from worker.app import KafkaWorker
 from worker.broker import EmbeddedBroker, create_topics
 

@@ -18,12 +18,12 @@ python3 -m pytest --noconftest -q -p no:cacheprovider -o addopts="" tests/integr
   | tail -25 | tee "$OUT/gpu_tests.txt"
 python3 benchmarks/runtime_gpu.py --tokenizer .gpuassets/tokenizer --out "$OUT/gpu_bench.json" "$@" 2>&1 | quiet \
   | tee "$OUT/gpu_bench.txt"
-python3 -c "import argparse, sys; from server.commands import bench; p = argparse.ArgumentParser(); \
+python3 -c "import argparse, sys; from server.app.commands import bench; p = argparse.ArgumentParser(); \
 bench.add_arguments(p); sys.exit(bench.run(p.parse_args(sys.argv[1:])))" \
   --model /tmp/gliclass-gpu-bench/gliclass --device cuda:0 --dtype bfloat16 --texts 4096 --labels 10 \
   --max-batch-size 128 --max-batch-tokens 32768 --json 2>&1 | quiet | tee "$OUT/cli_bench_gpu.txt"
 # Mixed traffic with two replicas on the one GPU (each on its own CUDA stream; one kept for interactive work).
-python3 -c "import argparse, sys; from server.commands import bench; p = argparse.ArgumentParser(); \
+python3 -c "import argparse, sys; from server.app.commands import bench; p = argparse.ArgumentParser(); \
 bench.add_arguments(p); sys.exit(bench.run(p.parse_args(sys.argv[1:])))" \
   --model /tmp/gliclass-gpu-bench/gliclass --device cuda:0 --dtype bfloat16 --labels 10 --scenario latency \
   --replicas-per-device 2 --max-batch-size 128 --max-batch-tokens 32768 --json 2>&1 | quiet \

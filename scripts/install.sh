@@ -10,4 +10,4 @@ cd "$(dirname "$0")/.."
 python -m pip install -q --retries 1 --timeout 10 --require-hashes --no-deps -r requirements/torch-cpu.txt
 python -m pip install -q --require-hashes -r requirements/lock.txt
 python -m pip install -q --no-deps -e .
-python -c "import torch, server.cli; print('gliclass-stream installed; torch', torch.__version__)"
+python -c "import torch, server.app.cli; print('gliclass-stream installed; torch', torch.__version__)"

@@ -4,6 +4,6 @@
 submit to the runtime's scheduler, encode), `convert` (the only protobuf <-> core types module),
 `errors` (core errors -> status codes), `tracing` (server spans and call metrics),
 `interceptors` (the wrapper all interceptors share), `health`, `tls`, `config` (`[grpc]`).
-The edge knows the core only; composing it with the Kafka worker is `server.process`'s job.
+The edge knows the core only; composing it with the Kafka worker is `server.app.process`'s job.
 Absolute imports throughout, so `import grpc` in here is always grpcio, never this package.
 """

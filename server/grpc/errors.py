@@ -1,64 +1,22 @@
-"""Core errors → gRPC status codes, in one place: `status_for` and the `ErrorInterceptor`.
+"""The `ErrorInterceptor`: core errors escaping Classifier methods end the call with their gRPC status.
 
-Servicer methods raise `GliclassError`s (from the core or from `server.grpc.convert`); the interceptor
-turns them into the call's status. ClassifyStream reports per-item failures in its responses, and
-uses `status_for` for those too, so the mapping table below is the only one.
+Servicer methods raise `GliclassError`s (from the core or from `server.wire.convert`); the interceptor
+turns them into the call's status through `server.wire.status.status_for`, the one mapping table
+(the HTTP edge and ClassifyStream's per-item failures use it too).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
-from gliclass_core.errors import (
-    BatchFailed,
-    Cancelled,
-    DeadlineExceeded,
-    GliclassError,
-    InvalidInput,
-    NotReady,
-    Overloaded,
-)
+from gliclass_core.errors import InvalidInput
 from server.grpc.details import bad_request_trailer
 from server.grpc.interceptors import CLASSIFIER_METHODS, Around, CallInterceptor, Wrap
-
-log = logging.getLogger(__name__)
-
-_CODES: tuple[tuple[type[GliclassError], grpc.StatusCode], ...] = (
-    (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
-    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (NotReady, grpc.StatusCode.UNAVAILABLE),
-    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
-    (Cancelled, grpc.StatusCode.CANCELLED),
-    (BatchFailed, grpc.StatusCode.INTERNAL),
-)
-
-
-#: Status details are sent as a (percent-encoded) trailer, which gRPC refuses over 16 KiB: the
-#: client would get RESOURCE_EXHAUSTED "Stream removed" instead of the real status.
-MAX_DETAILS_CHARS = 1000
-
-
-def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """Return the status code and client-facing message (at most MAX_DETAILS_CHARS) for an exception."""
-    for cls, code in _CODES:
-        if isinstance(exc, cls):
-            return code, _details(str(exc))
-    if isinstance(exc, GliclassError):
-        return grpc.StatusCode.INTERNAL, _details(str(exc))
-    # Unexpected: log the traceback here, never send internals to the client.
-    log.error("unexpected error in a gRPC call", exc_info=exc)
-    return grpc.StatusCode.INTERNAL, "internal error"
-
-
-def _details(message: str) -> str:
-    if len(message) <= MAX_DETAILS_CHARS:
-        return message
-    return f"{message[:MAX_DETAILS_CHARS]}... ({len(message) - MAX_DETAILS_CHARS} more characters cut)"
+from server.wire.status import status_for
 
 
 class ErrorInterceptor(CallInterceptor):

@@ -1,6 +1,6 @@
 """The gRPC server: build the grpc.aio server (servicer, health, reflection, TLS), start, drain, stop.
 
-`GrpcServer` runs on an asyncio loop the caller owns (`server.process.serve`, or a test thread).
+`GrpcServer` runs on an asyncio loop the caller owns (`server.app.process.serve`, or a test thread).
 Health stays NOT_SERVING until the runtime is warm, and turns NOT_SERVING again if its pool stops.
 """
 

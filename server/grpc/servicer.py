@@ -1,6 +1,6 @@
 """The `gliclass.v1.Classifier` servicer: decode, call the `ClassifyService`, encode.
 
-Thin by design: conversion lives in `server.grpc.convert`, status codes in `server.grpc.errors`,
+Thin by design: conversion lives in `server.wire.convert`, status codes in `server.wire.status`,
 request resolution, deadlines, cancellation and the stream's in-order, bounded answering in the
 core's service (`gliclass_core.service`); batching and the forward pass in the runtime.
 """
@@ -22,10 +22,10 @@ from gliclass_core.service import (
     answer_stream,
     await_outcomes,
 )
-from server.grpc import convert
 from server.grpc.config import GrpcConfig
 from server.proto import classifier_pb2 as pb
 from server.proto import classifier_pb2_grpc as pb_grpc
+from server.wire import convert
 
 #: What the streams have taken in and sent out (tests and benchmarks read `servicer.stats`).
 StreamStats = StreamCounters

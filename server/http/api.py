@@ -30,10 +30,10 @@ from gliclass_core.service import (
     await_outcomes,
     resolve_items,
 )
-from server.grpc import convert
 from server.http.body import NdjsonFramer, decode_async
 from server.http.errors import error_body
 from server.proto import classifier_pb2 as pb
+from server.wire import convert
 
 NDJSON = "application/x-ndjson"
 TIMEOUT_HEADER = "X-Timeout-Ms"

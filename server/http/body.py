@@ -23,9 +23,9 @@ from google.protobuf.message import Message
 from gliclass_core.errors import InvalidInput
 from gliclass_core.processing.bounded_json import shape
 from gliclass_core.service import ItemRequest, RequestLimits
-from server.grpc.convert import request_from_proto
 from server.http.errors import invalid_json
 from server.proto import classifier_pb2 as pb
+from server.wire.convert import request_from_proto
 
 #: Bodies up to this size are decoded on the loop (well under a millisecond); larger ones in a thread.
 INLINE_BYTES = 64 * 1024

@@ -1,4 +1,4 @@
-"""Core errors → HTTP statuses, through the gRPC table in `server.grpc.errors` (one mapping, two edges)."""
+"""Core errors → HTTP statuses, through the gRPC table in `server.wire.status` (one mapping, two edges)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import grpc
 from google.protobuf import json_format
 
 from gliclass_core.errors import InvalidInput
-from server.grpc.errors import status_for
+from server.wire.status import status_for
 
 #: gRPC status → HTTP status, as the gRPC-HTTP mapping (google.rpc.Code) has it.
 HTTP_STATUS = {

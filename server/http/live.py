@@ -11,20 +11,18 @@ anyone watches, and keeps the change as one row of the `History` ring the consol
 from __future__ import annotations
 
 import bisect
-import contextlib
 import logging
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 from gliclass_core.errors import InvalidInput
 from gliclass_core.service import ClassifyService
-from server.grpc.interceptors import CLASSIFIER_METHODS, Around, CallInterceptor
 from server.http.history import History, Snapshot, bounded, diff, history_row, percentiles
 
 log = logging.getLogger(__name__)
@@ -53,29 +51,6 @@ class EdgeCounters:
 
     def add(self, edge: str, n: int) -> None:
         self.items[edge] = self.items.get(edge, 0) + n
-
-
-class ItemCountInterceptor(CallInterceptor):
-    """Count the items of every Classifier call (unary and stream) into `EdgeCounters` as "grpc"."""
-
-    def __init__(self, counters: EdgeCounters) -> None:
-        self.counters = counters
-
-    def around_call(self, method: str, metadata: Any) -> Around | None:
-        return self._counted if method.startswith(CLASSIFIER_METHODS) else None
-
-    @contextlib.asynccontextmanager
-    async def _counted(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        if hasattr(request, "__aiter__"):
-            yield self._count_stream(request)
-        else:
-            self.counters.add("grpc", len(getattr(request, "items", ())))
-            yield request
-
-    async def _count_stream(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-        async for request in requests:
-            self.counters.add("grpc", len(request.items))
-            yield request
 
 
 @dataclass

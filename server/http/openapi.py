@@ -22,7 +22,7 @@ from server.proto import classifier_pb2 as pb
 
 #: Messages clients send: null reads as "not set" for their scalar fields.
 REQUEST_MESSAGES = ("Item", "ClassifyRequest", "ClassifyStreamRequest")
-#: Fields the server refuses a request without (server.grpc.convert), by message.
+#: Fields the server refuses a request without (server.wire.convert), by message.
 REQUIRED = {"Item": ["text"], "ClassifyRequest": ["items"]}
 UINT32_MAX = 2**32 - 1
 

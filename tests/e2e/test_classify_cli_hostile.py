@@ -48,7 +48,7 @@ def cache(builtin_classifier, gliclass_cache: Path) -> Path:
 def test_every_hostile_line_is_a_typed_error_line_in_place(cache: Path) -> None:
     stdin = b"\n".join(line for line, _ in LINES) + b"\n"
     proc = subprocess.run(
-        [sys.executable, "-m", "server.cli", "classify", "--labels", "billing,bug report"],
+        [sys.executable, "-m", "server.app.cli", "classify", "--labels", "billing,bug report"],
         input=stdin,
         capture_output=True,
         env={**os.environ, "GLICLASS_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},

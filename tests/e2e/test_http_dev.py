@@ -16,7 +16,7 @@ HTTP_REFERENCE = Path(__file__).parents[2] / "docs" / "reference" / "http.md"
 
 def cli() -> list[str]:
     script = Path(sys.executable).parent / "gliclass-stream"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "server.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "server.app.cli"]
 
 
 def readme_curl_block() -> str:

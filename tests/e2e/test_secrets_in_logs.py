@@ -23,7 +23,7 @@ ENV_SECRETS = {
 
 def cli() -> list[str]:
     script = Path(sys.executable).parent / "gliclass-stream"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "server.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "server.app.cli"]
 
 
 def test_worker_startup_log_masks_every_secret(kafka, tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ shutdown_grace_s = 30
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "server.cli", *args]
+    return [sys.executable, "-m", "server.app.cli", *args]
 
 
 Served = tuple[subprocess.Popen[str], str, "queue.Queue[str]"]

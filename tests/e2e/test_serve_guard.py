@@ -60,7 +60,7 @@ BODY = json.dumps({"items": [ITEM]}).encode()
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "server.cli", *args]
+    return [sys.executable, "-m", "server.app.cli", *args]
 
 
 @dataclass

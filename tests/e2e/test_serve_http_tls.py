@@ -20,7 +20,7 @@ from fixtures.grpc import TlsFiles
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "server.cli", *args]
+    return [sys.executable, "-m", "server.app.cli", *args]
 
 
 def config_text(tls: TlsFiles, http_address: str, http_tls: bool) -> str:

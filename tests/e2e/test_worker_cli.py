@@ -20,7 +20,7 @@ TEXTS = ["card charged twice", "app crashes on start", "please add dark mode", "
 
 def cli() -> list[str]:
     script = Path(sys.executable).parent / "gliclass-stream"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "server.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "server.app.cli"]
 
 
 def write_config(path: Path, kafka, group_id: str, src: str, out: str, label_set: str, **kafka_keys) -> Path:

@@ -16,7 +16,7 @@ from fixtures.kafka import KafkaEnv
 
 def cli() -> list[str]:
     script = Path(sys.executable).parent / "gliclass-stream"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "server.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "server.app.cli"]
 
 
 def test_dev_prints_working_instructions_and_stops_on_ctrl_c(tmp_path, gliclass_cache):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import main
+from server.app.cli import main
 
 ROWS = [
     {"text": "I was charged twice for my subscription", "all_labels": ["billing", "sport", "weather"],

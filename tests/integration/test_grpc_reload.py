@@ -10,9 +10,9 @@ from pathlib import Path
 
 from gliclass_core.config import load_config
 from gliclass_core.runtime import Runtime
+from server.app.process import reload
 from server.grpc.config import parse_grpc_config
 from server.grpc.server import GrpcServer
-from server.process import reload
 from worker.app import KafkaWorker
 
 BASE = """

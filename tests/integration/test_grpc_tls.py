@@ -9,7 +9,7 @@ import grpc
 import pytest
 from fixtures.grpc import ServerThread, TlsFiles
 
-from server.cli import main
+from server.app.cli import main
 from server.grpc.config import TlsConfig
 from server.grpc.tls import channel_credentials
 from server.proto import classifier_pb2 as pb

@@ -99,7 +99,7 @@ label_set = "support"
     env.update(GLICLASS_COLLAPSE_WINDOW_S="10", GLICLASS_COLLAPSE_BASELINE_S="120", PYTHONPATH=str(ROOT))
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--config", str(config)],
+        [sys.executable, "-m", "server.app.cli", "serve", "--config", str(config)],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,

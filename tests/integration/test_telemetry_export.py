@@ -242,7 +242,7 @@ def test_serve_command_exports_a_calls_trace_with_its_batch(
         OTEL_METRIC_EXPORT_INTERVAL="600000",  # metrics leave at shutdown: the flush is what is tested
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--config", str(config)],
+        [sys.executable, "-m", "server.app.cli", "serve", "--config", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -23,7 +23,7 @@ LIFT_REFERENCE = 0.3
 
 
 def train_and_report(model: str, train: Path, held_out: Path, out: Path, *extra: str) -> dict[str, Any]:
-    from server.cli import main
+    from server.app.cli import main
 
     argv = ["train", "--model", model, "--data", str(train), "--eval-data", str(held_out)]
     argv += ["--output", str(out), "--seed", "0", "--threads", "1", "--no-progress", *extra]

@@ -137,7 +137,7 @@ def serve_and_classify(clf: Any, model_dir: Path, texts: list[str]) -> list[Any]
 
 def test_gliznet_cli_train_then_load_and_serve_over_grpc(tmp_path: Path) -> None:
     from gliclass_core import Classifier
-    from server.cli import main
+    from server.app.cli import main
 
     data = tmp_path / "train.jsonl"
     data.write_text(
@@ -172,7 +172,7 @@ def test_gliznet_cli_train_then_load_and_serve_over_grpc(tmp_path: Path) -> None
 
 def test_builtin_finetune_cli_then_eval_cli(tmp_path: Path, gliclass_cache: Path) -> None:
     from gliclass_core import Classifier
-    from server.cli import main
+    from server.app.cli import main
 
     out = tmp_path / "tuned"
     argv = [

@@ -103,7 +103,7 @@ def test_dev_stays_open_whatever_the_environment(monkeypatch: pytest.MonkeyPatch
     import argparse
 
     from gliclass_core.config import parse_config
-    from server.commands.dev import add_arguments, dev_config
+    from server.app.commands.dev import add_arguments, dev_config
 
     monkeypatch.setenv("GLICLASS_AUTH__API_KEYS", KEY)
     parser = argparse.ArgumentParser()

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from server.commands import classify
+from server.app.commands import classify
 
 
 def test_an_over_long_line_is_skipped_in_place(monkeypatch: pytest.MonkeyPatch) -> None:

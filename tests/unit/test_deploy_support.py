@@ -168,7 +168,7 @@ def cli_command() -> list[str]:
     if script.exists():
         return [str(script)]
     found = shutil.which("gliclass-stream")
-    return [found] if found else [sys.executable, "-m", "server.cli"]
+    return [found] if found else [sys.executable, "-m", "server.app.cli"]
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

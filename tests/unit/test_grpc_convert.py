@@ -8,10 +8,10 @@ import pytest
 from gliclass_core.config import ConfigError, LabelSet
 from gliclass_core.errors import BatchFailed, InvalidInput, NotReady, Overloaded
 from gliclass_core.types import ModelInfo, Prediction
-from server.grpc import convert
 from server.grpc.config import GrpcConfig, parse_grpc_config
-from server.grpc.errors import status_for
 from server.proto import classifier_pb2 as pb
+from server.wire import convert
+from server.wire.status import status_for
 
 SETS = {
     "support": LabelSet("support", ("billing", "bug"), threshold=0.3, multi_label=False, top_k=1, prompt="p")

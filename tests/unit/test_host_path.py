@@ -112,7 +112,7 @@ def test_plan_rejects_what_prepare_rejects(clf: Classifier) -> None:
 
 
 def test_news_texts_are_deterministic_and_in_range() -> None:
-    from server.host_bench import NEWS_LABELS, news_texts
+    from server.app.host_bench import NEWS_LABELS, news_texts
 
     texts = news_texts(200, 20, 200, seed=5)
     assert texts == news_texts(200, 20, 200, seed=5) and texts != news_texts(200, 20, 200, seed=6)
@@ -121,7 +121,7 @@ def test_news_texts_are_deterministic_and_in_range() -> None:
 
 
 def test_tiny_model_builds_and_classifies(tmp_path) -> None:
-    from server.host_bench import build_tiny_model, host_ceiling, news_texts
+    from server.app.host_bench import build_tiny_model, host_ceiling, news_texts
 
     clf = Classifier.from_pretrained(str(build_tiny_model(tmp_path / "tiny")), device="cpu")
     assert clf.config.architecture == "uni-encoder"

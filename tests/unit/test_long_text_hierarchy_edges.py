@@ -9,9 +9,9 @@ import pytest
 from gliclass_core.config import ConfigError, parse_config
 from gliclass_core.errors import InvalidInput
 from gliclass_core.types import LongText, Prediction
-from server.grpc import convert
 from server.grpc.config import GrpcConfig
 from server.proto import classifier_pb2 as pb
+from server.wire import convert
 from worker.codec import BadEvent, Event, Source, decode_event, encode_result
 from worker.config import parse_kafka_config
 from worker.routes import resolve

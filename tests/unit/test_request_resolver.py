@@ -20,9 +20,9 @@ from gliclass_core.config import LabelSet
 from gliclass_core.errors import InvalidInput
 from gliclass_core.service import ItemRequest, RequestLimits, resolve_item, resolve_items
 from gliclass_core.types import ClassifyItem
-from server.grpc.convert import request_from_proto
 from server.http.body import decode
 from server.proto import classifier_pb2 as pb
+from server.wire.convert import request_from_proto
 from worker.codec import BadEvent, decode_event
 from worker.config import Route
 from worker.routes import resolve

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import main
+from server.app.cli import main
 
 
 def write(path: Path, rows: list[object]) -> Path:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from gliclass_core.errors import InvalidInput
 from gliclass_core.training.datasets import read_jsonl
-from server.commands.train import MIN_SELECTION_ROWS, plan_evaluation
+from server.app.commands.train import MIN_SELECTION_ROWS, plan_evaluation
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,9 +19,9 @@ def run(args: argparse.Namespace) -> int:
 
     from gliclass_core.config import load_config
     from gliclass_core.telemetry import setup as setup_telemetry
+    from server.app.process import serve
     from server.grpc.config import parse_grpc_config
     from server.http.config import parse_http_config
-    from server.process import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app_config = load_config(args.config)

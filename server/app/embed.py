@@ -1,13 +1,19 @@
-"""Wire the HTTP edge into `serve`: count gRPC items per edge, then start on the gRPC server's loop."""
+"""Wire the HTTP edge into `serve`: count gRPC items per edge, then start on the gRPC server's loop.
+
+The composition owns this wiring, so neither edge imports the other: the item counter is a gRPC
+interceptor that feeds the HTTP console's `EdgeCounters`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from gliclass_core.auth import KeyStore
+from server.grpc.interceptors import CLASSIFIER_METHODS, Around, CallInterceptor
 from server.http.config import HttpConfig
-from server.http.live import EdgeCounters, ItemCountInterceptor
+from server.http.live import EdgeCounters
 from server.http.server import HttpServer
 
 
@@ -48,3 +54,26 @@ def url(config: HttpConfig, port: int) -> str:
         host = f"[{host}]"
     scheme = "https" if config.tls is not None else "http"
     return f"{scheme}://{host}:{port}/"
+
+
+class ItemCountInterceptor(CallInterceptor):
+    """Count the items of every Classifier call (unary and stream) into `EdgeCounters` as "grpc"."""
+
+    def __init__(self, counters: EdgeCounters) -> None:
+        self.counters = counters
+
+    def around_call(self, method: str, metadata: Any) -> Around | None:
+        return self._counted if method.startswith(CLASSIFIER_METHODS) else None
+
+    @contextlib.asynccontextmanager
+    async def _counted(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        if hasattr(request, "__aiter__"):
+            yield self._count_stream(request)
+        else:
+            self.counters.add("grpc", len(getattr(request, "items", ())))
+            yield request
+
+    async def _count_stream(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for request in requests:
+            self.counters.add("grpc", len(request.items))
+            yield request

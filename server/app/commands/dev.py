@@ -125,12 +125,10 @@ def _free_if_busy(address: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import importlib.util
     import logging
-    import signal
-    import sys
-    import threading
 
     from gliclass_core.config import parse_config
     from gliclass_core.telemetry import setup as setup_telemetry
+    from server.app.supervisor import EXIT_OK, Supervisor
     from worker.broker import EmbeddedBroker, create_topics, free_port
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -148,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         except OSError:
             port = free_port()
     args.http_address = _free_if_busy(args.http_address)
+    supervisor = Supervisor("dev")
     broker = EmbeddedBroker(port=port).start()
     bootstrap = broker.bootstrap_servers
     try:
@@ -156,17 +155,17 @@ def run(args: argparse.Namespace) -> int:
             topics.update({topic: 3, f"{topic}.scored": 3, f"{topic}.dlq": 3})
         create_topics(bootstrap, topics)
         app_config = parse_config(dev_config(bootstrap, args))
-        if importlib.util.find_spec("server.process") is not None:
+        if importlib.util.find_spec("server.app.process") is not None:
             import asyncio
 
+            from server.app.process import serve
             from server.grpc.config import parse_grpc_config
-            from server.process import serve
 
             grpc_config = parse_grpc_config(app_config.section("grpc"))
 
             def started(server: Any) -> None:
+                from server.app.embed import url
                 from server.http.config import parse_http_config
-                from server.http.embed import url
 
                 host = grpc_config.address.rsplit(":", 1)[0]
                 http = getattr(server, "http", None)
@@ -186,22 +185,18 @@ def run(args: argparse.Namespace) -> int:
         from gliclass_core.runtime import Runtime
         from worker.app import KafkaWorker
 
-        print(
-            "gliclass-stream dev: gRPC server not available; running the Kafka worker alone", file=sys.stderr
-        )
-        stop = threading.Event()
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        supervisor.say("gRPC server not available; running the Kafka worker alone")
+        supervisor.install(reload=False)
         runtime = Runtime.from_config(app_config)
         runtime.start()
         worker = KafkaWorker(runtime, app_config)
         worker.start()
         print(instructions(bootstrap, None), flush=True)
-        stop.wait()
+        supervisor.wait_for_stop()
         worker.stop(10)  # seconds of draining (closing gets a few more)
         runtime.stop(grace_s=5)
-        return 0
+        return EXIT_OK
     finally:
         telemetry.shutdown()  # flush what is still buffered
         broker.stop()
-        print("gliclass-stream dev: stopped", file=sys.stderr, flush=True)
+        supervisor.say("stopped")

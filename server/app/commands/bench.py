@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from server.commands.model_options import add_engine_arguments
+from server.app.commands.model_options import add_engine_arguments
 
 if TYPE_CHECKING:
     from gliclass_core.model import Model
@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def make_texts(n: int, lo: int, hi: int, seed: int, corpus: str = "words") -> list[str]:
     """`n` texts of `lo`..`hi` words (uniform), reproducible from `seed`."""
     if corpus == "news":
-        from server.host_bench import news_texts
+        from server.app.host_bench import news_texts
 
         return news_texts(n, lo, hi, seed)
     rng = random.Random(seed)
@@ -89,7 +89,7 @@ def make_texts(n: int, lo: int, hi: int, seed: int, corpus: str = "words") -> li
 
 def make_labels(count: int, corpus: str = "words") -> tuple[str, ...]:
     if corpus == "news":
-        from server.host_bench import NEWS_LABELS
+        from server.app.host_bench import NEWS_LABELS
 
         return tuple(NEWS_LABELS[i] if i < len(NEWS_LABELS) else f"topic {i}" for i in range(count))
     return tuple(LABELS[i] if i < len(LABELS) else f"topic {i}" for i in range(count))
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _host_bound_settings(args: argparse.Namespace) -> None:
-    from server.host_bench import tiny_model_dir
+    from server.app.host_bench import tiny_model_dir
 
     args.model = str(tiny_model_dir())
     args.device = "cpu"
@@ -201,7 +201,7 @@ def _offline(classifier: Model, texts: list[str], labels: tuple[str, ...], batch
 def _throughput(args: argparse.Namespace, config: Any, classifier: Model, labels: tuple[str, ...]) -> dict:
     from gliclass_core.runtime import Priority
     from gliclass_core.types import ClassifyItem
-    from server.host_bench import host_ceiling
+    from server.app.host_bench import host_ceiling
 
     texts = make_texts(args.texts, args.min_words, args.max_words, args.seed, args.corpus)
     items = [ClassifyItem(text, labels) for text in texts]

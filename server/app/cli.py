@@ -1,4 +1,4 @@
-"""The `gliclass-stream` command: dispatches to one module per subcommand in server/commands/.
+"""The `gliclass-stream` command: dispatches to one module per subcommand in server/app/commands/.
 
 Subcommand modules import heavy dependencies (torch, grpc, confluent_kafka) inside `run`, so
 `--help` stays fast.
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from gliclass_core.errors import GliclassError
 
-# name -> (module under server.commands, one-line help)
+# name -> (module under server.app.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "classify": ("classify", "classify texts from arguments or JSON lines on stdin"),
     "serve": ("serve", "run the gRPC server (and the Kafka worker if [kafka] is configured)"),
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(f"server.commands.{module_name}")
+        module = importlib.import_module(f"server.app.commands.{module_name}")
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)

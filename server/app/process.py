@@ -1,27 +1,26 @@
 """The `gliclass-stream serve` process: one runtime, the gRPC edge, the HTTP edge and the Kafka worker.
 
 `serve` composes the edges on one model pool and one event loop: the runtime, the gRPC server
-(`server.grpc`), the optional HTTP edge (`server.http`, with `[http] address`) and the optional
-Kafka worker (`worker`, with a `[kafka]` section); SIGTERM handling (health NOT_SERVING, in-flight
-work finishes within the grace period, exit 0), supervision (a Kafka worker that stops turns health
-NOT_SERVING and exits non-zero) and SIGHUP reload (label sets for gRPC, routes and label sets for
-the worker; the rest needs a restart). Only this module brings the edges together.
+(`server.grpc`), the optional HTTP edge (`server.http`, with `[http] address`, wired by
+`server.app.embed`) and the optional Kafka worker (`worker`, with a `[kafka]` section). Signals
+come through `server.app.supervisor`: SIGTERM (health NOT_SERVING, in-flight work finishes within
+the grace period, exit 0), SIGHUP reload (label sets for gRPC, routes and label sets for the
+worker, API keys; the rest needs a restart). A Kafka worker that stops turns health NOT_SERVING
+and exits non-zero. Only the application brings the edges together.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from gliclass_core import telemetry
 from gliclass_core.auth import KeyStore, parse_auth_config, read_keys
 from gliclass_core.config import AppConfig
-from gliclass_core.errors import ConfigError, GliclassError
+from gliclass_core.errors import ConfigError
+from server.app.supervisor import EXIT_OK, ServeError, Supervisor, model_failure
 from server.grpc.config import GrpcConfig
 from server.grpc.server import GrpcServer
 from server.http.config import HttpConfig
@@ -29,12 +28,6 @@ from server.http.config import HttpConfig
 log = logging.getLogger(__name__)
 
 WORKER_POLL_S = 0.2
-
-
-class ServeError(GliclassError):
-    """The server cannot keep running (the model failed to load, or its pool stopped)."""
-
-    reason = "serve"
 
 
 async def serve(
@@ -57,6 +50,7 @@ async def serve(
     # Config problems (unreadable keys, plaintext HTTP beside mutual TLS) stop us before the model loads.
     keys = KeyStore(parse_auth_config(app_config.section("auth")))
     http_config = http_config_for(app_config, config)
+    supervisor = Supervisor("serve")
     runtime = Runtime.from_config(app_config)
     telemetry.observe_runtime(runtime)
     runtime.start()
@@ -67,13 +61,13 @@ async def serve(
     http = None
     http_edge = None
     if http_config is not None:
-        from server.http.embed import attach
+        from server.app.embed import attach
 
         http_edge = attach(http_config, server, keys)
     try:
         port = await server.start()
         host = config.address.rsplit(":", 1)[0]
-        print(f"gliclass-stream serve: listening on {host}:{port}", flush=True)
+        supervisor.say(f"listening on {host}:{port}", stdout=True)
         if "kafka" in app_config.raw:
             # Lazy: only deployments with a [kafka] section need the worker (and confluent_kafka).
             from worker.app import KafkaWorker
@@ -86,10 +80,6 @@ async def serve(
         if on_started is not None:
             on_started(server)
         stop = stop_event or asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, stop.set)
         reloads: set[asyncio.Task[bool]] = set()
 
         def on_sighup() -> None:
@@ -100,8 +90,7 @@ async def serve(
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, AttributeError):
-            loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        supervisor.install(loop=asyncio.get_running_loop(), on_stop=stop.set, on_reload=on_sighup)
         stopped = asyncio.create_task(stop.wait())
         failed = asyncio.create_task(server.load_failed.wait())
         watched: list[asyncio.Task[Any]] = [stopped, failed]
@@ -111,15 +100,14 @@ async def serve(
         for task in watched:
             task.cancel()
         if server.load_error is not None:
-            what = "the model pool stopped" if server.was_serving else "the model failed to load"
-            raise ServeError(f"{what}: {server.load_error}") from server.load_error
+            raise ServeError(model_failure(server.load_error, server.was_serving)) from server.load_error
         if worker is not None and not worker.running and not stop.is_set():
             # Half a server must not look healthy: NOT_SERVING now, then exit non-zero so that
             # compose / Kubernetes restart the process (which re-reads from the committed offsets).
             await server.set_not_serving()
             log.error("the kafka worker stopped: %s; health NOT_SERVING, exiting", worker.error)
             raise ServeError(f"the kafka worker stopped: {worker.error}") from worker.error
-        print("gliclass-stream serve: shutting down", file=sys.stderr, flush=True)
+        supervisor.say("shutting down")
     finally:
         grace = config.shutdown_grace_s
         stops: list[Any] = [server.stop(grace)]
@@ -130,7 +118,7 @@ async def serve(
             stops.append(http.stop(grace))
         await asyncio.gather(*stops)
         await asyncio.to_thread(runtime.stop, grace_s=grace)
-    return 0
+    return EXIT_OK
 
 
 async def _worker_stopped(worker: Any) -> None:
@@ -175,8 +163,8 @@ def reload(
     Everything is validated before anything changes: a bad file is logged and the running config
     stays. `[model]`, `[batching]` and `[grpc]` changes take effect only after a restart.
     """
+    from server.app.reload import reload_config
     from server.grpc.config import parse_grpc_config
-    from server.reload import reload_config
 
     def apply(new: AppConfig) -> None:
         parse_grpc_config(new.section("grpc"))  # so the file will also start the next time
@@ -194,5 +182,5 @@ def reload(
 
     applied = reload_config(path, apply)
     if applied:
-        print("gliclass-stream serve: reloaded label sets", file=sys.stderr, flush=True)
+        Supervisor("serve").say("reloaded label sets")
     return applied

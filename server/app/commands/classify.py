@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 from gliclass_core.errors import InvalidInput
-from server.commands.model_options import add_engine_arguments
+from server.app.commands.model_options import add_engine_arguments
 
 if TYPE_CHECKING:
     from gliclass_core.model import Model

@@ -11,15 +11,29 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gliclass_core.config import LabelSet
 from gliclass_core.runtime.calls import ItemOutcome
 from gliclass_core.service.request import ItemRequest, RequestLimits, resolve_item, resolve_items
 from gliclass_core.types import ClassifyItem, ModelInfo, Prediction
-from server.grpc.config import GrpcConfig
-from server.grpc.errors import status_for
 from server.proto import classifier_pb2 as pb
+from server.wire.status import status_for
+
+
+class WireLimits(Protocol):
+    """The request limits conversion checks and reports (the `[grpc]` section's `GrpcConfig` has them)."""
+
+    @property
+    def max_message_bytes(self) -> int: ...
+    @property
+    def max_items_per_request(self) -> int: ...
+    @property
+    def max_text_chars(self) -> int: ...
+    @property
+    def max_labels_per_item(self) -> int: ...
+    @property
+    def stream_max_in_flight(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -31,7 +45,7 @@ class ItemTimings:
     total_ms: float
 
 
-def limits_of(config: GrpcConfig) -> RequestLimits:
+def limits_of(config: WireLimits) -> RequestLimits:
     """The request limits `[grpc]` sets (the HTTP edge enforces the same)."""
     return RequestLimits(
         max_items_per_request=config.max_items_per_request,
@@ -43,7 +57,7 @@ def limits_of(config: GrpcConfig) -> RequestLimits:
 def items_from_proto(
     items: Sequence[pb.Item],
     label_sets: Mapping[str, LabelSet],
-    config: GrpcConfig,
+    config: WireLimits,
     first_index: int = 0,
 ) -> list[ClassifyItem]:
     """Validate request items against the limits and convert them; InvalidInput names field and index."""
@@ -53,7 +67,7 @@ def items_from_proto(
 
 
 def item_from_proto(
-    item: pb.Item, label_sets: Mapping[str, LabelSet], config: GrpcConfig, index: int
+    item: pb.Item, label_sets: Mapping[str, LabelSet], config: WireLimits, index: int
 ) -> ClassifyItem:
     """Convert one `Item`, applying its label set's defaults; InvalidInput names the field."""
     return resolve_item(request_from_proto(item), label_sets, limits_of(config), index)
@@ -170,7 +184,7 @@ def stream_response(result: pb.ItemResult) -> pb.ClassifyStreamResponse:
     return pb.ClassifyStreamResponse(result=result)
 
 
-def model_info_to_proto(info: ModelInfo, config: GrpcConfig) -> pb.GetModelInfoResponse:
+def model_info_to_proto(info: ModelInfo, config: WireLimits) -> pb.GetModelInfoResponse:
     """Describe the model and the limits this server enforces."""
     return pb.GetModelInfoResponse(
         model_id=info.model_id,

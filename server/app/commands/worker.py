@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,8 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import logging
-    import signal
-    import sys
     import threading
 
     from gliclass_core.auth import KeyStore, parse_auth_config, read_keys
@@ -31,8 +28,9 @@ def run(args: argparse.Namespace) -> int:
     from gliclass_core.runtime import Runtime
     from gliclass_core.telemetry import observe_runtime
     from gliclass_core.telemetry import setup as setup_telemetry
+    from server.app.reload import reload_config
+    from server.app.supervisor import EXIT_FAILED, EXIT_OK, Supervisor, model_failure
     from server.http.config import parse_http_config
-    from server.reload import reload_config
     from worker.app import KafkaWorker
     from worker.config import parse_kafka_config
 
@@ -45,22 +43,10 @@ def run(args: argparse.Namespace) -> int:
     # OTEL_* variables (off unless they name an exporter); [http] address adds the Prometheus reader.
     telemetry = setup_telemetry("gliclass-worker", prometheus=http_config.enabled)
 
-    # Each signal sets its own flag and wakes the main loop; `stop` is never cleared, so a SIGTERM
-    # that arrives while a SIGHUP reload runs still stops the process right after it.
-    stop = threading.Event()
-    reload = threading.Event()
-    wake = threading.Event()
-
-    def on_signal(flag: threading.Event) -> Callable[..., None]:
-        def handler(*_: object) -> None:
-            flag.set()
-            wake.set()
-
-        return handler
-
-    signal.signal(signal.SIGTERM, on_signal(stop))
-    signal.signal(signal.SIGINT, on_signal(stop))
-    signal.signal(signal.SIGHUP, on_signal(reload))
+    # Signals wake the loop below; a SIGTERM that arrives while a SIGHUP reload runs still stops
+    # the process right after it (the supervisor never clears a stop request).
+    supervisor = Supervisor("worker")
+    supervisor.install()
 
     runtime = Runtime.from_config(app_config)
     observe_runtime(runtime)
@@ -68,13 +54,11 @@ def run(args: argparse.Namespace) -> int:
     worker = KafkaWorker(runtime, app_config)
     http = None
     if http_config.enabled:
+        from server.app.embed import url
         from server.http.background import BackgroundHttp
-        from server.http.embed import url
 
         http = BackgroundHttp(http_config, runtime, telemetry.prometheus_registry, lambda: worker, keys)
-        print(
-            f"gliclass-stream worker: HTTP on {url(http_config, http.start())}", file=sys.stderr, flush=True
-        )
+        supervisor.say(f"HTTP on {url(http_config, http.start())}")
 
     def apply(new: AppConfig) -> None:
         auth = parse_auth_config(new.section("auth"))
@@ -82,45 +66,40 @@ def run(args: argparse.Namespace) -> int:
         worker.reload(new)
         keys.reload(auth)
 
-    code = 0
+    code = EXIT_OK
     announced = False
     try:
         worker.start()
         while True:
-            wake.wait(0.5)
-            wake.clear()
-            if stop.is_set():
+            requested = supervisor.next_signal(0.5)
+            if requested == "stop":
                 break
-            if reload.is_set():
-                reload.clear()
+            if requested == "reload":
                 if reload_config(args.config, apply):
-                    print(
-                        "gliclass-stream worker: reloaded routes and label sets", file=sys.stderr, flush=True
-                    )
+                    supervisor.say("reloaded routes and label sets")
                 continue
             if runtime.error is not None:
-                what = "the model pool stopped" if announced else "the model failed to load"
-                log.error("%s: %s", what, runtime.error)
-                code = 1
+                log.error("%s", model_failure(runtime.error, announced))
+                code = EXIT_FAILED
                 break
             if not worker.running:
                 log.error("the kafka worker stopped: %s", worker.error)
-                code = 1
+                code = EXIT_FAILED
                 break
             if not announced and runtime.ready:
                 announced = True
-                print(f"gliclass-stream worker: ready ({runtime.info.model_id})", file=sys.stderr, flush=True)
+                supervisor.say(f"ready ({runtime.info.model_id})")
     finally:
-        print("gliclass-stream worker: draining", file=sys.stderr, flush=True)
+        supervisor.say("draining")
         clean = worker.stop(args.drain_timeout)
         if http is not None:
             http.stop()
         runtime.stop(grace_s=5.0)
-        if not clean and code == 0 and worker.error is not None:
-            code = 1
+        if not clean and code == EXIT_OK and worker.error is not None:
+            code = EXIT_FAILED
     telemetry.shutdown()  # flush what is still buffered
     alive = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
     if alive:
         log.warning("threads still running at exit: %s", ", ".join(alive))
-    print("gliclass-stream worker: stopped", file=sys.stderr, flush=True)
+    supervisor.say("stopped")
     return code
