@@ -21,6 +21,8 @@ from gliclass_core.runtime.calls import CallContext, ItemOutcome, await_outcomes
 from gliclass_core.runtime.host_memory import retain_freed_memory
 from gliclass_core.runtime.pool import Pool
 from gliclass_core.runtime.scheduler import Scheduler
+from gliclass_core.runtime.sessions.direct import DirectSessions
+from gliclass_core.runtime.sessions.service import SessionSettings
 from gliclass_core.runtime.stats import SchedulerStats
 from gliclass_core.types import ClassifyItem, ModelInfo, Prediction
 
@@ -48,6 +50,8 @@ class Runtime:
         self._reserve_interactive = reserve_interactive
         self._stopped = threading.Event()
         self._label_sets: Mapping[str, LabelSet] = dict(config.label_sets)
+        #: Streaming sessions (decoder-kv models); `supported` is False for other models.
+        self.sessions = DirectSessions(SessionSettings.from_section(config.section("sessions")))
 
     @classmethod
     def from_config(
@@ -92,6 +96,7 @@ class Runtime:
 
     def _open(self, pool: Pool) -> None:
         assert pool.classifier is not None
+        self.sessions.attach(pool.classifier)
         self.scheduler.open(
             pool.classifier, replicas=len(pool.replicas), reserved_for_interactive=self._reserve_interactive
         )
@@ -184,6 +189,7 @@ class Runtime:
         aborts ("terminate called without an active exception") instead of exiting with its code.
         """
         self._stopped.set()
+        self.sessions.shutdown()
         failed = self.scheduler.close(grace_s)
         if not self.pool.join(timeout=max(BATCH_FINISH_S, grace_s)):
             log.warning("model threads still running after the stop; the process may abort at exit")

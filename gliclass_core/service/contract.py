@@ -16,6 +16,7 @@ from opentelemetry.trace import SpanContext
 
 from gliclass_core.config import LabelSet
 from gliclass_core.runtime.calls import CallContext, ItemOutcome
+from gliclass_core.runtime.sessions.service import SessionService
 from gliclass_core.runtime.stats import SchedulerStats
 from gliclass_core.types import ClassifyItem, ModelInfo, Prediction
 
@@ -56,6 +57,11 @@ class ClassifyService(Protocol):
     @property
     def bulk_limit(self) -> int:
         """How many passes bulk (Kafka) items may hold at most; the rest is kept for interactive calls."""
+        ...
+
+    @property
+    def sessions(self) -> SessionService:
+        """Streaming sessions (`supported` only for decoder-kv models)."""
         ...
 
     def stats(self) -> SchedulerStats:

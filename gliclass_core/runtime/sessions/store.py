@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gliclass_core.decoder_kv_classifier import DecoderKVClassifier
@@ -101,6 +101,7 @@ class _Session:
     on_host: bool = False
     nbytes: int = 0
     ntokens: int = 0
+    item: ClassifyItem | None = None  # how it was last scored: an append without labels reuses it
 
 
 class SessionStore:
@@ -128,7 +129,7 @@ class SessionStore:
         labels: Sequence[str],
         *,
         strategy: Strategy | None = None,
-        threshold: float = 0.5,
+        threshold: float | Mapping[str, float] = 0.5,
         multi_label: bool = True,
         top_k: int | None = None,
         prompt: str | None = None,
@@ -152,7 +153,7 @@ class SessionStore:
         labels: Sequence[str],
         *,
         strategies: Sequence[Strategy | None] | None = None,
-        threshold: float = 0.5,
+        threshold: float | Mapping[str, float] = 0.5,
         multi_label: bool = True,
         top_k: int | None = None,
         prompt: str | None = None,
@@ -226,6 +227,7 @@ class SessionStore:
                     session.strategy, session.accumulated = strategy, 0
                 self._sessions.move_to_end(sid)
                 session.last_used = now
+                session.item = item
                 sessions.append(session)
             self.stats.appends += len(sessions)
             self._extend([(s, ids) for s, ids in zip(sessions, chunks) if ids])
@@ -264,6 +266,11 @@ class SessionStore:
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    def last_item(self, session_id: str) -> ClassifyItem | None:
+        """The labels and options the session was last appended with (None when it is not open)."""
+        session = self._sessions.get(session_id)
+        return session.item if session is not None else None
 
     def session_bytes(self, session_id: str) -> int:
         """Bytes one session's cache takes (0 when it is not open)."""
