@@ -312,3 +312,38 @@ def test_hybrid_backbone_sessions_through_the_runtime(hybrid: Classifier) -> Non
             assert (got.triggered, got.cached_tokens) == (want.triggered, want.cached_tokens)
             if want.prediction is not None:
                 assert_scores(got.prediction.scores, want.prediction.scores)
+
+
+def test_session_metrics_export_the_stores_summed(model: Classifier) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from gliclass_core.telemetry.metrics import value_of
+    from gliclass_core.telemetry.session_metrics import SessionInstruments
+
+    rt = start(model, replicas=2)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        SessionInstruments(provider.get_meter("test"), lambda: [rt])
+        sessions = [f"metered-{i}" for i in range(6)]
+        for chunk in CHUNKS[:2]:
+            results(rt.sessions.submit([append(sid, chunk) for sid in sessions], CallContext()))
+        assert rt.sessions.close(sessions[0])
+        stats = rt.sessions.stats()
+        data = reader.get_metrics_data()
+        assert value_of(data, "gliclass.sessions.active") == stats.sessions == len(sessions) - 1
+        assert value_of(data, "gliclass.sessions.cache.size") == stats.bytes_cached > 0
+        assert value_of(data, "gliclass.sessions.cached_tokens") == stats.cached_tokens > 0
+        assert value_of(data, "gliclass.sessions.tokens") == stats.tokens_computed > 0
+        assert value_of(data, "gliclass.sessions.batches") == stats.batches >= 2  # two stores, two rounds
+        assert value_of(data, "gliclass.sessions.batch.appends") == stats.batch_appends == 2 * len(sessions)
+
+        def event(name: str) -> Any:
+            return value_of(data, "gliclass.sessions.events", lambda a: a["gliclass.event"] == name)
+
+        assert (event("created"), event("appended"), event("closed")) == (6, 12, 1)
+        assert value_of(data, "gliclass.sessions.queue.depth") == 0
+    finally:
+        provider.shutdown()
+        rt.stop(grace_s=5)
