@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 from fixtures.decoder_kv import build
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gliclass_core import Classifier, ClassifyItem
 from gliclass_core.config import AppConfig, BatchingConfig, ModelConfig
@@ -236,7 +238,7 @@ def test_close_runs_after_the_appends_queued_before_it(
     assert not first.new_session and first.cached_tokens > first.tokens_added
     # The close came between them: the later chunk starts afresh.
     assert second.new_session and second.cached_tokens == second.tokens_added
-    assert runtime.sessions.close("never-opened") is False
+    assert runtime.sessions.close("never-opened") is False and runtime.sessions.close("") is False
     [ended] = runtime.sessions.submit([append("ending", CHUNKS[0], close=True)], CallContext())
     assert ended.result(30).triggered and "ending" not in runtime.scheduler.sessions.stores[0]
     assert runtime.sessions.stats().closed == 2
@@ -347,3 +349,26 @@ def test_session_metrics_export_the_stores_summed(model: Classifier) -> None:
     finally:
         provider.shutdown()
         rt.stop(grace_s=5)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sid=st.one_of(st.text(max_size=300), st.just("ok-session")),
+    text=st.one_of(st.text(max_size=80), st.sampled_from(["<<SEP>>", "fine text", ""])),
+    labels=st.one_of(st.just(LABELS), st.lists(st.text(max_size=20), max_size=3).map(tuple)),
+)
+def test_hostile_appends_end_as_results_or_typed_errors(
+    runtime: Runtime, sid: str, text: str, labels: tuple[str, ...]
+) -> None:
+    try:
+        futures = runtime.sessions.submit([append(sid, text, labels)], CallContext())
+    except InvalidInput as exc:
+        assert exc.field in {"session_id", "text", "labels"}
+        return
+    try:
+        update = futures[0].result(60)
+    except InvalidInput as exc:  # found once tokenized, or no labels for a new session
+        assert exc.field in {"text", "labels"}
+        return
+    assert update.session_id == sid and update.tokens_added >= 0
+    assert runtime.ready

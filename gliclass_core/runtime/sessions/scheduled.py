@@ -99,7 +99,10 @@ class ScheduledSessions:
     def close(self, session_id: str) -> bool:
         if not self._stores:
             return False
-        check_session_id(self._settings.limits, session_id)
+        try:
+            check_session_id(self._settings.limits, session_id)
+        except InvalidInput:
+            return False  # an id no session can have is not open
         future: Future[Any] = Future()
         entry = QueuedSessionWork(session_id, None, future, Priority.INTERACTIVE, time.monotonic())
         # A close is not bounded by the queue: it frees memory, and each one holds its caller
