@@ -136,7 +136,11 @@ def test_appends_of_concurrent_calls_share_batches_with_their_own_labels(
             assert_scores(updates[index].prediction.scores, want[step])
 
 
-def test_each_session_keeps_submission_order_across_threads(runtime: Runtime, model: Classifier) -> None:
+def test_each_session_keeps_submission_order_across_threads(
+    runtime: Runtime, model: Classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = Gate(runtime.scheduler.sessions.stores[0], monkeypatch)
+    held = gate.hold(runtime)  # everything below is queued before the replica looks again
     sessions = [f"thread-{i}" for i in range(6)]
 
     def feed(sid: str) -> list[concurrent.futures.Future[Any]]:
@@ -145,6 +149,8 @@ def test_each_session_keeps_submission_order_across_threads(runtime: Runtime, mo
 
     with concurrent.futures.ThreadPoolExecutor(len(sessions)) as pool:
         per_session = [f.result(30) for f in [pool.submit(feed, sid) for sid in sessions]]
+    gate.released.set()
+    held.result(30)
     for sid, futures in zip(sessions, per_session):
         updates = results(futures)
         cached = [u.cached_tokens for u in updates]
@@ -152,8 +158,8 @@ def test_each_session_keeps_submission_order_across_threads(runtime: Runtime, mo
         assert [u.new_session for u in updates] == [True] + [False] * (len(CHUNKS) - 1)
         for update, want in zip(updates, lone_scores(model, sid, CHUNKS, LABELS)):
             assert_scores(update.prediction.scores, want)
-    stats = runtime.sessions.stats()
-    assert stats.appends == len(sessions) * len(CHUNKS) and stats.batch_appends > stats.batches
+    # Each batch after the held one took the next chunk of every session: 4 batches of 6.
+    assert gate.sizes[1:] == [len(sessions)] * len(CHUNKS)
 
 
 def test_sessions_are_pinned_to_one_replica_each(model: Classifier) -> None:
