@@ -10,6 +10,7 @@ because a correct input cannot make torch fail on demand.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import threading
 import time
@@ -193,12 +194,25 @@ def test_expired_or_cancelled_appends_are_dropped_before_they_start(
     past = CallContext(deadline=time.monotonic() - 1)
     [never] = runtime.sessions.submit([append("never", "expired at submit")], past)
     time.sleep(0.3)  # past `soon`'s deadline while the replica is held
+    queue = runtime.scheduler.sessions
+    depth = queue.depth
+    [withdrawn] = runtime.sessions.submit([append("withdrawn", "cancelled by its caller")], CallContext())
+    assert queue.depth == depth + 1
+    withdrawn.cancel()  # the caller's future cancelled: its room in the queue is freed at once
+    assert queue.depth == depth
+    # Awaited with a deadline (as the edges do): answered at the deadline, its room freed.
+    [outcome] = asyncio.run(
+        runtime.sessions.append([append("awaited", "x")], CallContext(deadline=time.monotonic() + 0.1))
+    )
+    assert isinstance(outcome.error, DeadlineExceeded) and queue.depth == depth
     gate.released.set()
     results([held, kept])
     for future, error in ((late, DeadlineExceeded), (gone, Cancelled), (never, DeadlineExceeded)):
         with pytest.raises(error):
             future.result(30)
-    assert "kept" in store and not any(sid in store for sid in ("late", "gone", "never"))
+    assert "kept" in store and not any(
+        sid in store for sid in ("late", "gone", "never", "withdrawn", "awaited")
+    )
     assert runtime.sessions.stats().appends == 2
 
 

@@ -52,6 +52,7 @@ class QueuedSessionWork:
     enqueued_at: float
     deadline: float | None = None
     cancel: CancelSignal | None = None
+    queued: bool = False  # waiting in its replica's queue (not yet taken, dropped or forgotten)
 
     def stale(self, now: float) -> bool:
         """True when it must not start: resolved from outside, cancelled, or past its deadline."""
@@ -121,6 +122,14 @@ class SessionQueue:
         for entry in entries:
             self._queues[replica_of(entry.session_id, replicas)].append(entry)
             self._depth[entry.priority] += 1
+            entry.queued = True
+
+    def forget(self, entry: QueuedSessionWork) -> None:
+        """Take out an entry whose future was resolved from outside (deadline, cancellation) while
+        it waits, so it stops holding room in the queue (takes the lock; a no-op once it left)."""
+        with self._cond:
+            if entry.queued:
+                self._remove(replica_of(entry.session_id, len(self._queues)), [entry])
 
     def take(
         self, replica: int, now: float, pass_priority: Priority | None, pass_oldest_at: float | None
@@ -180,6 +189,8 @@ class SessionQueue:
         out = [entry for queue in self._queues for entry in queue]
         for queue in self._queues:
             queue.clear()
+        for entry in out:
+            entry.queued = False
         self._depth = {Priority.INTERACTIVE: 0, Priority.BULK: 0}
         return out
 
@@ -209,3 +220,4 @@ class SessionQueue:
         self._queues[replica] = deque(e for e in self._queues[replica] if id(e) not in gone)
         for entry in entries:
             self._depth[entry.priority] -= 1
+            entry.queued = False

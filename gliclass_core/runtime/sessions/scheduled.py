@@ -9,6 +9,7 @@ edges see is the `SessionService` protocol (`sessions.service`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -22,7 +23,7 @@ from gliclass_core.runtime.bridge import failure
 from gliclass_core.runtime.calls import CallContext, wait_until_done
 from gliclass_core.runtime.sessions.batch import fail_unstarted
 from gliclass_core.runtime.sessions.limits import SessionStats, check_chunk, check_session_id
-from gliclass_core.runtime.sessions.queue import QueuedSessionWork
+from gliclass_core.runtime.sessions.queue import QueuedSessionWork, SessionQueue
 from gliclass_core.runtime.sessions.service import SessionAppend, SessionOutcome, SessionSettings
 from gliclass_core.runtime.sessions.store import SessionStore, SessionUpdate
 from gliclass_core.runtime.sessions.strategies import Strategy
@@ -32,6 +33,9 @@ from gliclass_core.types import ClassifyItem
 class SessionScheduler(Protocol):
     """What the service needs of the runtime's `Scheduler` (named here: the scheduler imports this
     package, so this package does not import it)."""
+
+    @property
+    def sessions(self) -> SessionQueue: ...
 
     def attach_sessions(self, stores: Sequence[SessionStore], default_strategy: Strategy) -> None: ...
 
@@ -84,6 +88,8 @@ class ScheduledSessions:
             fail_unstarted(entries)  # nothing is queued: the session stays as it is
             return futures
         self._scheduler.submit_session_work(entries, Priority(context.priority))
+        for entry in entries:  # failed at the deadline or cancelled while queued: free its room now
+            entry.future.add_done_callback(functools.partial(self._on_done, entry))
         return futures
 
     async def append(self, appends: Sequence[SessionAppend], context: CallContext) -> list[SessionOutcome]:
@@ -115,6 +121,10 @@ class ScheduledSessions:
         for store in self._stores:
             total = total.add(store.stats)
         return total
+
+    def _on_done(self, entry: QueuedSessionWork, _future: Future[Any]) -> None:
+        if entry.queued:  # unlocked read: `forget` checks again under the lock
+            self._scheduler.sessions.forget(entry)
 
     def shutdown(self) -> None:
         """Refuse new appends (those queued run while the scheduler drains, or fail with NotReady)."""
