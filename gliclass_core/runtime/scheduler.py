@@ -110,8 +110,8 @@ class Scheduler:
     def close(self, grace_s: float = 10.0, *, drain: bool = True) -> int:
         """Stop accepting; let replicas drain the queue for up to `grace_s`; fail the rest.
 
-        Returns how many queued items were failed with NotReady. In-flight batches are left to
-        finish (the pool joins its threads after this).
+        Returns how many queued items (and session appends) were failed with NotReady. In-flight
+        batches are left to finish (the pool joins its threads after this).
         """
         end = self._clock() + grace_s
         with self._cond:
