@@ -182,9 +182,9 @@ async def answer_sessions(
     """Answer every message in order (at most `max_in_flight` unanswered); a read error ends the stream.
 
     `messages` holds each decoded message, or the InvalidInput of one the edge could not decode
-    (answered with it, in its place). A stream keeps at most `[sessions] max_per_call` sessions
-    open at once (closing one frees its place); a message naming one more fails alone with
-    InvalidInput naming `session_id`.
+    (answered with it, in its place). A stream names at most `[sessions] max_per_call` sessions it
+    has not closed (a message naming one more fails alone with InvalidInput naming `session_id`;
+    closing one frees its place), which also bounds what the stream tracks.
     """
     counters = counters if counters is not None else StreamCounters()
     gate = InFlightGate(max_in_flight)
