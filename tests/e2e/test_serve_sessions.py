@@ -19,7 +19,7 @@ import pytest
 import requests
 from fixtures.decoder_kv import build
 from fixtures.serve import Serve, start_serve
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from server.proto import classifier_pb2 as pb
@@ -291,7 +291,17 @@ hostile_text = st.one_of(
     st.text(max_size=40),
     st.sampled_from(["<<LABEL>>", "<<SEP>>", "\x00", "\u202e", "a" * (MAX_CHUNK_CHARS + 1), "word " * 400]),
 )
-hostile_message = st.fixed_dictionaries(
+plausible_message = st.fixed_dictionaries(
+    {"sessionId": st.sampled_from(["h-1", "h-2", "h-3"]), "text": st.text(max_size=40)},
+    optional={
+        "labels": st.just(LABELS),
+        "strategy": st.sampled_from(
+            ["every_chunk", "every_n_tokens:3", "on_delimiter:.", "sliding_window:8"]
+        ),
+        "close": st.booleans(),
+    },
+)
+odd_message = st.fixed_dictionaries(
     {"sessionId": st.one_of(st.text(max_size=8), st.just("i" * 300), st.sampled_from(["h-1", "h-2", " "]))},
     optional={
         "text": hostile_text,
@@ -310,6 +320,7 @@ hostile_message = st.fixed_dictionaries(
         "close": st.booleans(),
     },
 )
+hostile_message = st.one_of(plausible_message, odd_message)
 junk_line = st.one_of(
     st.binary(max_size=30).filter(lambda b: b"\n" not in b and b.strip()),
     st.sampled_from([b"[]", b"null", b'{"text": {"a": 1}}', b'{"labels": "x"}', b'{"topK": -1}', b"{" * 40]),
@@ -317,9 +328,13 @@ junk_line = st.one_of(
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-@given(messages=st.lists(hostile_message, min_size=1, max_size=4), junk=st.lists(junk_line, max_size=2))
+@given(
+    messages=st.lists(hostile_message, min_size=1, max_size=4),
+    junk=st.lists(junk_line, max_size=2),
+    raw=st.lists(st.one_of(st.binary(max_size=40), st.just(b"\x12\x03\xed\xa0\x80")), max_size=2),
+)
 def test_hostile_session_messages_end_as_answers_or_typed_errors(
-    serve: Serve, stub: Any, messages: list[dict[str, Any]], junk: list[bytes]
+    serve: Serve, stub: Any, messages: list[dict[str, Any]], junk: list[bytes], raw: list[bytes]
 ) -> None:
     from google.protobuf import json_format
 
@@ -332,9 +347,22 @@ def test_hostile_session_messages_end_as_answers_or_typed_errors(
     for answer in grpc_session(stub, protos) if protos else []:
         if answer.HasField("error"):
             assert answer.error.code in TYPED and answer.error.message, answer
+    # Bytes that may not be a SessionRequest at all (b"\x12\x03..." is a text that is not UTF-8):
+    # answered, or the stream ends INVALID_ARGUMENT, as ClassifyStream does.
+    with grpc.insecure_channel(serve.grpc_address) as channel:
+        call = channel.stream_stream(
+            "/gliclass.v1.Classifier/ClassifySession",
+            request_serializer=lambda b: b,
+            response_deserializer=pb.SessionResponse.FromString,
+        )
+        try:
+            assert len(list(call(iter(raw), metadata=AUTH, timeout=60))) == len(raw)
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
     answers = ndjson(serve, [*messages, *junk])
     assert len(answers) == len(messages) + len(junk)
     for answer in answers:
+        event("answered" if "error" not in answer else f"error {answer['error'].get('field')}")
         if "error" in answer:
             assert answer["error"]["code"] in TYPED and answer["error"]["message"], answer
             assert answer["error"]["code"] != 3 or answer["error"].get("field"), answer
