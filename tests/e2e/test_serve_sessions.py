@@ -92,14 +92,19 @@ def stub(serve: Serve) -> Iterator[Any]:
         yield classifier_pb2_grpc.ClassifierStub(channel)
 
 
-def in_process(checkpoint: Path, strategy: str | None, chunks: Sequence[str]) -> list[Any]:
-    """The updates an in-process SessionStore (the serve's limits) gives for `chunks`."""
+@pytest.fixture(scope="module")
+def classifier(checkpoint: Path) -> Any:
     from gliclass_core import Classifier
+
+    return Classifier.from_pretrained(str(checkpoint), device="cpu")
+
+
+def in_process(classifier: Any, strategy: str | None, chunks: Sequence[str]) -> list[Any]:
+    """The updates an in-process SessionStore (the serve's limits) gives for `chunks`."""
     from gliclass_core.runtime.sessions import SessionLimits, SessionStore, parse_strategy
 
     store = SessionStore(
-        Classifier.from_pretrained(str(checkpoint), device="cpu"),
-        SessionLimits(max_cached_tokens=MAX_CACHED, max_chunk_tokens=MAX_CHUNK_TOKENS),
+        classifier, SessionLimits(max_cached_tokens=MAX_CACHED, max_chunk_tokens=MAX_CHUNK_TOKENS)
     )
     chosen = parse_strategy(strategy or "every_chunk")
     return [store.append("s", chunk, LABELS, strategy=chosen) for chunk in chunks]
@@ -133,9 +138,9 @@ def scores_of(result: Any) -> list[float]:
 
 @pytest.mark.parametrize("strategy", [None, "every_n_tokens:12", "on_delimiter:.+sliding_window:20"])
 def test_conversations_over_both_edges_equal_an_in_process_store(
-    serve: Serve, stub: Any, checkpoint: Path, strategy: str | None
+    serve: Serve, stub: Any, classifier: Any, strategy: str | None
 ) -> None:
-    expected = in_process(checkpoint, strategy, CHUNKS)
+    expected = in_process(classifier, strategy, CHUNKS)
     tag = strategy or "default"
     over_grpc = grpc_session(stub, [_proto(f"g-{tag}", c, i == 0, strategy) for i, c in enumerate(CHUNKS)])
     over_stream = ndjson(serve, [message_json(f"n-{tag}", c, i == 0, strategy) for i, c in enumerate(CHUNKS)])
