@@ -179,6 +179,7 @@ def _proto(session_id: str, chunk: str, first: bool, strategy: str | None) -> pb
 
 
 def test_close_then_reuse_starts_a_new_session(serve: Serve, stub: Any) -> None:
+    assert stub.GetModelInfo(pb.GetModelInfoRequest(), metadata=AUTH, timeout=30).extra["sessions"] == "true"
     first, closed, again = grpc_session(
         stub,
         [
