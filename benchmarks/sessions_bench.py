@@ -6,6 +6,9 @@ every open thread sends its next message. Each message is scored three ways, in 
   incremental: `SessionStore.append(thread, message)` (the thread's decoder cache is extended by
                the message; the label block is scored against it), one message per call
   incr. batch: `SessionStore.append_many` with the round's messages (one batched decoder call)
+  runtime:     through a real `Runtime`'s `sessions` service, the way the edges use it: one caller
+               thread per thread, each sending its messages one per call and waiting for each answer,
+               all threads at once (the scheduler batches appends of different sessions)
   rescore:     the whole thread so far scored at every message (what a stateless service must do),
                one message per call; `resc. batch`: the round's threads in one padded pass
   reference:   the reference `gliclass.streaming.StreamingZeroShotClassificationPipeline`, one call
@@ -131,6 +134,45 @@ def run_rescore(clf: Any, steps: list[dict[str, str]], batched: bool = False) ->
     return {"seconds": time.perf_counter() - start, "tokens": tokens}
 
 
+def run_runtime(clf: Any, threads: list[list[str]], torch_threads: int) -> dict[str, Any]:
+    """Every thread a concurrent caller of `Runtime.sessions`, one message per call (see module)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gliclass_core.config import AppConfig, ModelConfig
+    from gliclass_core.runtime import Runtime
+    from gliclass_core.runtime.calls import CallContext
+    from gliclass_core.runtime.sessions.service import SessionAppend
+
+    config = AppConfig(
+        model=ModelConfig(device=str(clf.device), cpu_threads=torch_threads),
+        raw={"sessions": {"max_bytes": 1 << 34, "max_cached_tokens": 4000}},
+    )
+    rt = Runtime.from_config(config, loader=lambda _device: clf)
+    rt.start()
+    if not rt.wait_ready(120):
+        raise RuntimeError(f"the runtime did not start: {rt.error}")
+
+    def converse(index: int, messages: list[str]) -> None:
+        for message in messages:
+            append = SessionAppend(f"t{index}", _item(message))
+            [future] = rt.sessions.submit([append], CallContext())
+            future.result()
+
+    try:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(len(threads)) as pool:
+            for done in [pool.submit(converse, i, t) for i, t in enumerate(threads)]:
+                done.result()
+        seconds = time.perf_counter() - start
+        stats = rt.sessions.stats()
+    finally:
+        rt.stop()
+    return {
+        "seconds": seconds, "tokens": stats.tokens_computed,
+        "mean_batch": stats.batch_appends / max(1, stats.batches),
+    }  # fmt: skip
+
+
 def run_reference(path: Path, steps: list[dict[str, str]]) -> dict[str, Any] | None:
     try:
         from gliclass import GLiClassModel
@@ -173,11 +215,13 @@ def main() -> None:
         path = write_checkpoint(Path(tmp) / "decoder-kv")
         clf = Classifier.from_pretrained(str(path), device=args.device, max_length=4096)
         clf.classify(["warm up"], LABELS)
-        steps = rounds(make_threads(args.threads, (5, 30), rng))
+        threads = make_threads(args.threads, (5, 30), rng)
+        steps = rounds(threads)
         messages = sum(len(s) for s in steps)
         inc, full = run_incremental(clf, steps), run_rescore(clf, steps)
         batch = run_incremental(clf, steps, batched=True)
         full_batch = run_rescore(clf, steps, batched=True)
+        served = run_runtime(clf, threads, args.torch_threads)
         ref = run_reference(path, steps) if args.device == "cpu" else None
         print(
             f"stream: {args.threads} threads, {messages} messages, 10 labels, device {args.device}, "
@@ -186,6 +230,10 @@ def main() -> None:
         print(f"{'mode':<12} {'msg/s':>9} {'decoder tokens':>15}")
         print(f"{'incremental':<12} {messages / inc['seconds']:>9.1f} {inc['tokens']:>15}")
         print(f"{'incr. batch':<12} {messages / batch['seconds']:>9.1f} {batch['tokens']:>15}")
+        print(
+            f"{'runtime':<12} {messages / served['seconds']:>9.1f} {served['tokens']:>15}"
+            f"   ({args.threads} concurrent callers; mean session batch {served['mean_batch']:.1f} appends)"
+        )
         print(f"{'rescore':<12} {messages / full['seconds']:>9.1f} {full['tokens']:>15}")
         print(f"{'resc. batch':<12} {messages / full_batch['seconds']:>9.1f} {full_batch['tokens']:>15}")
         if ref is not None:

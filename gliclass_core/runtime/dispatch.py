@@ -18,6 +18,7 @@ from gliclass_core.runtime.batch_forming import BatchDecision, BatchPolicy, Prio
 from gliclass_core.runtime.bridge import deferred_wakeups
 from gliclass_core.runtime.completion import as_batch_failure, fail_future, finish_items
 from gliclass_core.runtime.pass_queue import PassQueue
+from gliclass_core.runtime.sessions.queue import SessionBatch, SessionQueue
 from gliclass_core.runtime.stats import StatsRecorder
 from gliclass_core.runtime.work import Batch, InFlight, SubmittedItem
 
@@ -32,8 +33,10 @@ class Dispatcher:
         passes: PassQueue,
         stats: StatsRecorder,
         clock: Callable[[], float],
+        sessions: SessionQueue,
     ) -> None:
         self.policy = policy
+        self.sessions = sessions
         self.in_flight = InFlight()
         #: Set by `Scheduler.submit`: while interactive traffic is recent, bulk batches are capped.
         self.last_interactive_at = float("-inf")
@@ -52,12 +55,16 @@ class Dispatcher:
         self._classifier = classifier
         self._reserved = reserved_for_interactive
 
-    def next_batch(self) -> Batch | None:
-        """Block until a batch is due and return it; None once the scheduler is closed."""
+    def next_batch(self, replica: int | None = None) -> Batch | SessionBatch | None:
+        """Block until a batch is due and return it; None once the scheduler is closed.
+
+        With `replica` (its index), the replica's session batches are handed out too
+        (`SessionQueue.take` decides between a session batch and the pass batch formed here).
+        """
         passes = self._passes
         while True:
             expired: list[SubmittedItem] = []
-            batch: Batch | None = None
+            batch: Batch | SessionBatch | None = None
             with self._cond:
                 self._idle += 1
                 try:
@@ -73,10 +80,14 @@ class Dispatcher:
                         )
                         if decision.expired:
                             expired = passes.take_expired(decision.expired)
-                        if decision.batch:
+                        wake_at = decision.wake_at
+                        if replica is not None:
+                            batch = self._take_sessions(replica, decision, now)
+                            wake_at = _earliest(wake_at, self.sessions.wake_at(replica))
+                        if batch is None and decision.batch:
                             batch = self._take_batch(decision, now)
                         if batch is None and not expired:
-                            timeout = None if decision.wake_at is None else max(0.0, decision.wake_at - now)
+                            timeout = None if wake_at is None else max(0.0, wake_at - now)
                             self._cond.wait(timeout)
                 finally:
                     self._idle -= 1
@@ -88,8 +99,11 @@ class Dispatcher:
                 if expired:
                     self._stats.count("expired_items", len(expired))
             except BaseException as exc:
-                if batch is not None:  # taken from the queue but never handed out: fail it, not lose it
+                # Taken from the queue but never handed out: fail it, not lose it.
+                if isinstance(batch, Batch):
                     self.abandon(batch, exc, "the scheduler")
+                elif batch is not None:
+                    self.sessions.abandon(batch, exc)
                 raise
             if batch is not None:
                 return batch
@@ -181,6 +195,11 @@ class Dispatcher:
             draining=self.draining,
         )
 
+    def _take_sessions(self, replica: int, decision: BatchDecision, now: float) -> SessionBatch | None:
+        """The replica's session batch when one is due before the pass batch decided (lock held)."""
+        oldest = min((p.enqueued_at for p in decision.batch), default=None)
+        return self.sessions.take(replica, now, decision.priority if decision.batch else None, oldest)
+
     def _take_batch(self, decision: BatchDecision, now: float) -> Batch | None:
         """Take the decided batch out of the queue and count it in flight (lock held)."""
         entries = self._passes.take_batch(decision.batch)
@@ -189,3 +208,7 @@ class Dispatcher:
         batch = Batch(tuple(entries), decision, now)
         self.in_flight.add(batch)
         return batch
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)

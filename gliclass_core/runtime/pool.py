@@ -124,7 +124,7 @@ class Pool:
             load: Callable[[], Model] = (
                 (lambda: base) if index == 0 else functools.partial(base.replicate, spec.device)
             )
-            replica = Replica(spec.name, spec.device, self.scheduler, load, cpu_threads=threads)
+            replica = Replica(spec.name, spec.device, self.scheduler, load, cpu_threads=threads, index=index)
             self.replicas.append(replica)
             replica.start(report, self._replica_stopped)
 

@@ -20,6 +20,8 @@ import numpy as np
 
 from gliclass_core.model import Model
 from gliclass_core.runtime.scheduler import Scheduler
+from gliclass_core.runtime.sessions.batch import fail_unstarted, resolve, run_session_batch
+from gliclass_core.runtime.sessions.queue import SessionBatch
 from gliclass_core.runtime.supervision import MAX_FAULTS, FaultBudget, isolate
 from gliclass_core.runtime.tracing import batch_span
 from gliclass_core.runtime.work import Batch
@@ -50,8 +52,11 @@ class Replica:
         load: Callable[[], Model],
         *,
         cpu_threads: int | None = None,
+        index: int = 0,
     ) -> None:
         self.name = name
+        #: Its place in the pool: the session batches of the sessions pinned to it come here.
+        self.index = index
         self.device = device
         self.scheduler = scheduler
         self.classifier: Model | None = None
@@ -125,10 +130,13 @@ class Replica:
         `on_stopped`.
         """
         while True:
-            batch: Batch | None = None
+            batch: Batch | SessionBatch | None = None
             try:
-                while (batch := self.scheduler.next_batch()) is not None:
-                    self.run_batch(batch)
+                while (batch := self.scheduler.next_batch(self.index)) is not None:
+                    if isinstance(batch, SessionBatch):
+                        self.run_session_batch(batch)
+                    else:
+                        self.run_batch(batch)
                     batch = None
                 return
             except BaseException as exc:
@@ -144,9 +152,13 @@ class Replica:
             # Outside the except block, so the traceback no longer pins the batch while waiting.
             time.sleep(self._budget.restart_delay())
 
-    def _abandon(self, batch: Batch, exc: BaseException) -> None:
+    def _abandon(self, batch: Batch | SessionBatch, exc: BaseException) -> None:
         try:
-            failed = self.scheduler.abandon(batch, exc, self.device)
+            if isinstance(batch, SessionBatch):
+                batch.store.discard(batch.session_ids)  # they may be half-appended: start afresh
+                failed = self.scheduler.sessions.abandon(batch, exc, self.device)
+            else:
+                failed = self.scheduler.abandon(batch, exc, self.device)
         except BaseException:
             log.exception("replica %s: failing the faulted batch's items failed too", self.name)
             return
@@ -171,6 +183,20 @@ class Replica:
             results = [exc] * len(batch.entries)
         self.batches += 1
         self.scheduler.complete(batch, results, self.device, compute_s=time.perf_counter() - started)
+
+    def run_session_batch(self, batch: SessionBatch) -> None:
+        """Apply one session batch to this replica's store (`sessions.batch`) and answer its callers.
+
+        A fault of the batch's own work fails its appends only; the batch's sessions may run again
+        once it is complete.
+        """
+        import torch
+
+        fail_unstarted(batch.dropped)
+        with torch.inference_mode():
+            outcomes = run_session_batch(batch, self.device)
+        self.scheduler.sessions.complete(batch)
+        resolve(batch, outcomes)
 
     def forward_splitting(self, passes: Sequence[EncodedPass]) -> Results:
         """Forward the batch; on out-of-memory retry each half once, failing only what still fails;

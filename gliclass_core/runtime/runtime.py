@@ -21,7 +21,7 @@ from gliclass_core.runtime.calls import CallContext, ItemOutcome, await_outcomes
 from gliclass_core.runtime.host_memory import retain_freed_memory
 from gliclass_core.runtime.pool import Pool
 from gliclass_core.runtime.scheduler import Scheduler
-from gliclass_core.runtime.sessions.direct import DirectSessions
+from gliclass_core.runtime.sessions.scheduled import ScheduledSessions
 from gliclass_core.runtime.sessions.service import SessionSettings
 from gliclass_core.runtime.stats import SchedulerStats
 from gliclass_core.types import ClassifyItem, ModelInfo, Prediction
@@ -51,7 +51,7 @@ class Runtime:
         self._stopped = threading.Event()
         self._label_sets: Mapping[str, LabelSet] = dict(config.label_sets)
         #: Streaming sessions (decoder-kv models); `supported` is False for other models.
-        self.sessions = DirectSessions(SessionSettings.from_section(config.section("sessions")))
+        self.sessions = ScheduledSessions(scheduler, SessionSettings.from_section(config.section("sessions")))
 
     @classmethod
     def from_config(
@@ -96,7 +96,7 @@ class Runtime:
 
     def _open(self, pool: Pool) -> None:
         assert pool.classifier is not None
-        self.sessions.attach(pool.classifier)
+        self.sessions.attach([replica.classifier or pool.classifier for replica in pool.replicas])
         self.scheduler.open(
             pool.classifier, replicas=len(pool.replicas), reserved_for_interactive=self._reserve_interactive
         )

@@ -33,6 +33,10 @@ from gliclass_core.runtime.completion import fail_future, finish_items
 from gliclass_core.runtime.dispatch import Dispatcher
 from gliclass_core.runtime.intake import Intake
 from gliclass_core.runtime.pass_queue import PassQueue
+from gliclass_core.runtime.sessions.batch import fail_all, shutdown_error
+from gliclass_core.runtime.sessions.queue import QueuedSessionWork, SessionBatch, SessionQueue
+from gliclass_core.runtime.sessions.store import SessionStore
+from gliclass_core.runtime.sessions.strategies import Strategy
 from gliclass_core.runtime.stats import SchedulerStats, StatsRecorder
 from gliclass_core.runtime.supervision import OnStopped
 from gliclass_core.runtime.tracing import capture_span_context
@@ -73,7 +77,9 @@ class Scheduler:
         self._stats = StatsRecorder()
         self._passes = PassQueue(max_queue, window=max(4 * policy.max_batch_size, 256))
         self._intake = Intake(lock, self._cond, self._passes, self._stats)
-        self._dispatch = Dispatcher(policy, self._cond, self._passes, self._stats, clock)
+        #: Streaming sessions' appends and closes, batched per replica (`sessions.queue`).
+        self.sessions = SessionQueue(self._cond, policy.max_batch_size, clock)
+        self._dispatch = Dispatcher(policy, self._cond, self._passes, self._stats, clock, self.sessions)
         self._classifier: Model | None = None
         self._accepting = False
 
@@ -104,28 +110,30 @@ class Scheduler:
     def close(self, grace_s: float = 10.0, *, drain: bool = True) -> int:
         """Stop accepting; let replicas drain the queue for up to `grace_s`; fail the rest.
 
-        Returns how many queued items were failed with NotReady. In-flight batches are left to
-        finish (the pool joins its threads after this).
+        Returns how many queued items (and session appends) were failed with NotReady. In-flight
+        batches are left to finish (the pool joins its threads after this).
         """
         end = self._clock() + grace_s
         with self._cond:
             self._accepting = False
             self._dispatch.draining = True
             self._cond.notify_all()
-            while drain and self._classifier is not None and self._passes.depth > 0:
+            while drain and self._classifier is not None and self._passes.depth + self.sessions.depth > 0:
                 remaining = end - self._clock()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
             leftovers = {id(item): item for item in self._intake.close()}
             leftovers.update((id(item), item) for item in self._passes.take_all())
+            session_leftovers = self.sessions.take_all()
             self._dispatch.closed = True
             self._cond.notify_all()
         self._intake.join(timeout=5.0)
         for item in leftovers.values():
             fail_future(item.future, NotReady("the scheduler shut down before this item was computed"))
         self._stats.count("failed_items", len(leftovers))
-        return len(leftovers)
+        fail_all(session_leftovers, shutdown_error())
+        return len(leftovers) + len(session_leftovers)
 
     # ----------------------------------------------------------------- callers
 
@@ -252,6 +260,34 @@ class Scheduler:
             planned.add_done_callback(_cancel_planned)
             raise
 
+    def attach_sessions(self, stores: Sequence[SessionStore], default_strategy: Strategy) -> None:
+        """Batch session work for these stores, one per replica in the pool's order."""
+        with self._cond:
+            self.sessions.attach(stores, default_strategy)
+
+    def submit_session_work(
+        self, entries: Sequence[QueuedSessionWork], priority: Priority, *, bounded: bool = True
+    ) -> None:
+        """Queue session appends / closes (`sessions.queue`), counted against the queue like passes.
+
+        Raises (queuing nothing) InvalidInput when the call alone is larger than its priority's
+        share of the queue, Overloaded when there is no room for it now (unless not `bounded`),
+        NotReady after shutdown began.
+        """
+        limit = self.max_queue if priority is Priority.INTERACTIVE else self.bulk_limit
+        if len(entries) > limit:
+            raise InvalidInput(
+                f"{len(entries)} session appends in one call; the queue holds at most {limit}",
+                field="session_id",
+            )
+        with self._cond:
+            if not self._accepting:
+                raise NotReady("the scheduler is shutting down" if self._dispatch.draining else "not ready")
+            if bounded and self._full(priority, len(entries)):
+                raise Overloaded(self._full_message(priority))
+            self.sessions.enqueue(entries)
+            self._cond.notify_all()
+
     def stats(self) -> SchedulerStats:
         """Snapshot every counter and the current queue depth."""
         with self._cond:
@@ -262,9 +298,12 @@ class Scheduler:
 
     # ----------------------------------------------------------------- replicas (see `dispatch`)
 
-    def next_batch(self) -> Batch | None:
-        """Block until a batch is due and return it; None once the scheduler is closed."""
-        return self._dispatch.next_batch()
+    def next_batch(self, replica: int | None = None) -> Batch | SessionBatch | None:
+        """Block until a batch is due and return it; None once the scheduler is closed.
+
+        `replica` (its index in the pool) also gets that replica's session batches.
+        """
+        return self._dispatch.next_batch(replica)
 
     def complete(
         self,
@@ -293,18 +332,21 @@ class Scheduler:
 
     def _full(self, priority: Priority, rows: int) -> bool:
         """True when `rows` more rows of `priority` do not fit now (bulk: within its share too)."""
-        passes = self._passes
-        if passes.depth + rows > self.max_queue:
+        passes, sessions = self._passes, self.sessions
+        if passes.depth + sessions.depth + rows > self.max_queue:
             return True
-        return priority is Priority.BULK and passes.depth_of(Priority.BULK) + rows > self.bulk_limit
+        bulk = passes.depth_of(Priority.BULK) + sessions.depth_of(Priority.BULK)
+        return priority is Priority.BULK and bulk + rows > self.bulk_limit
 
     def _full_message(self, priority: Priority) -> str:
-        if priority is Priority.BULK and self._passes.depth + 1 <= self.max_queue:
+        depth = self._passes.depth + self.sessions.depth
+        if priority is Priority.BULK and depth + 1 <= self.max_queue:
+            bulk = self._passes.depth_of(Priority.BULK) + self.sessions.depth_of(Priority.BULK)
             return (
-                f"queue full for bulk work ({self._passes.depth_of(Priority.BULK)} of its "
+                f"queue full for bulk work ({bulk} of its "
                 f"{self.bulk_limit} rows queued; the rest is kept for interactive calls); retry later"
             )
-        return f"queue full ({self._passes.depth} of {self.max_queue} queued); retry later"
+        return f"queue full ({depth} of {self.max_queue} queued); retry later"
 
     def _on_future_done(self, item: SubmittedItem, future: Future[Prediction]) -> None:
         # A future is resolved from outside the scheduler when its caller cancels it, or fails it

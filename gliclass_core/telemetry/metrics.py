@@ -1,4 +1,5 @@
-"""The process's metric instruments: scheduler, gRPC calls, Kafka events and lag, GPU memory.
+"""The process's metric instruments: scheduler, gRPC calls, Kafka events and lag, GPU memory
+(streaming sessions' in `session_metrics`).
 
 Names follow the OpenTelemetry semantic conventions where one exists (`rpc.server.call.duration`,
 `messaging.process.duration`, `messaging.client.consumed.messages`, `messaging.client.sent.messages`)
@@ -21,6 +22,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from gliclass_core.telemetry.backlog import Backlog
 from gliclass_core.telemetry.collapse import OTHER, TopLabelShare, top_label
+from gliclass_core.telemetry.session_metrics import SessionInstruments
 
 if TYPE_CHECKING:
     from gliclass_core.service import ClassifyService
@@ -243,6 +245,7 @@ class Instruments:
             unit="{partition}",
             description="Partitions that cannot send: a delivery failed (re-sent in order) or a backoff",
         )
+        self.sessions = SessionInstruments(meter, _observed_runtimes)
 
     # ------------------------------------------------------------ runtime stats observer hook
 

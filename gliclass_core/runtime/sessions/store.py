@@ -16,6 +16,7 @@ dropped or expired session starts afresh on its next chunk; the result says so (
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import OrderedDict
@@ -28,55 +29,10 @@ from gliclass_core.model import Model
 from gliclass_core.modeling.kv_batch import extend_many, score_cached_many
 from gliclass_core.modeling.kv_state import KVState
 from gliclass_core.processing import predictions
-from gliclass_core.processing.packing import MARKER_TEXTS
-from gliclass_core.processing.validation import lone_surrogate_at, validate_item
+from gliclass_core.processing.validation import validate_item
+from gliclass_core.runtime.sessions.limits import SessionLimits, SessionStats, check_chunk, check_session_id
 from gliclass_core.runtime.sessions.strategies import Strategy
 from gliclass_core.types import ClassifyItem, EncodedPass, Example, Prediction, PreparedItem
-
-
-@dataclass(frozen=True)
-class SessionLimits:
-    """Bounds of a `SessionStore` (bytes are the cached tensors' own sizes)."""
-
-    max_bytes: int = 512 * 1024 * 1024
-    host_bytes: int = 1024 * 1024 * 1024
-    idle_ttl_s: float = 900.0
-    max_sessions: int = 10_000
-    max_chunk_chars: int = 65_536
-    max_chunk_tokens: int = 4096
-    max_cached_tokens: int | None = None  # None: the model's max_length
-    max_session_id_length: int = 256
-
-    def __post_init__(self) -> None:
-        for name in (
-            "max_bytes",
-            "max_sessions",
-            "max_chunk_chars",
-            "max_chunk_tokens",
-            "max_session_id_length",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"SessionLimits.{name} must be a positive integer, got {value!r}")
-        if not self.idle_ttl_s > 0:
-            raise ValueError(f"SessionLimits.idle_ttl_s must be positive, got {self.idle_ttl_s!r}")
-
-
-@dataclass
-class SessionStats:
-    """Counters of a store (monotonic) and its current size."""
-
-    created: int = 0
-    appends: int = 0
-    scored: int = 0
-    closed: int = 0
-    expired: int = 0
-    offloaded: int = 0
-    dropped: int = 0
-    sessions: int = 0
-    bytes_cached: int = 0
-    cached_tokens: int = 0
-    tokens_computed: int = 0
 
 
 @dataclass(frozen=True)
@@ -160,16 +116,38 @@ class SessionStore:
         examples: Sequence[Example] = (),
     ) -> list[SessionUpdate]:
         """`append` for several distinct sessions at once: their decoder calls run as one batch."""
+        if not isinstance(texts, Sequence) or isinstance(texts, str):
+            raise InvalidInput("must give one chunk per session id", field="text")
+        if isinstance(labels, str) or not isinstance(labels, Sequence):
+            raise InvalidInput("must be a list of strings", field="labels")
+        if isinstance(examples, str) or not isinstance(examples, Sequence):
+            raise InvalidInput("must be a list of examples", field="examples")
+        items = [
+            ClassifyItem(text, tuple(labels), threshold, multi_label, top_k, prompt, tuple(examples))
+            for text in texts
+        ]
+        return self.append_items(session_ids, items, strategies)
+
+    def append_items(
+        self,
+        session_ids: Sequence[str],
+        items: Sequence[ClassifyItem],
+        strategies: Sequence[Strategy | None] | None = None,
+    ) -> list[SessionUpdate]:
+        """`append_many` where each session has its own item: `item.text` is its chunk, the item's
+        labels and options are how it is scored (they may differ between sessions of one batch)."""
         if isinstance(session_ids, str) or not isinstance(session_ids, Sequence) or not session_ids:
             raise InvalidInput("must be a non-empty list of session ids", field="session_ids")
-        if not isinstance(texts, Sequence) or isinstance(texts, str) or len(texts) != len(session_ids):
+        if not isinstance(items, Sequence) or len(items) != len(session_ids):
             raise InvalidInput("must give one chunk per session id", field="text")
         chosen = list(strategies) if strategies is not None else [None] * len(session_ids)
         if len(chosen) != len(session_ids):
             raise InvalidInput("must give one strategy (or None) per session id", field="strategy")
-        for sid, text, strategy in zip(session_ids, texts, chosen):
-            self._check_id(sid)
-            self._check_chunk(text)
+        for sid, item, strategy in zip(session_ids, items, chosen):
+            if not isinstance(item, ClassifyItem):
+                raise InvalidInput(f"expected a ClassifyItem, got {type(item).__name__}", field="text")
+            check_session_id(self.limits, sid)
+            check_chunk(self.limits, item.text)
             if strategy is not None and not isinstance(strategy, Strategy):
                 raise InvalidInput("must be a Strategy", field="strategy")
         if len(set(session_ids)) != len(session_ids):
@@ -178,26 +156,22 @@ class SessionStore:
             raise InvalidInput(
                 f"{len(session_ids)} sessions; at most {self.limits.max_sessions}", field="session_ids"
             )
-        if isinstance(labels, str) or not isinstance(labels, Sequence):
-            raise InvalidInput("must be a list of strings", field="labels")
-        if isinstance(examples, str) or not isinstance(examples, Sequence):
-            raise InvalidInput("must be a list of examples", field="examples")
-        # Labels, threshold, prompt and examples are checked as a classification item's are.
-        item = validate_item(
-            ClassifyItem("-", tuple(labels), threshold, multi_label, top_k, prompt, tuple(examples))
-        )
-        prefix = self.model.prefix(prompt, item.examples)
+        texts = [item.text for item in items]
+        # Labels, threshold, prompt and examples are checked as a classification item's are (the
+        # chunk may be empty, which an item's text may not: a placeholder stands in for it).
+        items = [dataclasses.replace(validate_item(dataclasses.replace(i, text="-")), text="") for i in items]
+        prefixes = [self.model.prefix(item.prompt, item.examples) for item in items]
         with self._lock:
             now = self._clock()
             self._expire(now)
-            for sid in session_ids:
+            for sid, prefix in zip(session_ids, prefixes):
                 session = self._sessions.get(sid)
                 if session is not None and session.state is not None and prefix and prefix != session.prefix:
                     raise InvalidInput(
                         "differs from the session's; close the session to change it", field="prompt"
                     )
             chunks = []
-            for sid, text in zip(session_ids, texts):
+            for sid, text, prefix in zip(session_ids, texts, prefixes):
                 session = self._sessions.get(sid)
                 head = prefix if session is None or session.state is None else ""
                 ids = self.model.tokens(head + text) if text else []
@@ -208,20 +182,18 @@ class SessionStore:
                 chunks.append(ids)
             sessions, fresh = [], []
             batch = set(session_ids)
-            for sid, strategy in zip(session_ids, chosen):
+            for sid, strategy, item, prefix in zip(session_ids, chosen, items, prefixes):
                 session = self._sessions.get(sid)
                 fresh.append(session is None)
                 if session is None:
-                    while (
-                        len(self._sessions) >= self.limits.max_sessions
-                    ):  # the least recently used makes room
+                    # The least recently used makes room.
+                    while len(self._sessions) >= self.limits.max_sessions:
                         self._drop(next(k for k in self._sessions if k not in batch))
                     session = _Session(prefix, strategy or Strategy(), now)
                     self._sessions[sid] = session
                     self.stats.created += 1
-                if (
-                    session.state is None
-                ):  # nothing cached yet: the prefix may still change, as in the reference
+                # Nothing cached yet: the prefix may still change, as in the reference.
+                if session.state is None:
                     session.prefix = prefix
                 if strategy is not None and strategy != session.strategy:
                     session.strategy, session.accumulated = strategy, 0
@@ -230,12 +202,14 @@ class SessionStore:
                 session.item = item
                 sessions.append(session)
             self.stats.appends += len(sessions)
+            self.stats.batches += 1
+            self.stats.batch_appends += len(sessions)
             self._extend([(s, ids) for s, ids in zip(sessions, chunks) if ids])
             fired = []
             for session, ids, text in zip(sessions, chunks, texts):
                 fire, session.accumulated = session.strategy.fires(session.accumulated, len(ids), text)
                 fired.append(fire and session.state is not None)
-            scored = iter(self._score([s for s, f in zip(sessions, fired) if f], item))
+            scored = iter(self._score([(s, i) for s, i, f in zip(sessions, items, fired) if f]))
             updates = []
             for sid, session, ids, fire, new in zip(session_ids, sessions, chunks, fired, fresh):
                 self._account(session)
@@ -245,6 +219,15 @@ class SessionStore:
                 )
             self._enforce_budget(keep=batch)
             return updates
+
+    def discard(self, session_ids: Sequence[str]) -> int:
+        """Drop these sessions (counted as dropped): a batch that failed part-way may have left them
+        half-appended, so their next chunk starts afresh (`new_session`). Returns how many were open."""
+        with self._lock:
+            present = [sid for sid in session_ids if sid in self._sessions]
+            for sid in present:
+                self._drop(sid)
+            return len(present)
 
     def close(self, session_id: str) -> bool:
         """End a session now; False when it was not open."""
@@ -291,21 +274,27 @@ class SessionStore:
                 state = state.crop(self.max_cached_tokens)
             session.state = state
 
-    def _score(self, sessions: list[_Session], item: ClassifyItem) -> list[Prediction]:
-        if not sessions:
+    def _score(self, work: list[tuple[_Session, ClassifyItem]]) -> list[Prediction]:
+        if not work:
             return []
         states: list[KVState] = []
-        for session in sessions:
+        for session, _ in work:
             if session.state is None:  # callers score only sessions with text
                 raise ValueError("a session without text cannot be scored")
             window = session.strategy.window
             states.append(session.state.crop(window) if window is not None else session.state)
-        block = self.model.label_block(item.labels)
-        logits = score_cached_many(self.model.network, states, [block] * len(states))
-        self.stats.scored += len(sessions)
-        self.stats.tokens_computed += len(block) * len(sessions)
-        prepared = PreparedItem(item, (EncodedPass(block, len(item.labels)),))
-        return [predictions.finish(prepared, [row]) for row in logits]
+        blocks: dict[tuple[str, ...], tuple[int, ...]] = {}
+        for _, item in work:
+            if tuple(item.labels) not in blocks:
+                blocks[tuple(item.labels)] = tuple(self.model.label_block(item.labels))
+        chosen = [blocks[tuple(item.labels)] for _, item in work]
+        logits = score_cached_many(self.model.network, states, chosen)
+        self.stats.scored += len(work)
+        self.stats.tokens_computed += sum(len(block) for block in chosen)
+        return [
+            predictions.finish(PreparedItem(item, (EncodedPass(block, len(item.labels)),)), [row])
+            for (_, item), block, row in zip(work, chosen, logits)
+        ]
 
     def _account(self, session: _Session) -> None:
         nbytes = session.state.nbytes if session.state is not None else 0
@@ -363,28 +352,3 @@ class SessionStore:
             self._account_removed(self._sessions.pop(sid))
         self.stats.expired += len(stale)
         return len(stale)
-
-    def _check_id(self, session_id: object) -> None:
-        if not isinstance(session_id, str) or not session_id.strip():
-            raise InvalidInput("must be a non-empty string", field="session_id")
-        if len(session_id) > self.limits.max_session_id_length:
-            raise InvalidInput(
-                f"is {len(session_id)} characters; at most {self.limits.max_session_id_length}",
-                field="session_id",
-            )
-        if lone_surrogate_at(session_id) is not None:
-            raise InvalidInput("is not valid Unicode (a lone surrogate)", field="session_id")
-
-    def _check_chunk(self, text: object) -> None:
-        if not isinstance(text, str):
-            raise InvalidInput(f"must be a string, got {type(text).__name__}", field="text")
-        if len(text) > self.limits.max_chunk_chars:
-            raise InvalidInput(
-                f"is {len(text)} characters; at most {self.limits.max_chunk_chars}", field="text"
-            )
-        at = lone_surrogate_at(text)
-        if at is not None:
-            raise InvalidInput(f"is not valid Unicode (a lone surrogate at {at})", field="text")
-        for marker in MARKER_TEXTS:
-            if marker in text:
-                raise InvalidInput(f"must not contain the reserved marker {marker}", field="text")
