@@ -181,6 +181,23 @@ def test_the_byte_budget_drops_least_recently_used_sessions_and_counts_them(mode
     assert update.new_session and update.cached_tokens == 1
 
 
+def test_overflow_refuse_names_the_text_and_leaves_the_session_as_it_was(model: Any) -> None:
+    store = SessionStore(model, SessionLimits(max_cached_tokens=6, overflow="refuse"))
+    first = store.append("s", "one two three four", LABELS)
+    assert first.cached_tokens == 4
+    with pytest.raises(InvalidInput, match="max_cached_tokens") as refused:
+        store.append("s", " five six seven", LABELS)
+    assert refused.value.field == "text"
+    assert store.append("s", " five six", LABELS).cached_tokens == 6  # what still fits is taken
+    with pytest.raises(InvalidInput, match="max_cached_tokens"):
+        store.append("fresh", "one two three four five six seven", LABELS)
+    trimmed = SessionStore(model, SessionLimits(max_cached_tokens=6))  # the default keeps the last tokens
+    trimmed.append("s", "one two three four", LABELS)
+    assert trimmed.append("s", " five six seven", LABELS).cached_tokens == 6
+    with pytest.raises(ValueError, match="overflow"):
+        SessionLimits(overflow="drop")
+
+
 def test_idle_sessions_expire_and_close_ends_one(model: Any) -> None:
     now = [0.0]
     store = SessionStore(model, SessionLimits(idle_ttl_s=10), clock=lambda: now[0])

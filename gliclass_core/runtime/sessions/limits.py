@@ -9,6 +9,8 @@ from gliclass_core.errors import InvalidInput
 from gliclass_core.processing.packing import MARKER_TEXTS
 from gliclass_core.processing.validation import lone_surrogate_at
 
+OVERFLOW_MODES = ("trim", "refuse")
+
 
 @dataclass(frozen=True)
 class SessionLimits:
@@ -22,6 +24,9 @@ class SessionLimits:
     max_chunk_tokens: int = 4096
     max_cached_tokens: int | None = None  # None: the model's max_length
     max_session_id_length: int = 256
+    #: Past `max_cached_tokens`: "trim" keeps the session's last tokens (the reference's
+    #: `max_cache_len`); "refuse" fails the chunk with InvalidInput naming `text` instead.
+    overflow: str = "trim"
 
     def __post_init__(self) -> None:
         for name in (
@@ -34,6 +39,16 @@ class SessionLimits:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"SessionLimits.{name} must be a positive integer, got {value!r}")
+        if self.overflow not in OVERFLOW_MODES:
+            raise ValueError(f"SessionLimits.overflow must be one of {OVERFLOW_MODES}, got {self.overflow!r}")
+        if self.max_cached_tokens is not None and (
+            isinstance(self.max_cached_tokens, bool)
+            or not isinstance(self.max_cached_tokens, int)
+            or self.max_cached_tokens < 1
+        ):
+            raise ValueError(
+                f"SessionLimits.max_cached_tokens must be a positive integer, got {self.max_cached_tokens!r}"
+            )
         if not self.idle_ttl_s > 0:
             raise ValueError(f"SessionLimits.idle_ttl_s must be positive, got {self.idle_ttl_s!r}")
 

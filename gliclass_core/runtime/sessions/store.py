@@ -179,6 +179,7 @@ class SessionStore:
                     raise InvalidInput(
                         f"{len(ids)} tokens; at most {self.limits.max_chunk_tokens} per chunk", field="text"
                     )
+                self._check_room(session, len(ids))
                 chunks.append(ids)
             sessions, fresh = [], []
             batch = set(session_ids)
@@ -219,6 +220,19 @@ class SessionStore:
                 )
             self._enforce_budget(keep=batch)
             return updates
+
+    def _check_room(self, session: _Session | None, added: int) -> None:
+        """With `overflow = "refuse"`, InvalidInput naming `text` when the chunk would take the session
+        past `max_cached_tokens` (with "trim" the cache keeps its last tokens instead)."""
+        if self.limits.overflow != "refuse" or not added:
+            return
+        held = session.state.cached_length if session is not None and session.state is not None else 0
+        if held + added > self.max_cached_tokens:
+            raise InvalidInput(
+                f"adds {added} tokens to a session holding {held}; a session holds at most "
+                f"{self.max_cached_tokens} (max_cached_tokens): close it to start again",
+                field="text",
+            )
 
     def discard(self, session_ids: Sequence[str]) -> int:
         """Drop these sessions (counted as dropped): a batch that failed part-way may have left them
