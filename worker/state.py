@@ -14,10 +14,23 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from gliclass_core.runtime.sessions.service import SessionAppend
+from gliclass_core.runtime.sessions.store import SessionUpdate
 from gliclass_core.types import ClassifyItem, Prediction
 from worker.codec import BadEvent, Event, Source
 from worker.config import Route
 from worker.consumer import TP
+
+
+@dataclass(eq=False)
+class SessionSlot:
+    """A record of a session route: the conversation it extends and its appends still to submit."""
+
+    session_id: str  # the session service's id (partition and assignment included, see sessions.py)
+    key: str  # the record key as text: the conversation's name in the output
+    pending: list[SessionAppend]  # in order: replayed earlier records first, the record's own last
+    rebuilt: bool = False  # earlier records of the conversation were replayed before this one
+    future: Future[SessionUpdate] | None = None  # the record's own append, once submitted
 
 
 @dataclass(eq=False)
@@ -42,13 +55,18 @@ class Slot:
     failed: bool = False  # its delivery failed; it is re-sent in order
     counted: str | None = None  # the outcome counted in WorkerStats: "scored" or "dead_lettered"
     trimmed: bool = False  # its dead letter was refused for good once and cut down to its headers
+    session: SessionSlot | None = None  # set on a session route (`session = "key"`)
 
     @property
     def source(self) -> Source:
         return Source(self.tp[0], self.tp[1], self.offset)
 
     def ready(self) -> bool:
-        return self.bad is not None or (self.future is not None and self.future.done())
+        if self.bad is not None:
+            return True
+        if self.session is not None:
+            return self.session.future is not None and self.session.future.done()
+        return self.future is not None and self.future.done()
 
 
 #: Per route, the labels counted one by one (the most predicted); the rest add up under OTHER.
