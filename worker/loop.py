@@ -134,10 +134,8 @@ class WorkerLoop:
         routes = [r for r in self.config.routes if r.session is not None]
         if not routes:
             return
-        try:
-            self.runtime.info  # noqa: B018 (raises until the model is loaded)
-        except GliclassError:
-            return
+        if not self.runtime.ready:
+            return  # not loaded yet (a submit then answers NotReady; an unsupported one stops us too)
         self.sessions_checked = True
         if not self.runtime.sessions.supported:
             raise SessionsUnsupported(SessionFeed.unsupported_message(routes[0]))
