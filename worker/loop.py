@@ -94,6 +94,7 @@ class WorkerLoop:
         """Use new routes, label sets and tuning from the next step on (client settings are kept)."""
         self.config, self.label_sets = config, label_sets
         self.output.config = self.committer.config = config
+        self.sessions_checked = False  # a reload may have made a route a session route
 
     # ---------------------------------------------------------------- one iteration
 

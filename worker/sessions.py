@@ -103,8 +103,12 @@ class SessionFeed:
                 log.warning("closing session of %s: %s", tp, exc)
 
     def needs_lookback(self, tp: TP) -> bool:
+        """True until the partition's window is read (a reload may have made it a session route just now)."""
         part = self.parts.get(tp)
-        return part is not None and not part.loaded
+        if part is None:
+            self.assign(tp)
+            return True
+        return not part.loaded
 
     def load(self, tp: TP, start: int, route: Route, label_sets: Mapping[str, LabelSet]) -> bool:
         """Read back `[start - session_lookback, start)` of `tp` and keep its items per key.

@@ -45,7 +45,7 @@ def session_runtime(decoder_checkpoint):
     runtime.stop(grace_s=1)
 
 
-def session_config(kafka, group_id, routes):
+def session_config(kafka, group_id, routes, **kafka_keys):
     return parse_config(
         {
             "model": {"id": "decoder-kv", "device": "cpu"},
@@ -54,13 +54,16 @@ def session_config(kafka, group_id, routes):
                 "group_id": group_id,
                 "consumer": dict(CONSUMER_DEFAULTS),
                 "routes": routes,
+                **kafka_keys,
             },
         }
     )
 
 
+# Exactly-once: records that write nothing (on_trigger) still commit, inside a transaction.
+@pytest.mark.parametrize("delivery", ["at-least-once", "exactly-once"])
 def test_emit_every_and_on_trigger_keyless_dead_lettered_offsets_committed(
-    kafka, topic_name, group_id, session_runtime
+    kafka, topic_name, group_id, session_runtime, delivery
 ):
     every, trig = topic_name("sess-every"), topic_name("sess-trig")
     outs = {every: topic_name("sess-every-out"), trig: topic_name("sess-trig-out")}
@@ -83,7 +86,8 @@ def test_emit_every_and_on_trigger_keyless_dead_lettered_offsets_committed(
     fired = sum(step.triggered for step in expected.values())
     assert 0 < fired < len(expected), "the strategy fires on some records only"
 
-    worker = KafkaWorker(session_runtime, session_config(kafka, group_id, routes))
+    keys = {"delivery": delivery, "instance_id": f"sessions-{group_id}"}
+    worker = KafkaWorker(session_runtime, session_config(kafka, group_id, routes, **keys))
     worker.start()
     try:
         every_out = kafka.read_all([outs[every]], len(expected), timeout=120)
