@@ -115,6 +115,8 @@ class SessionFeed:
 
         False when it could not be read in time (the caller re-reads the partition from `start`).
         """
+        if tp not in self.parts:
+            self.assign(tp)
         part = self.parts[tp]
         window: deque[tuple[str, ClassifyItem]] = deque()
         chars = 0
