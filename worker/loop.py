@@ -85,6 +85,7 @@ class WorkerLoop:
             LookbackReader(config.consumer_settings()),
             BULK_CALL,
             lambda: self.max_record_bytes,
+            lambda: self.runtime.bulk_limit,
         )
         self.sessions_checked = False
         #: Partitions re-read from an earlier offset during this step: their other polled records are stale.

@@ -78,9 +78,11 @@ class SessionFeed:
         reader: LookbackReader,
         context: CallContext,
         max_record_bytes: Callable[[], int],
+        bulk_limit: Callable[[], int] = lambda: 1 << 30,
     ) -> None:
         self.service, self.reader, self.context = service, reader, context
         self.max_record_bytes = max_record_bytes
+        self.bulk_limit = bulk_limit
         self.parts: dict[TP, _Partition] = {}
         self._generation = 0
 
@@ -190,7 +192,8 @@ class SessionFeed:
         Refused appends: the record's own is dead-lettered with the reason; a replayed one is skipped
         (the record was dead-lettered when first processed for the same reason).
         """
-        limit = max(1, self.service.settings.max_per_call)
+        # Session appends count against the queue's bulk share: stay well below it, as items do.
+        limit = max(1, min(self.service.settings.max_per_call, self.bulk_limit() // 4))
         entries = [
             (slot, append) for slot in slots if slot.session is not None for append in slot.session.pending
         ]
