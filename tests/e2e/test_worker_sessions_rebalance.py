@@ -90,8 +90,9 @@ def test_rebalance_mid_conversation_every_output_equals_one_uninterrupted_sessio
     kafka.create_topics({src: PARTITIONS, out: PARTITIONS, f"{src}.dlq": PARTITIONS})
     conversations = {key: [text_of(k, i) for i in range(PER_KEY)] for k, key in enumerate(KEYS)}
     expected = oracle(Classifier.from_pretrained(str(checkpoint), device="cpu"), conversations, STRATEGY)
-    # A commits rarely, so that its kill leaves scored records uncommitted: B scores them again.
-    config_a = write_config(tmp_path / "a.toml", kafka, group_id, checkpoint, src, out, commit_ms=4000)
+    # A commits only on revoke, so that its kill leaves its phase-2 records uncommitted: B scores
+    # them again, on conversations it rebuilt.
+    config_a = write_config(tmp_path / "a.toml", kafka, group_id, checkpoint, src, out, commit_ms=60000)
     config_b = write_config(tmp_path / "b.toml", kafka, group_id, checkpoint, src, out, commit_ms=200)
     reader = Reader(kafka, out, PARTITIONS)
     workers: list[Worker] = []
@@ -127,6 +128,7 @@ def test_rebalance_mid_conversation_every_output_equals_one_uninterrupted_sessio
         assert all(place(b)[1] > 0 for b in rebuilt)
         copies = Counter((b["source"]["partition"], b["source"]["offset"]) for b in bodies)
         duplicates = sum(n - 1 for n in copies.values())
+        assert duplicates > 0, "A's uncommitted records were scored again by B"
         print(
             f"sessions across rebalances: {len(rebuilt)} rebuilt outputs, {duplicates} identical duplicates"
         )

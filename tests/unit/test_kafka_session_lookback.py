@@ -10,11 +10,15 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from gliclass_core.config import parse_config
 from gliclass_core.runtime.sessions.service import SessionSettings
+from worker.codec import BadEvent
 from worker.config import parse_kafka_config
 from worker.loop import BULK_CALL
-from worker.sessions import SessionFeed
+from worker.sessions import SessionFeed, session_key
 from worker.state import Slot
 
 TP = ("chats", 0)
@@ -112,3 +116,20 @@ def test_window_keeps_at_most_session_lookback_chars_dropping_the_oldest() -> No
     r = route(session_lookback_chars=35)
     assert feed.load(TP, 10, r, {})
     assert [i.text for i in feed.parts[TP].history["k"]] == ["message 07", "message 08", "message 09"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.one_of(
+        st.none(),
+        st.binary(max_size=64),
+        st.text(max_size=32).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    )
+)
+def test_any_record_key_is_a_conversation_name_or_a_named_dead_letter(key: bytes | None) -> None:
+    try:
+        name = session_key(key)
+    except BadEvent as bad:
+        assert bad.reason in ("missing_key", "invalid_key") and "key" in bad.message
+        return
+    assert key and name.encode("utf-8") == key
