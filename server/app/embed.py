@@ -70,10 +70,17 @@ class ItemCountInterceptor(CallInterceptor):
         if hasattr(request, "__aiter__"):
             yield self._count_stream(request)
         else:
-            self.counters.add("grpc", len(getattr(request, "items", ())))
+            self.counters.add("grpc", _items_in(request))
             yield request
 
     async def _count_stream(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         async for request in requests:
-            self.counters.add("grpc", len(request.items))
+            self.counters.add("grpc", _items_in(request))
             yield request
+
+
+def _items_in(request: Any) -> int:
+    """Items a request message carries: its `items`, or 1 for a session message (one chunk)."""
+    if hasattr(request, "items"):
+        return len(request.items)
+    return 1 if hasattr(request, "session_id") else 0

@@ -22,17 +22,19 @@ from gliclass_core.service import (
     answer_stream,
     await_outcomes,
 )
+from gliclass_core.service.sessions import SessionRequest, answer_sessions
 from server.grpc.config import GrpcConfig
 from server.proto import classifier_pb2 as pb
 from server.proto import classifier_pb2_grpc as pb_grpc
 from server.wire import convert
+from server.wire.sessions import session_request_from_proto, session_response
 
 #: What the streams have taken in and sent out (tests and benchmarks read `servicer.stats`).
 StreamStats = StreamCounters
 
 
 class ClassifierServicer(pb_grpc.ClassifierServicer):
-    """Serve Classify, ClassifyStream, GetModelInfo and ListLabelSets from one service."""
+    """Serve Classify, ClassifyStream, ClassifySession, GetModelInfo and ListLabelSets from one service."""
 
     def __init__(self, service: ClassifyService, config: GrpcConfig) -> None:
         self._service = service
@@ -84,6 +86,24 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         finally:
             await answers.aclose()
 
+    async def ClassifySession(
+        self, request_iterator: AsyncIterator[pb.SessionRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.SessionResponse]:
+        answers = answer_sessions(
+            self._service,
+            _session_messages(request_iterator),
+            call_context(context),
+            self._limits,
+            self._config.stream_max_in_flight,
+            counters=self.stats,
+        )
+        try:
+            async for answer in answers:
+                label_set = answer.tag.label_set
+                yield session_response(answer.session_id, answer.outcome, answer.received, label_set)
+        finally:
+            await answers.aclose()
+
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetModelInfoResponse:
@@ -112,3 +132,10 @@ async def _decoded(
 ) -> AsyncIterator[Sequence[tuple[pb.Item, ItemRequest]]]:
     async for request in requests:
         yield [(item, convert.request_from_proto(item)) for item in request.items]
+
+
+async def _session_messages(
+    requests: AsyncIterator[pb.SessionRequest],
+) -> AsyncIterator[tuple[pb.SessionRequest, SessionRequest]]:
+    async for request in requests:
+        yield request, session_request_from_proto(request)

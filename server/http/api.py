@@ -13,8 +13,8 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from aiohttp import web
 from google.protobuf import json_format
@@ -39,6 +39,8 @@ NDJSON = "application/x-ndjson"
 TIMEOUT_HEADER = "X-Timeout-Ms"
 #: How often a call checks whether its client is still connected.
 DISCONNECT_POLL_S = 0.05
+
+A = TypeVar("A")
 
 
 def to_json(message: Message) -> dict[str, Any]:
@@ -103,6 +105,61 @@ def watching(request: web.Request, call: CallContext) -> Iterator[None]:
         watcher.cancel()
 
 
+def check_length(request: web.Request, max_body_bytes: int) -> None:
+    """Refuse a declared body over the limit before reading it (aiohttp checks what it reads)."""
+    length = request.content_length
+    if length is not None and length > max_body_bytes:
+        raise web.HTTPRequestEntityTooLarge(max_size=max_body_bytes, actual_size=length)
+
+
+async def ndjson_lines(request: web.Request, max_line_bytes: int) -> AsyncIterator[tuple[int, bytes]]:
+    """The body's non-blank lines with their numbers, as they arrive (at most one line held, plus a chunk)."""
+    framer = NdjsonFramer(max_line_bytes)
+    async for chunk in request.content.iter_any():
+        for number, line in framer.feed(chunk):
+            yield number, line
+        await asyncio.sleep(0)  # a chunk of many lines must not hold the loop
+    last = framer.close()
+    if last is not None:
+        yield framer.number, last
+
+
+async def ndjson_answers(
+    request: web.Request,
+    call: CallContext,
+    answers: AsyncGenerator[A, None],
+    encode: Callable[[A], Message],
+) -> web.StreamResponse:
+    """Stream `answers` as NDJSON, one encoded message per line, while the client stays connected.
+
+    A failure before the first answer is the response's status; after it, the last line is
+    `{"error": ...}` (the stream's trailing status, as gRPC ends a stream with one).
+    """
+    response: web.StreamResponse | None = None
+    with watching(request, call):
+        try:
+            async for answer in answers:
+                if response is None:
+                    response = web.StreamResponse(headers={"Content-Type": NDJSON})
+                    await response.prepare(request)
+                line = json.dumps(to_json(encode(answer)), separators=(",", ":"))
+                # Awaiting the write is the backpressure: a client that stops reading stops us.
+                await response.write(line.encode() + b"\n")
+        except Exception as exc:
+            if response is None:
+                return error_response(exc)
+            _status, body = error_body(exc)
+            with contextlib.suppress(ConnectionError):
+                await response.write(json.dumps(body).encode() + b"\n")
+        finally:
+            await answers.aclose()
+    if response is None:  # no answers at all: an empty stream
+        response = web.StreamResponse(headers={"Content-Type": NDJSON})
+        await response.prepare(request)
+    await response.write_eof()
+    return response
+
+
 class Api:
     """The `/v1/...` routes over one `ClassifyService`; `on_items(n)` counts the items taken."""
 
@@ -163,44 +220,22 @@ class Api:
             call = call_context(request)
         except InvalidInput as exc:
             return error_response(exc)
-        response: web.StreamResponse | None = None
         answers = answer_stream(
             self.service, self._messages(request), call, self.limits, self.stream_max_in_flight
         )
-        with watching(request, call):
-            try:
-                async for answer in answers:
-                    if response is None:
-                        response = web.StreamResponse(headers={"Content-Type": NDJSON})
-                        await response.prepare(request)
-                    result = convert.outcome_to_proto(answer.tag, answer.outcome, answer.received)
-                    line = json.dumps(to_json(convert.stream_response(result)), separators=(",", ":"))
-                    # Awaiting the write is the backpressure: a client that stops reading stops us.
-                    await response.write(line.encode() + b"\n")
-            except Exception as exc:
-                if response is None:
-                    return error_response(exc)
-                _status, body = error_body(exc)
-                with contextlib.suppress(ConnectionError):
-                    await response.write(json.dumps(body).encode() + b"\n")
-            finally:
-                await answers.aclose()
-        if response is None:  # no items at all: an empty stream
-            response = web.StreamResponse(headers={"Content-Type": NDJSON})
-            await response.prepare(request)
-        await response.write_eof()
-        return response
+        return await ndjson_answers(
+            request,
+            call,
+            answers,
+            lambda answer: convert.stream_response(
+                convert.outcome_to_proto(answer.tag, answer.outcome, answer.received)
+            ),
+        )
 
     async def _messages(self, request: web.Request) -> AsyncIterator[Sequence[tuple[pb.Item, ItemRequest]]]:
         """Decode the body line by line as it arrives, holding at most one line (plus a chunk)."""
-        framer = NdjsonFramer(self.max_body_bytes)
-        async for chunk in request.content.iter_any():
-            for number, line in framer.feed(chunk):
-                yield await self._decode_line(line, number)
-            await asyncio.sleep(0)  # a chunk of many lines must not hold the loop
-        last = framer.close()
-        if last is not None:
-            yield await self._decode_line(last, framer.number)
+        async for number, line in ndjson_lines(request, self.max_body_bytes):
+            yield await self._decode_line(line, number)
 
     async def _decode_line(self, line: bytes, number: int) -> list[tuple[pb.Item, ItemRequest]]:
         decoded = await decode_async(line, pb.ClassifyStreamRequest(), self.limits, f"line {number}: ")
@@ -209,10 +244,7 @@ class Api:
         return list(zip(decoded.items, decoded.requests))
 
     def _check_length(self, request: web.Request) -> None:
-        """Refuse a declared body over the limit before reading it (aiohttp checks what it reads)."""
-        length = request.content_length
-        if length is not None and length > self.max_body_bytes:
-            raise web.HTTPRequestEntityTooLarge(max_size=self.max_body_bytes, actual_size=length)
+        check_length(request, self.max_body_bytes)
 
     async def model(self, request: web.Request) -> web.StreamResponse:
         try:

@@ -19,6 +19,7 @@ HTTP_STATUS = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
     grpc.StatusCode.CANCELLED: 499,
     grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
 }
 
 

@@ -21,7 +21,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from server.proto import classifier_pb2 as pb
 
 #: Messages clients send: null reads as "not set" for their scalar fields.
-REQUEST_MESSAGES = ("Item", "ClassifyRequest", "ClassifyStreamRequest")
+REQUEST_MESSAGES = ("Item", "ClassifyRequest", "ClassifyStreamRequest", "SessionRequest")
 #: Fields the server refuses a request without (server.wire.convert), by message.
 REQUIRED = {"Item": ["text"], "ClassifyRequest": ["items"]}
 UINT32_MAX = 2**32 - 1
@@ -83,6 +83,10 @@ ERRORS = {
     "401": "An API key is required ([auth]): send `Authorization: Bearer <key>`",
     "413": "The body is larger than [http] max_body_bytes (default: [grpc] max_message_bytes)",
     "415": "The body's Content-Type is not application/json or application/x-ndjson",
+    "400s": (
+        "A malformed message (`error.field` names the field: sessionId, text, labels, strategy...), "
+        "or FAILED_PRECONDITION (`error.status`): the model keeps no sessions (not decoder-kv)"
+    ),
     "421": "The Host header names a host this server does not serve ([http] allowed_hosts)",
     "500": "The batch holding the items failed (the error names the cause); retrying may succeed",
     "429": "The scheduler queue is full; back off and retry",
@@ -94,7 +98,8 @@ ERRORS = {
 def _errors(*codes: str) -> dict[str, Any]:
     out = {}
     for code in codes:
-        out[code] = {"description": ERRORS[code], "content": _json("ErrorResponse")}
+        # "400s": the 400 of the session routes, described for them.
+        out[code[:3]] = {"description": ERRORS[code], "content": _json("ErrorResponse")}
     return out
 
 
@@ -210,6 +215,7 @@ def build_openapi(with_classify: bool = True) -> dict[str, Any]:
                 },
             }
         }
+        paths.update(session_paths())
         paths["/v1/model"] = {
             "get": {
                 "operationId": "getModelInfo",
@@ -242,6 +248,75 @@ def build_openapi(with_classify: bool = True) -> dict[str, Any]:
         },
         "paths": dict(sorted(paths.items())),
         "components": {"schemas": schemas},
+    }
+
+
+SESSION_ID = {
+    "name": "session_id",
+    "in": "path",
+    "required": True,
+    "description": "The conversation: at most [sessions] max_session_id_length characters",
+    "schema": {"type": "string", "minLength": 1},
+}
+
+
+def session_paths() -> dict[str, Any]:
+    """The `/v1/sessions` operations (gRPC ClassifySession; decoder-kv models only)."""
+    errors = _errors("400s", "401", "413", "415", "421", "429", "500", "503", "504")
+    return {
+        "/v1/sessions": {
+            "post": {
+                "operationId": "classifySessions",
+                "summary": "Append chunks to sessions (gRPC ClassifySession): NDJSON in and out, in order",
+                "description": (
+                    "Each request line is a SessionRequest naming its sessionId; each response line "
+                    "the SessionResponse of one line, in input order (result set when the session's "
+                    "strategy fired). A line that fails alone (not JSON, a bad field, a limit) has "
+                    "error set and the stream goes on; a call-wide failure after the first answer "
+                    "ends the stream with an ErrorResponse line."
+                ),
+                "parameters": [TIMEOUT],
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/x-ndjson": {"schema": _ref("SessionRequest")}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "One SessionResponse per line",
+                        "content": {"application/x-ndjson": {"schema": _ref("SessionResponse")}},
+                    },
+                    **errors,
+                },
+            }
+        },
+        "/v1/sessions/{session_id}": {
+            "post": {
+                "operationId": "appendSession",
+                "summary": "Append one chunk to a session (created on first use), scored by its strategy",
+                "description": (
+                    "The body is a SessionRequest without sessionId (the path names the session). "
+                    "Without labels and labelSet, the session's previous labels apply."
+                ),
+                "parameters": [SESSION_ID, TIMEOUT],
+                "requestBody": {"required": True, "content": _json("SessionRequest")},
+                "responses": {
+                    "200": {
+                        "description": "The session after the chunk",
+                        "content": _json("SessionResponse"),
+                    },
+                    **errors,
+                },
+            },
+            "delete": {
+                "operationId": "closeSession",
+                "summary": "Close a session now (after its queued chunks); closed: false if not open",
+                "parameters": [SESSION_ID],
+                "responses": {
+                    "200": {"description": "Closed", "content": _json("SessionResponse")},
+                    **_errors("400s", "401", "421", "503"),
+                },
+            },
+        },
     }
 
 

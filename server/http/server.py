@@ -26,12 +26,13 @@ from server.http.errors import error_body
 from server.http.guard import Guard, json_errors
 from server.http.live import EdgeCounters, LiveStats, console_page, history_query
 from server.http.openapi import build_openapi
+from server.http.sessions import SessionApi
 
 log = logging.getLogger(__name__)
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 #: Paths refused with 503 while draining (probes, metrics and the console keep answering).
-DRAINED_PREFIX = "/v1/classify"
+DRAINED_PREFIX = ("/v1/classify", "/v1/sessions")
 
 
 class HttpServer:
@@ -110,6 +111,10 @@ class HttpServer:
                 info_limits=grpc_config,
             )
             self.app.add_routes(self.api.routes())
+            self.sessions = SessionApi(
+                runtime, self.api.limits, max_body, grpc_config.stream_max_in_flight, self.api.on_items
+            )
+            self.app.add_routes(self.sessions.routes())
         if config.console:
             self.app.add_routes([web.get("/", self.console)])
         self._openapi = build_openapi(with_classify=servicer is not None)

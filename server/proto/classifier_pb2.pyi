@@ -211,3 +211,47 @@ class ListLabelSetsResponse(_message.Message):
     LABEL_SETS_FIELD_NUMBER: _ClassVar[int]
     label_sets: _containers.RepeatedCompositeFieldContainer[LabelSet]
     def __init__(self, label_sets: _Optional[_Iterable[_Union[LabelSet, _Mapping]]] = ...) -> None: ...
+
+class SessionRequest(_message.Message):
+    __slots__ = ("session_id", "text", "labels", "label_set", "strategy", "threshold", "multi_label", "top_k", "prompt", "close")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_SET_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MULTI_LABEL_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    text: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    label_set: str
+    strategy: str
+    threshold: float
+    multi_label: bool
+    top_k: int
+    prompt: str
+    close: bool
+    def __init__(self, session_id: _Optional[str] = ..., text: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., label_set: _Optional[str] = ..., strategy: _Optional[str] = ..., threshold: _Optional[float] = ..., multi_label: _Optional[bool] = ..., top_k: _Optional[int] = ..., prompt: _Optional[str] = ..., close: _Optional[bool] = ...) -> None: ...
+
+class SessionResponse(_message.Message):
+    __slots__ = ("session_id", "triggered", "result", "cached_tokens", "tokens_added", "new_session", "closed", "error")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIGGERED_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    CACHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_ADDED_FIELD_NUMBER: _ClassVar[int]
+    NEW_SESSION_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    triggered: bool
+    result: ItemResult
+    cached_tokens: int
+    tokens_added: int
+    new_session: bool
+    closed: bool
+    error: ItemError
+    def __init__(self, session_id: _Optional[str] = ..., triggered: _Optional[bool] = ..., result: _Optional[_Union[ItemResult, _Mapping]] = ..., cached_tokens: _Optional[int] = ..., tokens_added: _Optional[int] = ..., new_session: _Optional[bool] = ..., closed: _Optional[bool] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...

@@ -55,6 +55,11 @@ class ClassifierStub:
                 request_serializer=gliclass_dot_v1_dot_classifier__pb2.ListLabelSetsRequest.SerializeToString,
                 response_deserializer=gliclass_dot_v1_dot_classifier__pb2.ListLabelSetsResponse.FromString,
                 _registered_method=True)
+        self.ClassifySession = channel.stream_stream(
+                '/gliclass.v1.Classifier/ClassifySession',
+                request_serializer=gliclass_dot_v1_dot_classifier__pb2.SessionRequest.SerializeToString,
+                response_deserializer=gliclass_dot_v1_dot_classifier__pb2.SessionResponse.FromString,
+                _registered_method=True)
 
 
 class ClassifierServicer:
@@ -96,6 +101,19 @@ class ClassifierServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClassifySession(self, request_iterator, context):
+        """Classify conversations as they grow (decoder-kv models only). Each request appends one text
+        chunk to the session it names (created on first use) and gets exactly one response, in request
+        order; the response carries scores when the session's strategy fires. Sessions outlive the
+        stream: another stream (or HTTP) may continue one until it is closed, dropped or idle too long.
+        A message that fails on its own gets a response with `error` set and the stream goes on; the
+        stream ends with a status only for call-wide conditions (deadline, cancellation, shutdown). A
+        model that keeps no sessions answers every message with FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClassifierServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -118,6 +136,11 @@ def add_ClassifierServicer_to_server(servicer, server):
                     servicer.ListLabelSets,
                     request_deserializer=gliclass_dot_v1_dot_classifier__pb2.ListLabelSetsRequest.FromString,
                     response_serializer=gliclass_dot_v1_dot_classifier__pb2.ListLabelSetsResponse.SerializeToString,
+            ),
+            'ClassifySession': grpc.stream_stream_rpc_method_handler(
+                    servicer.ClassifySession,
+                    request_deserializer=gliclass_dot_v1_dot_classifier__pb2.SessionRequest.FromString,
+                    response_serializer=gliclass_dot_v1_dot_classifier__pb2.SessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -229,6 +252,33 @@ class Classifier:
             '/gliclass.v1.Classifier/ListLabelSets',
             gliclass_dot_v1_dot_classifier__pb2.ListLabelSetsRequest.SerializeToString,
             gliclass_dot_v1_dot_classifier__pb2.ListLabelSetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClassifySession(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/gliclass.v1.Classifier/ClassifySession',
+            gliclass_dot_v1_dot_classifier__pb2.SessionRequest.SerializeToString,
+            gliclass_dot_v1_dot_classifier__pb2.SessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -19,6 +19,7 @@ from gliclass_core.errors import (
     InvalidInput,
     NotReady,
     Overloaded,
+    UnsupportedModel,
 )
 
 log = logging.getLogger("server.grpc.errors")  # the logger name operators already filter on
@@ -30,6 +31,8 @@ _CODES: tuple[tuple[type[GliclassError], grpc.StatusCode], ...] = (
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (Cancelled, grpc.StatusCode.CANCELLED),
     (BatchFailed, grpc.StatusCode.INTERNAL),
+    # A request the loaded model cannot serve at all (sessions on a model that keeps none).
+    (UnsupportedModel, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
 

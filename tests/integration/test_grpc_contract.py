@@ -52,7 +52,14 @@ def test_reflection_v1_and_v1alpha_list_services_and_serve_the_contract(
         contract.file_descriptor_response.file_descriptor_proto[0]
     )
     assert descriptor.name == "gliclass/v1/classifier.proto"
-    assert "Classify" in [m.name for m in descriptor.service[0].method]
+    methods = {m.name: m for m in descriptor.service[0].method}
+    assert "Classify" in methods
+    session = methods["ClassifySession"]
+    assert session.client_streaming and session.server_streaming
+    assert (session.input_type, session.output_type) == (
+        ".gliclass.v1.SessionRequest",
+        ".gliclass.v1.SessionResponse",
+    )
     # A client can describe the v1 reflection service itself (grpcurl describe does).
     v1 = descriptor_pb2.FileDescriptorProto.FromString(
         reflection_file.file_descriptor_response.file_descriptor_proto[0]
@@ -103,3 +110,18 @@ def test_model_info_reports_one_label_limit(classifier_stub: Any, grpc_runtime: 
     info = classifier_stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=30)
     assert info.max_labels == info.limits.max_labels_per_item > 0
     assert int(info.extra["labels_per_pass"]) == grpc_runtime.info.max_labels
+
+
+def test_session_messages_to_a_model_without_sessions_fail_alone_as_failed_precondition(
+    classifier_stub: Any,
+) -> None:
+    # The builtin model is not decoder-kv: every message is answered FAILED_PRECONDITION, in order.
+    messages = [pb.SessionRequest(session_id=f"s{i}", text="hi", labels=["a"]) for i in range(3)]
+    answers = list(classifier_stub.ClassifySession(iter(messages), timeout=30))
+    assert [a.session_id for a in answers] == ["s0", "s1", "s2"]
+    for answer in answers:
+        assert (answer.error.code, answer.error.status) == (
+            code_pb2.FAILED_PRECONDITION,
+            "FAILED_PRECONDITION",
+        )
+        assert "decoder-kv" in answer.error.message

@@ -176,4 +176,5 @@ def test_reflection_lists_services_and_serves_the_contract(grpc_server: Any) -> 
         "ClassifyStream",
         "GetModelInfo",
         "ListLabelSets",
+        "ClassifySession",
     ]

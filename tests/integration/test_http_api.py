@@ -196,9 +196,23 @@ def test_probes_and_draining(http_stack: HttpStack) -> None:
         assert ready.status_code == 503 and ready.json()["reason"] == "draining"
         response = post(http_stack, "/v1/classify", {"items": [{"text": "a", "labels": ["a"]}]})
         assert response.status_code == 503 and response.json()["error"]["status"] == "UNAVAILABLE"
+        session = post(http_stack, "/v1/sessions/a", {"text": "a", "labels": ["a"]})
+        assert session.status_code == 503 and session.json()["error"]["status"] == "UNAVAILABLE"
         assert requests.get(http_stack.url + "/healthz", timeout=10).status_code == 200
     finally:
         http_stack.http.draining = False
+
+
+def test_session_stream_on_a_model_without_sessions_answers_each_line_failed_precondition(
+    http_stack: HttpStack,
+) -> None:
+    # The builtin model keeps no sessions: each line is answered in order, none ends the stream.
+    lines = [{"sessionId": f"s{i}", "text": "hi", "labels": ["a"]} for i in range(3)]
+    body = "".join(json.dumps(line) + "\n" for line in lines)
+    response = post(http_stack, "/v1/sessions", body, headers={"Content-Type": "application/x-ndjson"})
+    answers = ndjson(response)
+    assert response.status_code == 200 and [a["sessionId"] for a in answers] == ["s0", "s1", "s2"]
+    assert {a["error"]["status"] for a in answers} == {"FAILED_PRECONDITION"}
 
 
 def test_deadline_is_504(http_stack: HttpStack, grpc_runtime: Any) -> None:

@@ -1,8 +1,8 @@
 """A client generated from the served OpenAPI document classifies a text against a real server.
 
 openapi-python-client (pinned in [test]) reads /openapi.json as a user's build would; the generated
-package is imported and called as its README shows. Its NDJSON stream endpoint is left out by the
-generator (it supports JSON bodies only), which it reports as a warning; everything else is generated.
+package is imported and called as its README shows. Its NDJSON stream endpoints are left out by the
+generator (it supports JSON bodies only), which it reports as warnings; everything else is generated.
 """
 
 from __future__ import annotations
@@ -46,12 +46,13 @@ def generated_client(http_stack: Any, tmp_path_factory: pytest.TempPathFactory) 
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    # The only thing it may leave out is the NDJSON stream.
+    # The only things it may leave out are the NDJSON streams.
     skipped = [
         line for line in (done.stdout + done.stderr).splitlines() if line.startswith("WARNING parsing")
     ]
     assert skipped == [
-        "WARNING parsing POST /v1/classify/stream within default. Endpoint will not be generated."
+        "WARNING parsing POST /v1/classify/stream within default. Endpoint will not be generated.",
+        "WARNING parsing POST /v1/sessions within default. Endpoint will not be generated.",
     ]
     sys.path.insert(0, str(out))
     try:
@@ -92,3 +93,21 @@ def test_generated_client_classifies_a_text(generated_client: Any, http_stack: A
     assert info is not None and info.max_labels == info.limits.max_labels_per_item
     figures = stats.sync(client=client)
     assert figures is not None and figures.window_s >= 0
+
+
+def test_generated_client_session_call_on_a_model_without_sessions(
+    generated_client: Any, http_stack: Any
+) -> None:
+    # The builtin model keeps no sessions: the typed error says so (FAILED_PRECONDITION, HTTP 400).
+    from gliclass_client import Client
+    from gliclass_client.api.default import append_session, close_session
+    from gliclass_client.models import ErrorResponse, SessionRequest
+
+    client = Client(base_url=http_stack.url, raise_on_unexpected_status=True)
+    reply = append_session.sync_detailed("t-1", client=client, body=SessionRequest(text="hi", labels=["a"]))
+    assert reply.status_code == 400 and isinstance(reply.parsed, ErrorResponse)
+    assert reply.parsed.error.status == "FAILED_PRECONDITION"
+    assert "decoder-kv" in reply.parsed.error.message
+    closed = close_session.sync_detailed("t-1", client=client)
+    assert closed.status_code == 400 and isinstance(closed.parsed, ErrorResponse)
+    assert closed.parsed.error.status == "FAILED_PRECONDITION"

@@ -79,6 +79,7 @@ def test_generated_code_imports_as_a_package_without_protos_on_path() -> None:
         "ClassifyStream",
         "GetModelInfo",
         "ListLabelSets",
+        "ClassifySession",
     ]
 
 

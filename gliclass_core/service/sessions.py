@@ -1,0 +1,287 @@
+"""Session messages from every edge: one neutral request, one resolver, unary and streamed answering.
+
+gRPC `ClassifySession` and HTTP's `/v1/sessions` routes decode their wire format into
+`SessionRequest`s; `resolve_session` turns one into the `SessionAppend` the sessions service takes
+(labels, label set and decision settings through the item resolver, the strategy parsed once, the
+limits of `[sessions]` checked with typed errors naming the field). `append_session` answers one
+message, `answer_sessions` a stream of them in order with a bounded number unanswered, each message
+failing alone. Nothing here knows a transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from gliclass_core.config import LabelSet
+from gliclass_core.errors import InvalidInput, NotReady, UnsupportedModel
+from gliclass_core.processing.validation import lone_surrogate_at
+from gliclass_core.runtime.bridge import failure
+from gliclass_core.runtime.calls import CallContext, wait_until_done
+from gliclass_core.runtime.sessions.service import SessionAppend, SessionOutcome, SessionSettings
+from gliclass_core.runtime.sessions.store import SessionUpdate
+from gliclass_core.runtime.sessions.strategies import parse_strategy
+from gliclass_core.service.contract import ClassifyService
+from gliclass_core.service.request import ItemRequest, RequestLimits, resolve_item
+from gliclass_core.service.stream import InFlightGate, StreamCounters
+from gliclass_core.types import ClassifyItem
+
+Tag = TypeVar("Tag")
+
+#: Stands in for the chunk while labels are resolved (the chunk has its own limits, checked here).
+_PLACEHOLDER_TEXT = "-"
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """One session message as a client sent it, decoded from any wire format; None means "not given"."""
+
+    session_id: str
+    text: str = ""
+    labels: tuple[str, ...] = ()
+    label_set: str | None = None
+    strategy: str | None = None
+    threshold: float | None = None
+    multi_label: bool | None = None
+    top_k: int | None = None
+    prompt: str | None = None
+    close: bool = False
+
+    @property
+    def close_only(self) -> bool:
+        """True for a message that only closes its session (no chunk, no labels)."""
+        return self.close and not self.text and not self.labels and self.label_set is None
+
+
+def resolve_session(
+    request: SessionRequest,
+    label_sets: Mapping[str, LabelSet],
+    limits: RequestLimits,
+    settings: SessionSettings,
+) -> SessionAppend:
+    """Resolve one message into the append the sessions service takes; InvalidInput names the field."""
+    check_session_id(request.session_id, settings)
+    text = request.text
+    if not isinstance(text, str):
+        raise InvalidInput(f"must be a string, got {type(text).__name__}", field="text")
+    if len(text) > settings.limits.max_chunk_chars:
+        raise InvalidInput(
+            f"is {len(text)} characters; at most {settings.limits.max_chunk_chars} per chunk", field="text"
+        )
+    at = lone_surrogate_at(text)
+    if at is not None:
+        raise InvalidInput(f"is not valid Unicode (a lone surrogate at {at})", field="text")
+    strategy = None if request.strategy is None else parse_strategy(request.strategy)
+    if request.labels or request.label_set:
+        # The item resolver owns labels, label sets and decision settings; the chunk was checked above.
+        resolved = resolve_item(
+            ItemRequest(
+                text=_PLACEHOLDER_TEXT,
+                labels=tuple(request.labels),
+                label_set=request.label_set,
+                threshold=request.threshold,
+                multi_label=request.multi_label,
+                top_k=request.top_k,
+                prompt=request.prompt,
+            ),
+            label_sets,
+            limits,
+        )
+        item = dataclasses.replace(resolved, text=text)
+    else:
+        given = [
+            name
+            for name in ("threshold", "multi_label", "top_k", "prompt")
+            if getattr(request, name) is not None
+        ]
+        if given:
+            raise InvalidInput(
+                "applies with 'labels' or 'label_set' only (a message without them reuses the session's)",
+                field=given[0],
+            )
+        item = ClassifyItem(text, ())  # the session's previous labels and settings apply
+    return SessionAppend(request.session_id, item, strategy, close=bool(request.close))
+
+
+def check_session_id(session_id: object, settings: SessionSettings) -> str:
+    """A usable session id, or InvalidInput naming `session_id`."""
+    if not isinstance(session_id, str) or not session_id.strip():
+        raise InvalidInput("must be a non-empty string", field="session_id")
+    limit = settings.limits.max_session_id_length
+    if len(session_id) > limit:
+        raise InvalidInput(f"is {len(session_id)} characters; at most {limit}", field="session_id")
+    if lone_surrogate_at(session_id) is not None:
+        raise InvalidInput("is not valid Unicode (a lone surrogate)", field="session_id")
+    return session_id
+
+
+def require_sessions(service: ClassifyService) -> None:
+    """Raise NotReady while loading, UnsupportedModel for a model that keeps no sessions."""
+    if service.sessions.supported:
+        return
+    if not service.ready:
+        raise NotReady("the model is not loaded yet")
+    raise UnsupportedModel(
+        f"streaming sessions need a decoder-kv checkpoint; this model is {service.info.architecture!r}"
+    )
+
+
+async def close_session(service: ClassifyService, session_id: str) -> bool:
+    """Close a session after what is queued for it; False when it was not open."""
+    require_sessions(service)
+    check_session_id(session_id, service.sessions.settings)
+    # The service closes after the appends queued for the session: that may wait, off the loop.
+    return await asyncio.to_thread(service.sessions.close, session_id)
+
+
+async def append_session(
+    service: ClassifyService, request: SessionRequest, limits: RequestLimits, context: CallContext
+) -> SessionOutcome:
+    """Answer one message (raises InvalidInput, UnsupportedModel, NotReady, Overloaded as it applies)."""
+    require_sessions(service)
+    append = resolve_session(request, service.label_sets, limits, service.sessions.settings)
+    if request.close_only:
+        return SessionOutcome(None, None, closed=await close_session(service, append.session_id))
+    (outcome,) = await service.sessions.append([append], context)
+    return outcome
+
+
+@dataclass(frozen=True)
+class SessionAnswer(Generic[Tag]):
+    """One message's answer: the edge's tag, its session id, the outcome and its arrival (perf_counter)."""
+
+    tag: Tag
+    session_id: str
+    outcome: SessionOutcome
+    received: float
+
+
+@dataclass
+class _Pending(Generic[Tag]):
+    tag: Tag
+    session_id: str
+    received: float
+    ready: SessionOutcome | None = None
+    future: Future[SessionUpdate] | None = None
+    closes: bool = False
+
+
+async def answer_sessions(
+    service: ClassifyService,
+    messages: AsyncIterator[tuple[Tag, SessionRequest | InvalidInput]],
+    context: CallContext,
+    limits: RequestLimits,
+    max_in_flight: int,
+    counters: StreamCounters | None = None,
+) -> AsyncGenerator[SessionAnswer[Tag], None]:
+    """Answer every message in order (at most `max_in_flight` unanswered); a read error ends the stream.
+
+    `messages` holds each decoded message, or the InvalidInput of one the edge could not decode
+    (answered with it, in its place). A stream names at most `[sessions] max_per_call` sessions it
+    has not closed (a message naming one more fails alone with InvalidInput naming `session_id`;
+    closing one frees its place), which also bounds what the stream tracks.
+    """
+    counters = counters if counters is not None else StreamCounters()
+    gate = InFlightGate(max_in_flight)
+    # Entries in arrival order, bounded by the gate; None marks the end of input.
+    pending: asyncio.Queue[_Pending[Tag] | BaseException | None] = asyncio.Queue()
+    reader = asyncio.create_task(_read(service, messages, context, limits, gate, pending, counters))
+    counters.streams_open += 1
+    current: _Pending[Tag] | None = None
+    try:
+        while True:
+            entry = await pending.get()
+            if entry is None:
+                break
+            if isinstance(entry, BaseException):
+                raise entry
+            current = entry
+            outcome = entry.ready
+            if outcome is None:
+                outcome = await _outcome(entry, context)
+            current = None
+            yield SessionAnswer(entry.tag, entry.session_id, outcome, entry.received)
+            counters.items_answered += 1
+            await gate.release()
+        await reader
+    finally:
+        counters.streams_open -= 1
+        reader.cancel()
+        leftovers = [current] if current else []
+        while not pending.empty():
+            leftover = pending.get_nowait()
+            if isinstance(leftover, _Pending):
+                leftovers.append(leftover)
+        for leftover in leftovers:
+            if leftover.future is not None:
+                leftover.future.cancel()
+
+
+async def _outcome(entry: _Pending[Tag], context: CallContext) -> SessionOutcome:
+    assert entry.future is not None  # an entry is either ready or submitted
+    await wait_until_done([entry.future], context)
+    error = failure(entry.future)
+    update = entry.future.result() if error is None else None
+    return SessionOutcome(update, error, closed=entry.closes and error is None)
+
+
+async def _read(
+    service: ClassifyService,
+    messages: AsyncIterator[tuple[Tag, SessionRequest | InvalidInput]],
+    context: CallContext,
+    limits: RequestLimits,
+    gate: InFlightGate,
+    pending: asyncio.Queue[_Pending[Tag] | BaseException | None],
+    counters: StreamCounters,
+) -> None:
+    """Read messages while the gate allows, submit each, queue them for answering in order."""
+    open_ids: set[str] = set()  # bounded by max_per_call
+    try:
+        async for tag, request in messages:
+            await gate.acquire(1)
+            counters.items_received += 1
+            pending.put_nowait(await _submit_one(service, tag, request, context, limits, open_ids))
+        pending.put_nowait(None)
+    except Exception as exc:
+        pending.put_nowait(exc)
+
+
+async def _submit_one(
+    service: ClassifyService,
+    tag: Tag,
+    request: SessionRequest | InvalidInput,
+    context: CallContext,
+    limits: RequestLimits,
+    open_ids: set[str],
+) -> _Pending[Tag]:
+    received = time.perf_counter()
+    if isinstance(request, InvalidInput):
+        return _Pending(tag, "", received, ready=SessionOutcome(None, request))
+    session_id = request.session_id if isinstance(request.session_id, str) else ""
+    try:
+        require_sessions(service)
+        settings = service.sessions.settings
+        append = resolve_session(request, service.label_sets, limits, settings)
+        if request.close_only:
+            closed = await close_session(service, session_id)
+            open_ids.discard(session_id)
+            return _Pending(tag, session_id, received, ready=SessionOutcome(None, None, closed=closed))
+        if session_id not in open_ids and len(open_ids) >= settings.max_per_call:
+            raise InvalidInput(
+                f"this stream has {len(open_ids)} sessions open; at most {settings.max_per_call} per call "
+                "(close one first)",
+                field="session_id",
+            )
+        (future,) = service.sessions.submit([append], context)
+    except Exception as exc:
+        return _Pending(tag, session_id, received, ready=SessionOutcome(None, exc))
+    if append.close:
+        open_ids.discard(session_id)
+    else:
+        open_ids.add(session_id)
+    return _Pending(tag, session_id, received, future=future, closes=append.close)
