@@ -41,6 +41,8 @@ log = logging.getLogger("gliclass.worker")
 
 #: How long reading back one partition's window may take before the partition is re-read.
 LOOKBACK_TIMEOUT_S = 30.0
+#: The chunk that closes a session: no text (nothing appended, nothing scored), its last labels.
+_CLOSE = ClassifyItem("", ())
 
 
 class SessionsUnsupported(RuntimeError):
@@ -96,13 +98,18 @@ class SessionFeed:
     def drop(self, tp: TP) -> None:
         """Close the partition's sessions (revoked, lost, rewound or closing)."""
         part = self.parts.pop(tp, None)
-        if part is None:
+        if part is None or not part.opened:
             return
-        for session_id in part.opened:
-            try:
-                self.service.close(session_id)
-            except Exception as exc:  # closing is to free memory: the store's bounds free it anyway
-                log.warning("closing session of %s: %s", tp, exc)
+        # An empty chunk with `close` ends each session behind its queued appends, without waiting
+        # (`close()` would block the rebalance once per session). Only memory depends on it: a new
+        # assignment names new sessions, and the store's own bounds free whatever is not closed.
+        closes = [SessionAppend(sid, _CLOSE, close=True) for sid in part.opened]
+        limit = max(1, min(self.service.settings.max_per_call, self.bulk_limit() // 4))
+        try:
+            for begin in range(0, len(closes), limit):
+                self.service.submit(closes[begin : begin + limit], self.context)
+        except Exception as exc:
+            log.warning("closing the sessions of %s: %s (they expire by the store's bounds)", tp, exc)
 
     def needs_lookback(self, tp: TP) -> bool:
         """True until the partition's window is read (a reload may have made it a session route just now)."""

@@ -99,6 +99,11 @@ def test_emit_every_and_on_trigger_keyless_dead_lettered_offsets_committed(
             time.sleep(0.2)
     finally:
         assert worker.stop(20)
+    # Letting its partitions go (here: on stop) closes the worker's sessions.
+    deadline = time.monotonic() + 20
+    while session_runtime.sessions.stats().sessions and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert session_runtime.sessions.stats().sessions == 0
 
     bodies = [json.loads(m.value()) for m in every_out]
     assert len(bodies) == len(expected), "one output per record"

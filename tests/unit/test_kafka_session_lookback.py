@@ -60,9 +60,9 @@ class Service:
     settings: SessionSettings = field(default_factory=SessionSettings)
     closed: list[str] = field(default_factory=list)
 
-    def close(self, session_id: str) -> bool:
-        self.closed.append(session_id)
-        return True
+    def submit(self, appends: list[Any], context: Any) -> list[Any]:
+        self.closed += [a.session_id for a in appends if a.close and not a.item.text]
+        return []
 
 
 def route(**keys: Any) -> Any:
