@@ -173,6 +173,7 @@ class Output:
         offset is committed like the others'. False: it cannot be acknowledged now (keep it)."""
         if not self.committer.skip(slot.tp, slot.offset):
             return False
+        self.tracing.sent(slot)  # its processing ends here: nothing is sent for it
         self.count(slot)
         slot.value = None
         return True
