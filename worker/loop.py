@@ -86,6 +86,7 @@ class WorkerLoop:
             BULK_CALL,
             lambda: self.max_record_bytes,
             lambda: self.runtime.bulk_limit,
+            self.stats,
         )
         self.sessions_checked = False
         #: Partitions re-read from an earlier offset during this step: their other polled records are stale.

@@ -35,7 +35,7 @@ from worker.codec import BadEvent, carry_headers, check_record_size, decode_even
 from worker.config import Route
 from worker.consumer import TP, LookbackReader
 from worker.routes import resolve
-from worker.state import SessionSlot, Slot
+from worker.state import SessionSlot, Slot, WorkerStats
 
 log = logging.getLogger("gliclass.worker")
 
@@ -81,8 +81,10 @@ class SessionFeed:
         context: CallContext,
         max_record_bytes: Callable[[], int],
         bulk_limit: Callable[[], int] = lambda: 1 << 30,
+        stats: WorkerStats | None = None,
     ) -> None:
         self.service, self.reader, self.context = service, reader, context
+        self.stats = stats or WorkerStats()
         self.max_record_bytes = max_record_bytes
         self.bulk_limit = bulk_limit
         self.parts: dict[TP, _Partition] = {}
@@ -147,6 +149,7 @@ class SessionFeed:
         for key, item in window:
             part.history.setdefault(key, []).append(item)
         part.loaded = True
+        self.stats.session_lookback_records += len(window)
         log.info(
             "%s: read back offsets %d..%d for sessions: %d records of %d conversations",
             tp, first, start, len(window), len(part.history),
@@ -180,6 +183,7 @@ class SessionFeed:
         session_id = f"kafka:{slot.tp[0]}:{slot.tp[1]}:{part.generation}:{key}"
         strategy = self.strategy(slot.route)
         replay = part.history.pop(key, [])
+        self.stats.session_replayed += len(replay)
         pending = [SessionAppend(session_id, earlier, strategy) for earlier in replay]
         pending.append(SessionAppend(session_id, item, strategy))
         part.opened[session_id] = None

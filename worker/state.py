@@ -96,6 +96,8 @@ _COUNTERS = (
     "assignments",
     "revokes",
     "revoked_unacked",
+    "session_lookback_records",
+    "session_replayed",
 )
 
 
@@ -157,6 +159,10 @@ class WorkerStatsSnapshot:
     assignments: int = 0
     revokes: int = 0
     revoked_unacked: int = 0
+    #: Session routes: records read back after assignments, and of those, appended again into the
+    #: conversations they belong to (the recomputation rebalances cost).
+    session_lookback_records: int = 0
+    session_replayed: int = 0
     dead_letter_reasons: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     #: Per route (input topic): the TOP_LABELS most predicted labels, plus OTHER.
     predicted_labels: Mapping[str, Mapping[str, int]] = field(default_factory=lambda: MappingProxyType({}))
@@ -193,6 +199,8 @@ class WorkerStats:
     assignments: int
     revokes: int
     revoked_unacked: int
+    session_lookback_records: int
+    session_replayed: int
 
     def count_labels(self, route: str, labels: Sequence[str]) -> None:
         """Count one prediction's labels for `route` (its input topic)."""

@@ -102,6 +102,7 @@ def test_window_bounds_skips_dead_letters_and_replays_each_key_once_in_order() -
     assert len({a.session_id for a in first_x.pending}) == 1 and first_x.key == "x"
     again = feed.open(slot(7, b"x", r), item)
     assert [a.item.text for a in again.pending] == ["hello"] and not again.rebuilt
+    assert (feed.stats.session_lookback_records, feed.stats.session_replayed) == (3, 2)
 
     feed.drop(TP)  # revoked: its sessions are closed; a new assignment names new sessions
     assert service.closed == [first_x.session_id]
