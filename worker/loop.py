@@ -37,7 +37,7 @@ from worker.consumer import TP, InputConsumer, LookbackReader, OutputProducer
 from worker.delivery import OffsetTracker, OrderedLane
 from worker.output import Output
 from worker.routes import resolve
-from worker.sessions import SessionFeed, SessionsUnsupported
+from worker.sessions import SessionFeed, session_failure
 from worker.state import Slot, WorkerStats
 from worker.tracing import WorkerTracing
 
@@ -132,16 +132,9 @@ class WorkerLoop:
 
     def check_sessions_supported(self) -> None:
         """Once the model is loaded, stop the worker if a session route runs on a model without sessions."""
-        if self.sessions_checked:
-            return
-        routes = [r for r in self.config.routes if r.session is not None]
-        if not routes:
-            return
-        if not self.runtime.ready:
-            return  # not loaded yet (a submit then answers NotReady; an unsupported one stops us too)
-        self.sessions_checked = True
-        if not self.runtime.sessions.supported:
-            raise SessionsUnsupported(SessionFeed.unsupported_message(routes[0]))
+        if not self.sessions_checked and self.runtime.ready:
+            self.sessions.check_supported(self.config.routes)
+            self.sessions_checked = True
 
     def in_flight(self) -> int:
         return self.tracker.unacked()
@@ -300,7 +293,8 @@ class WorkerLoop:
     def finish(self, slot: Slot) -> bool:
         """Check a scored slot's future; resubmit a failed batch item. False: not ready to send yet."""
         if slot.bad is None and slot.session is not None:
-            return self.finish_session(slot)
+            slot.bad = session_failure(slot.session)  # never re-appended: its text could apply twice
+            return True
         if slot.bad is not None or slot.future is None:
             return True
         exc = slot.future.exception() if not slot.future.cancelled() else NotReady("cancelled")
@@ -313,15 +307,6 @@ class WorkerLoop:
             return False
         reason = getattr(exc, "reason", "error")
         slot.bad = BadEvent(reason, f"classification failed: {exc}")
-        return True
-
-    def finish_session(self, slot: Slot) -> bool:
-        """A session append's failure dead-letters the record: re-appending could apply its text twice."""
-        assert slot.session is not None and slot.session.future is not None
-        future = slot.session.future
-        exc = future.exception() if not future.cancelled() else NotReady("cancelled")
-        if exc is not None:
-            slot.bad = BadEvent(getattr(exc, "reason", "error"), f"session append failed: {exc}")
         return True
 
     def rewind(self) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import Message
@@ -243,6 +243,12 @@ class SessionFeed:
                 slot.session.future = future
                 slot.attempts += 1
 
+    def check_supported(self, routes: Sequence[Route]) -> None:
+        """Raise SessionsUnsupported, naming the first session route, when the loaded model keeps none."""
+        sessions = [r for r in routes if r.session is not None]
+        if sessions and not self.service.supported:
+            raise SessionsUnsupported(self.unsupported_message(sessions[0]))
+
     @staticmethod
     def unsupported_message(route: Route, exc: BaseException | None = None) -> str:
         detail = f" ({exc})" if exc is not None else ""
@@ -250,3 +256,13 @@ class SessionFeed:
             f'route {route.input!r} has session = "key", but the loaded model keeps no sessions{detail}; '
             "sessions need a decoder-kv checkpoint"
         )
+
+
+def session_failure(session: SessionSlot) -> BadEvent | None:
+    """The dead letter of a record whose append failed (None when it succeeded)."""
+    future = session.future
+    assert future is not None
+    exc = future.exception() if not future.cancelled() else NotReady("cancelled")
+    if exc is None:
+        return None
+    return BadEvent(getattr(exc, "reason", "error"), f"session append failed: {exc}")
