@@ -29,6 +29,7 @@ from gliclass_core.processing.validation import (
     has_content,
     lone_surrogate_at,
 )
+from gliclass_core.runtime.sessions.store import SessionUpdate
 from gliclass_core.types import LabelNode, Prediction
 
 Headers = list[tuple[str, bytes]]
@@ -250,24 +251,42 @@ def fit_dead_letter(
     return key, value, headers
 
 
+def session_fields(key: str, update: SessionUpdate, rebuilt: bool) -> dict[str, Any]:
+    """The output's `session` object: the conversation (record key) and what the append did."""
+    return {
+        "id": key,
+        "triggered": update.triggered,
+        "cached_tokens": update.cached_tokens,
+        "new_session": update.new_session,
+        "rebuilt": rebuilt,
+    }
+
+
 def encode_result(
     event: Event,
     source: Source,
-    prediction: Prediction,
+    prediction: Prediction | None,
     model_id: str,
     label_set: str | None,
     latency_ms: float,
+    session: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """Encode the scored output event."""
-    out = {
+    """Encode the output event (a session record whose strategy did not fire has null scores and labels)."""
+    out: dict[str, Any] = {
         "id": event.id,
         "source": {"topic": source.topic, "partition": source.partition, "offset": source.offset},
         "model": model_id,
         "label_set": label_set,
-        "scores": {k: round(float(v), 6) for k, v in prediction.scores.items()},
-        "labels": list(prediction.labels),
+        "scores": None,
+        "labels": None,
         "latency_ms": round(latency_ms, 3),
     }
+    if session is not None:
+        out["session"] = dict(session)
+    if prediction is None:
+        return json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    out["scores"] = {k: round(float(v), 6) for k, v in prediction.scores.items()}
+    out["labels"] = list(prediction.labels)
     if event.return_uncalibrated and prediction.uncalibrated_scores is not None:
         out["uncalibrated_scores"] = {
             k: round(float(v), 6) for k, v in prediction.uncalibrated_scores.items()

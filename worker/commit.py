@@ -49,6 +49,9 @@ class Committer(Protocol):
     def delivered(self, err: KafkaError | None) -> bool:
         """Take the delivery report of a record `queued` acknowledged. False: such reports are stale."""
 
+    def skip(self, tp: TP, offset: int) -> bool:
+        """Acknowledge a record that writes nothing (its offset is committed as if it had). False: not now."""
+
     def refused(self, err: KafkaError) -> bool:
         """The producer refused a record. True: answered here; False: the output backs off or
         replaces the producer."""
@@ -97,6 +100,10 @@ class OffsetCommitter:
 
     def delivered(self, err: KafkaError | None) -> bool:
         return False  # every record waits for its report: one arriving after that is stale
+
+    def skip(self, tp: TP, offset: int) -> bool:
+        self.tracker.ack(tp, offset)
+        return True
 
     def refused(self, err: KafkaError) -> bool:
         return False

@@ -10,11 +10,19 @@ from typing import Any
 from gliclass_core.config import LONG_TEXT_KEYS, AppConfig, ConfigError, parse_long_text
 from gliclass_core.errors import InvalidInput
 from gliclass_core.processing.hierarchy import flatten, tree_from_labels
+from gliclass_core.runtime.sessions.strategies import Strategy, parse_strategy
 from gliclass_core.types import LabelNode, LongText
 
 DELIVERY_MODES = ("at-least-once", "exactly-once")
 OVER_LENGTH = ("truncate", "reject")
 PARTITIONING = ("input", "key")
+SESSION_SOURCES = ("key",)
+EMIT = ("every", "on_trigger")
+#: Records per partition read back to rebuild conversations after a rebalance (`session_lookback`).
+DEFAULT_LOOKBACK = 1000
+#: Characters of text per partition that look-back keeps at most (`session_lookback_chars`).
+DEFAULT_LOOKBACK_CHARS = 4_000_000
+SESSION_KEYS = ("strategy", "emit", "session_lookback", "session_lookback_chars")
 
 # librdkafka settings the worker owns; a user value would break delivery guarantees.
 RESERVED_CLIENT_KEYS = (
@@ -45,6 +53,12 @@ class Route:
     return_hierarchical: bool | None = None
     label_separator: str = "."
     label_tree: tuple[LabelNode, ...] | None = None  # from `labels = {group = [...]}`, not a key
+    # Sessions (`session = "key"`): the record key names the conversation each record extends.
+    session: str | None = None
+    strategy: Strategy | None = None  # None: the [sessions] default
+    emit: str = "every"
+    session_lookback: int = DEFAULT_LOOKBACK
+    session_lookback_chars: int = DEFAULT_LOOKBACK_CHARS
 
 
 @dataclass(frozen=True)
@@ -205,7 +219,38 @@ def parse_route(table: Any, index: int, label_sets: Mapping[str, Any]) -> Route:
         return_hierarchical=_bool(table, "return_hierarchical", where),
         label_separator=separator,
         label_tree=label_tree,
+        **_session_options(table, where),
     )
+
+
+def _session_options(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The route's session keys (`session`, `strategy`, `emit`, look-back bounds), validated."""
+    session = table.get("session")
+    if session is None:
+        given = sorted(k for k in SESSION_KEYS if k in table)
+        if given:
+            raise ConfigError(f'[{where}] {", ".join(given)} need(s) session = "key"')
+        return {}
+    if session not in SESSION_SOURCES:
+        raise ConfigError(f"[{where}] session must be one of {', '.join(SESSION_SOURCES)} (got {session!r})")
+    strategy = None
+    if "strategy" in table:
+        spec = table["strategy"]
+        if not isinstance(spec, str):
+            raise ConfigError(f'[{where}] strategy must be a string such as "every_n_tokens:200"')
+        try:
+            strategy = parse_strategy(spec)
+        except InvalidInput as exc:
+            raise ConfigError(f"[{where}] strategy: {exc.bare_message}") from exc
+    return {
+        "session": session,
+        "strategy": strategy,
+        "emit": _choice(table, "emit", where, EMIT),
+        "session_lookback": _positive_int(table, "session_lookback", where, DEFAULT_LOOKBACK),
+        "session_lookback_chars": _positive_int(
+            table, "session_lookback_chars", where, DEFAULT_LOOKBACK_CHARS
+        ),
+    }
 
 
 def _bool(table: Mapping[str, Any], key: str, where: str) -> bool | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from confluent_kafka import (
@@ -147,6 +147,63 @@ class InputConsumer:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+class LookbackTimeout(Exception):
+    """A look-back read did not reach its end offset in time."""
+
+
+class LookbackReader:
+    """Reads back a range of one partition with a consumer of its own (assign only: it never joins the
+    group, never commits). Created on first use and kept."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self._settings = {
+            **settings,
+            # Its own group id: librdkafka requires one, and assign() never joins it.
+            "group.id": f"{settings.get('group.id', 'gliclass')}.lookback",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            # A start below the log start (deleted by retention) reads from the first record kept.
+            "auto.offset.reset": "earliest",
+        }
+        self._consumer: Consumer | None = None
+
+    def read(self, tp: TP, start: int, end: int, timeout: float) -> Iterator[Message]:
+        """Yield the records of `tp` with offsets in [start, end), in order.
+
+        Raises LookbackTimeout when no record at or past `end` arrived within `timeout` seconds (the
+        caller knows `end` exists: it is the offset of a record just consumed).
+        """
+        if start >= end:
+            return
+        if self._consumer is None:
+            self._consumer = Consumer({**self._settings, "logger": log})
+        consumer = self._consumer
+        consumer.assign([TopicPartition(tp[0], tp[1], start)])
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                for msg in consumer.consume(500, 0.1):
+                    err = msg.error()
+                    if err is not None:
+                        if err.fatal():
+                            raise KafkaException(err)
+                        continue
+                    offset = msg.offset()
+                    if offset is None or offset < start:
+                        continue
+                    if offset >= end:
+                        return
+                    yield msg
+            raise LookbackTimeout(f"{tp}: offsets {start}..{end} not read back within {timeout:.0f} s")
+        finally:
+            consumer.unassign()
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
 
 
 class OutputProducer:

@@ -33,10 +33,11 @@ from worker.codec import (
 )
 from worker.commit import committer_for
 from worker.config import KafkaConfig
-from worker.consumer import TP, InputConsumer, OutputProducer
+from worker.consumer import TP, InputConsumer, LookbackReader, OutputProducer
 from worker.delivery import OffsetTracker, OrderedLane
 from worker.output import Output
 from worker.routes import resolve
+from worker.sessions import SessionFeed, session_failure
 from worker.state import Slot, WorkerStats
 from worker.tracing import WorkerTracing
 
@@ -78,11 +79,24 @@ class WorkerLoop:
             config.consumer_settings(), self.on_assign, self.on_revoke, self.on_lost
         )
         self.consumer.subscribe([r.input for r in config.routes])
+        # Session routes (`session = "key"`): conversations per record key, rebuilt after rebalances.
+        self.sessions = SessionFeed(
+            runtime.sessions,
+            LookbackReader(config.consumer_settings()),
+            BULK_CALL,
+            lambda: self.max_record_bytes,
+            lambda: self.runtime.bulk_limit,
+            self.stats,
+        )
+        self.sessions_checked = False
+        #: Partitions re-read from an earlier offset during this step: their other polled records are stale.
+        self.reread: set[TP] = set()
 
     def reconfigure(self, config: KafkaConfig, label_sets: dict[str, LabelSet]) -> None:
         """Use new routes, label sets and tuning from the next step on (client settings are kept)."""
         self.config, self.label_sets = config, label_sets
         self.output.config = self.committer.config = config
+        self.sessions_checked = False  # a reload may have made a route a session route
 
     # ---------------------------------------------------------------- one iteration
 
@@ -94,6 +108,8 @@ class WorkerLoop:
         busy = any(len(lane) for lane in self.lanes.values())
         timeout = 0.005 if busy else self.config.poll_timeout_ms / 1000
         msgs = self.tracing.poll(self.consumer, self.tracker, self.config.batch_size, timeout)
+        self.check_sessions_supported()
+        self.reread.clear()
         fresh = [self.accept(m) for m in msgs]
         self.submit(self.take_unsubmitted() + [s for s in fresh if s is not None and s.bad is None])
         self.produce_ready()
@@ -113,6 +129,12 @@ class WorkerLoop:
             except GliclassError:
                 return self._fallback_model
         return self._model_id
+
+    def check_sessions_supported(self) -> None:
+        """Once the model is loaded, stop the worker if a session route runs on a model without sessions."""
+        if not self.sessions_checked and self.runtime.ready:
+            self.sessions.check_supported(self.config.routes)
+            self.sessions_checked = True
 
     def in_flight(self) -> int:
         return self.tracker.unacked()
@@ -140,8 +162,12 @@ class WorkerLoop:
             return None  # not a record (poll_batch hands on records only)
         tp = (topic, partition)
         route = self.config.route_for(topic)
-        if route is None or tp not in self.lanes:
-            return None  # a record of a topic dropped by a reload, or of a revoked partition
+        if route is None or tp not in self.lanes or tp in self.reread:
+            return None  # a record of a topic dropped by a reload, of a revoked or re-read partition
+        if route.session is not None and self.sessions.needs_lookback(tp):
+            if not self.sessions.load(tp, offset, route, self.label_sets):
+                self.reread_from(tp, offset)
+                return None
         slot = Slot(tp, offset, msg.key(), msg.value(), [], route, time.monotonic())
         try:
             slot.headers = carry_headers(record_headers(msg))
@@ -149,6 +175,8 @@ class WorkerLoop:
             slot.event = decode_event(slot.value, key=slot.key)
             resolved = resolve(slot.event, route, self.label_sets)
             slot.item, slot.label_set = resolved.item, resolved.label_set
+            if route.session is not None:
+                slot.session = self.sessions.open(slot, resolved.item)
         except BadEvent as bad:
             slot.bad = bad
         except Exception as exc:
@@ -181,6 +209,9 @@ class WorkerLoop:
 
     def submit(self, slots: list[Slot]) -> None:
         """Submit slots to the scheduler at bulk priority; a full queue keeps them for a later retry."""
+        if any(s.session is not None for s in slots):
+            self.submit_sessions([s for s in slots if s.session is not None])
+            slots = [s for s in slots if s.session is None]
         # The scheduler rejects a call larger than the queue's bulk share; stay well below it.
         chunk = max(1, min(self.config.batch_size, self.runtime.bulk_limit // 4))
         for start in range(0, len(slots), chunk):
@@ -226,6 +257,16 @@ class WorkerLoop:
             return True
         return True
 
+    def submit_sessions(self, slots: list[Slot]) -> None:
+        """Submit session appends in record order; while some wait (service busy), new ones wait behind."""
+        if any(s.session is not None for s in self.unsubmitted):
+            self.unsubmitted.extend(slots)
+            return
+        waiting = self.sessions.submit(slots)
+        if waiting:
+            self.unsubmitted.extend(waiting)
+            self.submit_blocked_until = time.monotonic() + 0.02
+
     def submit_singly(self, slots: list[Slot]) -> bool:
         """Submit one slot at a time (after an unforeseen failure); False when the scheduler is busy."""
         for i, slot in enumerate(slots):
@@ -251,6 +292,9 @@ class WorkerLoop:
 
     def finish(self, slot: Slot) -> bool:
         """Check a scored slot's future; resubmit a failed batch item. False: not ready to send yet."""
+        if slot.bad is None and slot.session is not None:
+            slot.bad = session_failure(slot.session)  # never re-appended: its text could apply twice
+            return True
         if slot.bad is not None or slot.future is None:
             return True
         exc = slot.future.exception() if not slot.future.cancelled() else NotReady("cancelled")
@@ -268,10 +312,24 @@ class WorkerLoop:
     def rewind(self) -> None:
         """Re-read every partition from its last committed offset (after an aborted transaction)."""
         for tp in list(self.lanes):
-            self.abandon(tp)
-            self.lanes[tp] = OrderedLane()
+            self.fresh_lane(tp)  # its sessions start afresh: they are rebuilt from the look-back
             if tp in self.rewind_to:  # else nothing was consumed since the last commit
                 self.consumer.seek(tp, self.rewind_to[tp])
+
+    def reread_from(self, tp: TP, offset: int) -> None:
+        """Drop the partition's in-flight work and read it again from `offset` (look-back failed)."""
+        self.fresh_lane(tp)
+        self.rewind_to.pop(tp, None)
+        self.consumer.seek(tp, offset)
+        self.reread.add(tp)
+
+    def fresh_lane(self, tp: TP) -> None:
+        """Give the partition an empty lane (and, on a session route, sessions started afresh)."""
+        self.abandon(tp)
+        self.lanes[tp] = OrderedLane()
+        route = self.config.route_for(tp[0])
+        if route is not None and route.session is not None:
+            self.sessions.assign(tp)
 
     # ---------------------------------------------------------------- rebalances
 
@@ -281,6 +339,9 @@ class WorkerLoop:
         for slot in lane.drain() if lane is not None else []:
             if slot.future is not None:
                 slot.future.cancel()
+            if slot.session is not None and slot.session.future is not None:
+                slot.session.future.cancel()
+        self.sessions.drop(tp)  # its conversations are closed; a new owner rebuilds them
         self.unsubmitted = [s for s in self.unsubmitted if s.tp != tp]
         self.output.forget(tp)  # a late delivery report for it is ignored
         self.tracker.drop(tp)
@@ -289,8 +350,7 @@ class WorkerLoop:
         log.info("assigned %s", tps)
         self.stats.assignments += 1
         for tp in tps:
-            self.abandon(tp)
-            self.lanes[tp] = OrderedLane()
+            self.fresh_lane(tp)
             self.rewind_to.pop(tp, None)
         # librdkafka keeps a partition's pause flag across unassign and assign: "partitions will
         # remain paused after a rebalance and re-assignment" (edenhill, confluentinc/librdkafka#1849;
@@ -359,5 +419,6 @@ class WorkerLoop:
         self.committer.close()
         for tp in list(self.lanes):
             self.abandon(tp)
+        self.sessions.reader.close()
         self.consumer.close()
         self.producer.flush(5.0)

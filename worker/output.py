@@ -24,7 +24,8 @@ from collections import OrderedDict, deque
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from worker.codec import BadEvent, dead_letter_headers, encode_result
+from gliclass_core.types import Prediction
+from worker.codec import BadEvent, dead_letter_headers, encode_result, session_fields
 from worker.commit import Committer
 from worker.config import KafkaConfig, Route
 from worker.consumer import TP, Clients
@@ -114,8 +115,18 @@ class Output:
         if refused_before is not None:
             slot.bad = BadEvent("delivery_failed", refused_before)
         if slot.bad is None:
-            assert slot.future is not None and slot.event is not None
-            prediction = slot.future.result()
+            assert slot.event is not None
+            session = None
+            if slot.session is not None:
+                assert slot.session.future is not None
+                update = slot.session.future.result()
+                if not update.triggered and route.emit == "on_trigger":
+                    return self.skip(slot)
+                prediction: Prediction | None = update.prediction
+                session = session_fields(slot.session.key, update, slot.session.rebuilt)
+            else:
+                assert slot.future is not None
+                prediction = slot.future.result()
             topic = route.output
             value = encode_result(
                 slot.event,
@@ -124,6 +135,7 @@ class Output:
                 model_id,
                 slot.label_set,
                 (time.monotonic() - slot.received) * 1000,
+                session,
             )
             headers = slot.headers
         else:
@@ -156,6 +168,24 @@ class Output:
             self.outstanding.setdefault(slot.tp, deque()).append(slot)
         return True
 
+    def skip(self, slot: Slot) -> bool:
+        """Acknowledge a session record that writes nothing (`emit = "on_trigger"`, not fired): its
+        offset is committed like the others'. False: it cannot be acknowledged now (keep it)."""
+        if not self.committer.skip(slot.tp, slot.offset):
+            return False
+        self.tracing.sent(slot)  # its processing ends here: nothing is sent for it
+        self.count(slot)
+        slot.value = None
+        return True
+
+    def prediction_of(self, slot: Slot) -> Prediction | None:
+        """A scored slot's prediction (None for a session record whose strategy did not fire)."""
+        if slot.session is not None:
+            assert slot.session.future is not None
+            return slot.session.future.result().prediction
+        assert slot.future is not None
+        return slot.future.result()
+
     def count(self, slot: Slot) -> None:
         """Count the slot's outcome once (a scored record turned into a dead letter moves over)."""
         outcome = "scored" if slot.bad is None else "dead_lettered"
@@ -165,11 +195,11 @@ class Output:
             self.stats.scored -= 1  # its output was never written
         slot.counted = outcome
         if slot.bad is None:
-            assert slot.future is not None
             self.stats.scored += 1
-            prediction = slot.future.result()
-            self.stats.count_labels(slot.route.input, prediction.labels)
-            self.tracing.predicted(slot.route.input, slot.label_set, prediction)
+            prediction = self.prediction_of(slot)
+            if prediction is not None:
+                self.stats.count_labels(slot.route.input, prediction.labels)
+                self.tracing.predicted(slot.route.input, slot.label_set, prediction)
         else:
             self.stats.dead_lettered += 1
             self.stats.count_dead_letter(slot.bad.reason)

@@ -14,10 +14,23 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from gliclass_core.runtime.sessions.service import SessionAppend
+from gliclass_core.runtime.sessions.store import SessionUpdate
 from gliclass_core.types import ClassifyItem, Prediction
 from worker.codec import BadEvent, Event, Source
 from worker.config import Route
 from worker.consumer import TP
+
+
+@dataclass(eq=False)
+class SessionSlot:
+    """A record of a session route: the conversation it extends and its appends still to submit."""
+
+    session_id: str  # the session service's id (partition and assignment included, see sessions.py)
+    key: str  # the record key as text: the conversation's name in the output
+    pending: list[SessionAppend]  # in order: replayed earlier records first, the record's own last
+    rebuilt: bool = False  # earlier records of the conversation were replayed before this one
+    future: Future[SessionUpdate] | None = None  # the record's own append, once submitted
 
 
 @dataclass(eq=False)
@@ -42,13 +55,18 @@ class Slot:
     failed: bool = False  # its delivery failed; it is re-sent in order
     counted: str | None = None  # the outcome counted in WorkerStats: "scored" or "dead_lettered"
     trimmed: bool = False  # its dead letter was refused for good once and cut down to its headers
+    session: SessionSlot | None = None  # set on a session route (`session = "key"`)
 
     @property
     def source(self) -> Source:
         return Source(self.tp[0], self.tp[1], self.offset)
 
     def ready(self) -> bool:
-        return self.bad is not None or (self.future is not None and self.future.done())
+        if self.bad is not None:
+            return True
+        if self.session is not None:
+            return self.session.future is not None and self.session.future.done()
+        return self.future is not None and self.future.done()
 
 
 #: Per route, the labels counted one by one (the most predicted); the rest add up under OTHER.
@@ -78,6 +96,8 @@ _COUNTERS = (
     "assignments",
     "revokes",
     "revoked_unacked",
+    "session_lookback_records",
+    "session_replayed",
 )
 
 
@@ -139,6 +159,10 @@ class WorkerStatsSnapshot:
     assignments: int = 0
     revokes: int = 0
     revoked_unacked: int = 0
+    #: Session routes: records read back after assignments, and of those, appended again into the
+    #: conversations they belong to (the recomputation rebalances cost).
+    session_lookback_records: int = 0
+    session_replayed: int = 0
     dead_letter_reasons: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     #: Per route (input topic): the TOP_LABELS most predicted labels, plus OTHER.
     predicted_labels: Mapping[str, Mapping[str, int]] = field(default_factory=lambda: MappingProxyType({}))
@@ -175,6 +199,8 @@ class WorkerStats:
     assignments: int
     revokes: int
     revoked_unacked: int
+    session_lookback_records: int
+    session_replayed: int
 
     def count_labels(self, route: str, labels: Sequence[str]) -> None:
         """Count one prediction's labels for `route` (its input topic)."""

@@ -112,6 +112,14 @@ class TransactionalCommitter:
         self.tracker.ack(tp, offset)
         return True
 
+    def skip(self, tp: TP, offset: int) -> bool:
+        # The offset commits with the open transaction (opened here if need be, so that a run of
+        # records that write nothing still commits).
+        if self.stamp([]) is None:
+            return False
+        self.queued(tp, offset)
+        return True
+
     def delivered(self, err: KafkaError | None) -> bool:
         if err is None:
             self.stats.delivered += 1

@@ -126,6 +126,30 @@ def test_uncalibrated_scores_key_on_request():
         decode_event(b'{"text": "t", "return_uncalibrated": "yes"}')
 
 
+def test_encode_session_result_scored_and_not_fired():
+    from gliclass_core.runtime.sessions import SessionUpdate
+    from worker.codec import session_fields
+
+    pred = Prediction(scores={"billing": 0.91}, labels=["billing"])
+    fired = SessionUpdate("kafka:in:0:1:k", True, pred, 12, 5, False)
+    out = json.loads(
+        encode_result(Event("t"), Source("in", 0, 3), pred, "m", None, 1.0, session_fields("k", fired, True))
+    )
+    assert out["scores"] == {"billing": 0.91} and out["labels"] == ["billing"]
+    assert out["session"] == {
+        "id": "k",
+        "triggered": True,
+        "cached_tokens": 12,
+        "new_session": False,
+        "rebuilt": True,
+    }
+    idle = SessionUpdate("kafka:in:0:1:k", False, None, 15, 3, False)
+    out = json.loads(
+        encode_result(Event("t"), Source("in", 0, 4), None, "m", None, 1.0, session_fields("k", idle, False))
+    )
+    assert out["scores"] is None and out["labels"] is None and out["session"]["triggered"] is False
+
+
 def test_encode_result_and_dead_letter_headers():
     pred = Prediction(scores={"billing": 0.91, "bug": 0.2}, labels=["billing"])
     out = json.loads(

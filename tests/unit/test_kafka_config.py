@@ -44,11 +44,42 @@ def test_exactly_once_settings():
         ({**BASE, "routes": [{"input": "in", "output": "in"}]}, "different"),
         ({**BASE, "routes": [{"input": "a", "output": "b"}, {"input": "b", "output": "c"}]}, "loop"),
         ({**BASE, "routes": [{"input": "in", "output": "o", "over_length": "x"}]}, "over_length"),
+        ({**BASE, "routes": [{"input": "in", "output": "o", "session": "id"}]}, "session must be"),
+        (
+            {**BASE, "routes": [{"input": "in", "output": "o", "emit": "every"}]},
+            'emit need.* session = "key"',
+        ),
+        ({**BASE, "routes": [{"input": "in", "output": "o", "session": "key", "emit": "x"}]}, "emit"),
+        (
+            {**BASE, "routes": [{"input": "in", "output": "o", "session": "key", "strategy": "soon"}]},
+            "strategy",
+        ),
+        (
+            {**BASE, "routes": [{"input": "in", "output": "o", "session": "key", "session_lookback": 0}]},
+            "lookback",
+        ),
     ],
 )
 def test_invalid_sections_name_the_problem(kafka, needle):
     with pytest.raises(ConfigError, match=needle):
         parse(kafka)
+
+
+def test_session_route_options():
+    route = {"input": "in", "output": "out", "label_set": "s", "session": "key"}
+    plain = parse({**BASE, "routes": [route]}).routes[0]
+    assert (plain.session, plain.strategy, plain.emit, plain.session_lookback) == ("key", None, "every", 1000)
+    tuned = parse(
+        {
+            **BASE,
+            "routes": [
+                {**route, "strategy": "every_n_tokens:64", "emit": "on_trigger", "session_lookback": 50}
+            ],
+        }
+    ).routes[0]
+    assert tuned.strategy is not None and tuned.strategy.spec == "every_n_tokens:64"
+    assert (tuned.emit, tuned.session_lookback) == ("on_trigger", 50)
+    assert parse(BASE).routes[0].session is None
 
 
 def test_env_overrides_reach_the_client(tmp_path):
