@@ -11,6 +11,7 @@ failing alone. Nothing here knows a transport.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -28,7 +29,7 @@ from gliclass_core.runtime.sessions.store import SessionUpdate
 from gliclass_core.runtime.sessions.strategies import parse_strategy
 from gliclass_core.service.contract import ClassifyService
 from gliclass_core.service.request import ItemRequest, RequestLimits, resolve_item
-from gliclass_core.service.stream import InFlightGate, StreamCounters
+from gliclass_core.service.stream import InFlightGate, Put, StreamCounters, answer_in_order
 from gliclass_core.types import ClassifyItem
 
 Tag = TypeVar("Tag")
@@ -188,38 +189,21 @@ async def answer_sessions(
     """
     counters = counters if counters is not None else StreamCounters()
     gate = InFlightGate(max_in_flight)
-    # Entries in arrival order, bounded by the gate; None marks the end of input.
-    pending: asyncio.Queue[_Pending[Tag] | BaseException | None] = asyncio.Queue()
-    reader = asyncio.create_task(_read(service, messages, context, limits, gate, pending, counters))
-    counters.streams_open += 1
-    current: _Pending[Tag] | None = None
-    try:
-        while True:
-            entry = await pending.get()
-            if entry is None:
-                break
-            if isinstance(entry, BaseException):
-                raise entry
-            current = entry
-            outcome = entry.ready
-            if outcome is None:
-                outcome = await _outcome(entry, context)
-            current = None
+    stats = counters
+
+    async def read(put: Put[_Pending[Tag]]) -> None:
+        await _read(service, messages, context, limits, gate, put, stats)
+
+    async def settle(entry: _Pending[Tag]) -> SessionOutcome:
+        return entry.ready if entry.ready is not None else await _outcome(entry, context)
+
+    def drop(entry: _Pending[Tag]) -> None:
+        if entry.future is not None:
+            entry.future.cancel()
+
+    async with contextlib.aclosing(answer_in_order(read, settle, drop, gate, counters)) as answers:
+        async for entry, outcome in answers:
             yield SessionAnswer(entry.tag, entry.session_id, outcome, entry.received)
-            counters.items_answered += 1
-            await gate.release()
-        await reader
-    finally:
-        counters.streams_open -= 1
-        reader.cancel()
-        leftovers = [current] if current else []
-        while not pending.empty():
-            leftover = pending.get_nowait()
-            if isinstance(leftover, _Pending):
-                leftovers.append(leftover)
-        for leftover in leftovers:
-            if leftover.future is not None:
-                leftover.future.cancel()
 
 
 async def _outcome(entry: _Pending[Tag], context: CallContext) -> SessionOutcome:
@@ -236,19 +220,15 @@ async def _read(
     context: CallContext,
     limits: RequestLimits,
     gate: InFlightGate,
-    pending: asyncio.Queue[_Pending[Tag] | BaseException | None],
+    put: Put[_Pending[Tag]],
     counters: StreamCounters,
 ) -> None:
-    """Read messages while the gate allows, submit each, queue them for answering in order."""
+    """Read messages while the gate allows, submit each, put them for answering in order."""
     open_ids: set[str] = set()  # bounded by max_per_call
-    try:
-        async for tag, request in messages:
-            await gate.acquire(1)
-            counters.items_received += 1
-            pending.put_nowait(await _submit_one(service, tag, request, context, limits, open_ids))
-        pending.put_nowait(None)
-    except Exception as exc:
-        pending.put_nowait(exc)
+    async for tag, request in messages:
+        await gate.acquire(1)
+        counters.items_received += 1
+        put(await _submit_one(service, tag, request, context, limits, open_ids))
 
 
 async def _submit_one(

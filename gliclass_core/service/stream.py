@@ -10,11 +10,12 @@ encode the answer) and encodes each `StreamAnswer`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from gliclass_core.config import LabelSet
 from gliclass_core.errors import InvalidInput
@@ -72,6 +73,72 @@ class StreamCounters:
     streams_open: int = 0
 
 
+class _ReadFailed:
+    """What the reader queues when reading the messages failed: the stream ends with `error`."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+_END = object()  # what the reader queues after the last message
+
+Entry = TypeVar("Entry")
+Outcome = TypeVar("Outcome")
+Put = Callable[[Entry], None]
+
+
+async def answer_in_order(
+    read: Callable[[Put[Entry]], Awaitable[None]],
+    settle: Callable[[Entry], Awaitable[Outcome]],
+    drop: Callable[[Entry], None],
+    gate: InFlightGate,
+    counters: StreamCounters,
+) -> AsyncGenerator[tuple[Entry, Outcome], None]:
+    """The one answering loop of every stream: entries answered in the order `read` puts them.
+
+    `read(put)` runs as its own task, taking a gate slot per entry before it puts it (backpressure);
+    each entry is answered once `settle(entry)` returns, and its slot released. An error in `read`
+    ends the stream with it (after the entries before it). Whenever the stream ends (the client
+    went away included), the reader is cancelled and `drop` is called on every entry not answered.
+    """
+    pending: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def reader() -> None:
+        try:
+            await read(pending.put_nowait)
+            pending.put_nowait(_END)
+        except Exception as exc:
+            pending.put_nowait(_ReadFailed(exc))
+
+    task = asyncio.create_task(reader())
+    counters.streams_open += 1
+    current: list[Entry] = []
+    try:
+        while True:
+            entry = await pending.get()
+            if entry is _END:
+                break
+            if isinstance(entry, _ReadFailed):
+                raise entry.error
+            current = [entry]
+            outcome = await settle(entry)
+            current = []
+            yield entry, outcome
+            counters.items_answered += 1
+            await gate.release()
+        await task
+    finally:
+        counters.streams_open -= 1
+        task.cancel()
+        leftovers = list(current)
+        while not pending.empty():
+            leftover = pending.get_nowait()
+            if leftover is not _END and not isinstance(leftover, _ReadFailed):
+                leftovers.append(leftover)
+        for leftover in leftovers:
+            drop(leftover)
+
+
 async def answer_stream(
     service: ClassifyService,
     messages: AsyncIterator[Sequence[tuple[Tag, ItemRequest]]],
@@ -85,38 +152,24 @@ async def answer_stream(
     counters = counters if counters is not None else StreamCounters()
     sets = service.label_sets if label_sets is None else label_sets
     gate = InFlightGate(max_in_flight)
-    # Entries in arrival order; bounded by the gate. None marks the end of input.
-    pending: asyncio.Queue[_Pending[Tag] | BaseException | None] = asyncio.Queue()
-    reader = asyncio.create_task(_read(service, messages, context, limits, sets, gate, pending, counters))
-    counters.streams_open += 1
-    current: _Pending[Tag] | None = None
-    try:
-        while True:
-            entry = await pending.get()
-            if entry is None:
-                break
-            if isinstance(entry, BaseException):
-                raise entry
-            current = entry
-            outcome = entry.ready
-            if outcome is None:
-                (outcome,) = await await_outcomes(entry.submitted, context)
-            current = None
+    stats = counters
+
+    async def read(put: Put[_Pending[Tag]]) -> None:
+        await _read(service, messages, context, limits, sets, gate, put, stats)
+
+    async def settle(entry: _Pending[Tag]) -> ItemOutcome:
+        if entry.ready is not None:
+            return entry.ready
+        (outcome,) = await await_outcomes(entry.submitted, context)
+        return outcome
+
+    def drop(entry: _Pending[Tag]) -> None:
+        for future in entry.submitted:
+            future.cancel()
+
+    async with contextlib.aclosing(answer_in_order(read, settle, drop, gate, counters)) as answers:
+        async for entry, outcome in answers:
             yield StreamAnswer(entry.tag, outcome, entry.received)
-            counters.items_answered += 1
-            await gate.release()
-        await reader
-    finally:
-        counters.streams_open -= 1
-        reader.cancel()
-        leftovers = [current] if current else []
-        while not pending.empty():
-            leftover = pending.get_nowait()
-            if isinstance(leftover, _Pending):
-                leftovers.append(leftover)
-        for leftover in leftovers:
-            for future in leftover.submitted:
-                future.cancel()
 
 
 async def _read(
@@ -126,36 +179,30 @@ async def _read(
     limits: RequestLimits,
     label_sets: Mapping[str, LabelSet],
     gate: InFlightGate,
-    pending: asyncio.Queue[_Pending[Tag] | BaseException | None],
+    put: Put[_Pending[Tag]],
     counters: StreamCounters,
 ) -> None:
-    """Read messages while the gate allows, submit their items, queue them for answering in order."""
+    """Read messages while the gate allows, submit their items, put them for answering in order."""
     index = 0
-    try:
-        async for message in messages:
-            n = len(message)
-            if n == 0:
-                continue
-            await gate.acquire(n)
-            counters.items_received += n
-            if n > limits.max_items_per_request:
-                exc = InvalidInput(
-                    f"{n} items in one message, the limit is {limits.max_items_per_request}",
-                    field="items",
-                    index=index,
-                )
-                for tag, _ in message:
-                    pending.put_nowait(_failed(tag, exc))
-                index += n
-                continue
-            for tag, request in message:
-                pending.put_nowait(
-                    await _submit_one(service, tag, request, index, context, limits, label_sets)
-                )
-                index += 1
-        pending.put_nowait(None)
-    except Exception as exc:
-        pending.put_nowait(exc)
+    async for message in messages:
+        n = len(message)
+        if n == 0:
+            continue
+        await gate.acquire(n)
+        counters.items_received += n
+        if n > limits.max_items_per_request:
+            exc = InvalidInput(
+                f"{n} items in one message, the limit is {limits.max_items_per_request}",
+                field="items",
+                index=index,
+            )
+            for tag, _ in message:
+                put(_failed(tag, exc))
+            index += n
+            continue
+        for tag, request in message:
+            put(await _submit_one(service, tag, request, index, context, limits, label_sets))
+            index += 1
 
 
 async def _submit_one(
