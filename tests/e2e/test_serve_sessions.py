@@ -10,6 +10,8 @@ over both edges end as answers or typed errors while the server stays up.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,14 +20,17 @@ import grpc
 import pytest
 import requests
 from fixtures.decoder_kv import build
+from fixtures.npm import npm_modules
 from fixtures.serve import Serve, start_serve
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from server.proto import classifier_pb2 as pb
 from server.proto import classifier_pb2_grpc
+from server.proto.generate import PROTO_ROOT
 
 KEY = "session-key-0123456789abcdef"
+NODE_CLIENT = Path(__file__).parents[1] / "integration" / "node_client"
 MAX_PER_CALL = 3
 MAX_CHUNK_CHARS = 2000
 MAX_CHUNK_TOKENS = 300
@@ -176,6 +181,34 @@ def _proto(session_id: str, chunk: str, first: bool, strategy: str | None) -> pb
         if strategy is not None:
             message.strategy = strategy
     return message
+
+
+def test_a_node_client_holds_a_conversation_over_the_bidirectional_stream(
+    serve: Serve, classifier: Any
+) -> None:
+    """@grpc/grpc-js loads the public .proto at run time and streams a conversation, key included."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the Node client test needs Node.js >= 18")
+    npm_modules(NODE_CLIENT, "@grpc/grpc-js")  # `npm ci` once per session, or a skip saying why
+    done = subprocess.run(
+        [node, "session.js", serve.grpc_address, str(PROTO_ROOT), KEY, "node-1", json.dumps(LABELS),
+         json.dumps(CHUNKS)],
+        cwd=NODE_CLIENT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    answers = json.loads(done.stdout)
+    expected = in_process(classifier, None, CHUNKS)
+    assert len(answers) == len(CHUNKS) + 1 and answers[-1]["closed"] and answers[-1]["error"] is None
+    assert [a["new_session"] for a in answers[:-1]] == [True] + [False] * (len(CHUNKS) - 1)
+    for want, got in zip(expected, answers):
+        assert got["error"] is None and got["session_id"] == "node-1"
+        assert (got["triggered"], got["cached_tokens"]) == (want.triggered, want.cached_tokens)
+        if want.triggered:
+            assert [label for label, _ in got["scores"]] == list(want.prediction.scores)
+            assert [score for _, score in got["scores"]] == pytest.approx(
+                list(want.prediction.scores.values()), abs=1e-5
+            )
 
 
 def test_close_then_reuse_starts_a_new_session(serve: Serve, stub: Any) -> None:
