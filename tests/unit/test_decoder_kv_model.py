@@ -289,3 +289,25 @@ def test_embedding_gemma2_without_the_flag_follows_the_reference_rule(
     (path / "config.json").write_text(json.dumps(cfg))
     clf = Classifier.from_pretrained(str(path), device="cpu")
     np.testing.assert_allclose(_ours(clf, TEXTS), np.array(dk.classic_logits(path, TEXTS, LABELS)), atol=1e-5)
+
+
+def test_embedding_gemma2_media_towers_are_not_built_or_read(
+    checkpoint: Callable[[str], Path], tmp_path: Path
+) -> None:
+    # The reference runs text-only decoder-kv: it sets vision_config / audio_config to None and never
+    # reads the towers' weights. A checkpoint that still names them scores as the text-only one.
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    source = checkpoint("gemma2")
+    path = tmp_path / "ckpt"
+    shutil.copytree(source, path)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["encoder_config"]["vision_config"] = {"model_type": "gemma4_vision", "hidden_size": 8}
+    (path / "config.json").write_text(json.dumps(cfg))
+    weights = load_file(str(path / "model.safetensors"))
+    weights["model.decoder_model.vision_tower.patch.weight"] = torch.zeros(1)
+    save_file(weights, str(path / "model.safetensors"), metadata={"format": "pt"})
+    clf = Classifier.from_pretrained(str(path), device="cpu")
+    expected = np.array(dk.classic_logits(source, TEXTS, LABELS))
+    np.testing.assert_allclose(_ours(clf, TEXTS), expected, atol=1e-5, rtol=0)
