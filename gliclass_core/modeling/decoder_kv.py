@@ -23,6 +23,7 @@ from torch import nn
 
 from gliclass_core.errors import CheckpointError, UnsupportedModel
 from gliclass_core.modeling.decoder_kv_config import (
+    NO_KV_CACHE,
     DecoderKVConfig,
     is_decoder_kv_config,
     parse_decoder_kv_config,
@@ -34,10 +35,6 @@ _DROP_KEYS = ("_name_or_path", "transformers_version", "architectures", "dtype",
 # Weights of parts the reference builds but never runs with our accepted configs (EmbeddingGemma 2's
 # media towers: the reference drops them for text-only decoder-kv and ignores their weights).
 _UNUSED = ("scorer.reasoning_cell.",)
-NO_KV_CACHE = (
-    "streaming sessions need a KV cache: the decoder-kv backbone {backbone} is a bidirectional encoder "
-    "without one (a row is encoded whole); use classic classification"
-)
 _MEDIA = tuple(
     f"decoder_model.{part}." for part in ("vision_tower", "embed_vision", "audio_tower", "embed_audio")
 )

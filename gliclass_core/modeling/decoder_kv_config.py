@@ -24,6 +24,11 @@ BACKBONES = {
 }
 # Backbones that are bidirectional encoders: no KV cache, so a row is encoded whole and no session is kept.
 BIDIRECTIONAL = frozenset({"EmbeddingGemma2Model"})
+# Why such a model keeps no streaming sessions (the reference refuses them too).
+NO_KV_CACHE = (
+    "streaming sessions need a KV cache: the decoder-kv backbone {backbone} is a bidirectional encoder "
+    "without one (a row is encoded whole); use classic classification"
+)
 # Keys the reference's decoder-kv path never reads at inference (training losses, options of the
 # encoder families): they may hold any value.
 INERT_KEYS = frozenset(

@@ -267,6 +267,7 @@ def test_the_runtime_session_service_refuses_a_bidirectional_backbone_by_name(
     from gliclass_core.runtime import BatchPolicy, Runtime
     from gliclass_core.runtime.calls import CallContext
     from gliclass_core.runtime.sessions.service import SessionAppend
+    from gliclass_core.service.sessions import require_sessions
 
     clf = Classifier.from_pretrained(str(checkpoint("embedding_gemma2")), device="cpu")
     config = AppConfig(model=ModelConfig(device="cpu"), batching=BatchingConfig(max_wait_ms=5))
@@ -277,6 +278,9 @@ def test_the_runtime_session_service_refuses_a_bidirectional_backbone_by_name(
         assert not rt.sessions.supported
         with pytest.raises(UnsupportedModel, match="EmbeddingGemma2Model is a bidirectional encoder"):
             rt.sessions.submit([SessionAppend("s", ClassifyItem("a chunk", tuple(LABELS)))], CallContext())
+        # what the gRPC / HTTP edges check before a session message
+        with pytest.raises(UnsupportedModel, match="EmbeddingGemma2Model is a bidirectional encoder"):
+            require_sessions(rt)
         # classic classification still runs on it, through the same runtime
         [future] = rt.submit([ClassifyItem("a chunk", tuple(LABELS))], CallContext())
         assert set(future.result(60).scores) == set(LABELS)

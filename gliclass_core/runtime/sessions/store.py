@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from gliclass_core.decoder_kv_classifier import DecoderKVClassifier
 from gliclass_core.errors import InvalidInput, UnsupportedModel
 from gliclass_core.model import Model
-from gliclass_core.modeling.decoder_kv import NO_KV_CACHE
+from gliclass_core.modeling.decoder_kv_config import NO_KV_CACHE
 from gliclass_core.modeling.kv_batch import extend_many, score_cached_many
 from gliclass_core.modeling.kv_state import KVState
 from gliclass_core.processing import predictions
