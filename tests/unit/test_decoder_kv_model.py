@@ -23,7 +23,7 @@ from fixtures import reference
 
 from gliclass_core import Classifier, ClassifyItem, Example
 from gliclass_core.decoder_kv_classifier import DecoderKVClassifier
-from gliclass_core.errors import InvalidInput, UnsupportedModel
+from gliclass_core.errors import CheckpointError, InvalidInput, UnsupportedModel
 from gliclass_core.modeling.decoder_kv_config import INERT_KEYS
 
 pytestmark = pytest.mark.reference
@@ -311,3 +311,25 @@ def test_embedding_gemma2_media_towers_are_not_built_or_read(
     clf = Classifier.from_pretrained(str(path), device="cpu")
     expected = np.array(dk.classic_logits(source, TEXTS, LABELS))
     np.testing.assert_allclose(_ours(clf, TEXTS), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "words"),
+    [
+        (lambda enc: enc.pop("text_config"), CheckpointError, "text_config"),
+        (lambda enc: enc.update(text_config="x"), CheckpointError, "text_config"),
+        (lambda enc: enc["text_config"].update(model_type="gemma3_text"), UnsupportedModel, "gemma3_text"),
+        (lambda enc: enc["text_config"].update(hidden_size="wide"), UnsupportedModel, "hidden_size"),
+    ],
+)
+def test_a_malformed_embedding_gemma2_config_is_a_typed_error(
+    checkpoint: Callable[[str], Path], tmp_path: Path, change: Callable[[dict[str, Any]], Any],
+    error: type[Exception], words: str,
+) -> None:  # fmt: skip
+    path = tmp_path / "ckpt"
+    shutil.copytree(checkpoint("gemma2"), path)
+    cfg = json.loads((path / "config.json").read_text())
+    change(cfg["encoder_config"])
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(error, match=words):
+        Classifier.from_pretrained(str(path), device="cpu")
