@@ -5,7 +5,8 @@ Rows are `[prompt][examples]text<<SEP>>label1<<LABEL>>...<<SEP>>` (the reference
 block are tokenized apart and joined; a context longer than `max_length` less the label block keeps
 its beginning (the reference truncates the same way). Items are tokenized in `plan`, as GliZNet's
 are. The same model serves streaming sessions (`gliclass_core.runtime.sessions`), which keep a
-text's decoder cache and score label blocks against it.
+text's decoder cache and score label blocks against it, unless its backbone is a bidirectional
+encoder (EmbeddingGemma 2) without a KV cache: those models classify whole rows only.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ class DecoderKVClassifier(Model):
         self.pad_id = int(pad if pad is not None else (getattr(tokenizer, "eos_token_id", None) or 0))
         self._blocks = LRUCache(label_cache_size)
         cfg = network.cfg
+        sessions = str(not cfg.bidirectional).lower()  # a bidirectional backbone keeps no KV cache
         self.info = model_info(
             model_id, "decoder-kv", device, dtype, max_length, cfg.decoder_config.get("model_type"),
-            backbone=cfg.backbone, hybrid=str(cfg.hybrid).lower(), sessions="true",
+            backbone=cfg.backbone, hybrid=str(cfg.hybrid).lower(), sessions=sessions,
         )  # fmt: skip
 
     @classmethod
@@ -81,7 +83,7 @@ class DecoderKVClassifier(Model):
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
         network.to(device=dev, dtype=torch_dtype)
-        limit = cfg.decoder_config.get("max_position_embeddings")
+        limit = cfg.text_config.get("max_position_embeddings")
         length = int(max_length or DEFAULT_MAX_LENGTH)
         if isinstance(limit, int) and limit > 0:
             length = min(length, limit)

@@ -23,6 +23,7 @@ from torch import nn
 
 from gliclass_core.errors import CheckpointError, UnsupportedModel
 from gliclass_core.modeling.decoder_kv_config import (
+    NO_KV_CACHE,
     DecoderKVConfig,
     is_decoder_kv_config,
     parse_decoder_kv_config,
@@ -31,8 +32,17 @@ from gliclass_core.modeling.decoder_kv_scorer import DecoderKVScorer
 from gliclass_core.modeling.kv_state import KVState
 
 _DROP_KEYS = ("_name_or_path", "transformers_version", "architectures", "dtype", "torch_dtype", "model_type")
-# Weights of parts the reference builds but never runs with our accepted configs.
+# Weights of parts the reference builds but never runs with our accepted configs (EmbeddingGemma 2's
+# media towers: the reference drops them for text-only decoder-kv and ignores their weights).
 _UNUSED = ("scorer.reasoning_cell.",)
+_MEDIA = tuple(
+    f"decoder_model.{part}." for part in ("vision_tower", "embed_vision", "audio_tower", "embed_audio")
+)
+_MODEL_TYPES = {
+    "Qwen3Model": "qwen3",
+    "Qwen3_5TextModel": "qwen3_5_text",
+    "EmbeddingGemma2Model": "embedding_gemma2",
+}
 
 
 def build_backbone(cfg: DecoderKVConfig) -> tuple[nn.Module, Any]:
@@ -40,12 +50,18 @@ def build_backbone(cfg: DecoderKVConfig) -> tuple[nn.Module, Any]:
     import transformers
 
     kwargs = {k: v for k, v in cfg.decoder_config.items() if k not in _DROP_KEYS}
-    model_type = "qwen3_5_text" if cfg.backbone == "Qwen3_5TextModel" else "qwen3"
+    model_type = _MODEL_TYPES[cfg.backbone]
+    if cfg.bidirectional:
+        text = {k: v for k, v in cfg.text_config.items() if k not in _DROP_KEYS}
+        kwargs.update(text_config=text, vision_config=None, audio_config=None)
     try:
         hf_config = transformers.AutoConfig.for_model(model_type, **kwargs)
         model = getattr(transformers, cfg.backbone)(hf_config)
     except (ValueError, KeyError, AttributeError, TypeError) as exc:
         raise UnsupportedModel(f"cannot build the decoder-kv backbone {cfg.backbone}: {exc}") from exc
+    if cfg.bidirectional and not cfg.use_embedding_projection:
+        # As the reference: the scorer reads the final-norm states, not the ~30x-scaled sentence projection.
+        model.language_model.embedding_projection = nn.Identity()
     return model, hf_config
 
 
@@ -73,7 +89,11 @@ class DecoderKVNetwork(nn.Module):
             ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
             mask[i, : len(row)] = 1
         ids, mask = ids.to(dev), mask.to(dev)
-        states = self.decoder_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+        if self.cfg.bidirectional:
+            # Every token sees the whole row; the mask keeps each row's padding out of its attention.
+            states = self.decoder_model(input_ids=ids, attention_mask=mask).last_hidden_state
+        else:
+            states = self.decoder_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
         blocks = [(i, start, len(row)) for i, (row, start) in enumerate(rows)]
         return self._score_blocks(states, ids, blocks)
 
@@ -92,9 +112,14 @@ class DecoderKVNetwork(nn.Module):
         counts = (block_ids.eq(self.cfg.class_token_index) & block_mask.bool()).sum(dim=1).tolist()
         return [logits[j, : counts[j]].copy() for j in range(len(blocks))]
 
+    def _require_kv_cache(self) -> None:
+        if self.cfg.bidirectional:
+            raise UnsupportedModel(NO_KV_CACHE.format(backbone=self.cfg.backbone))
+
     @torch.inference_mode()
     def extend(self, state: KVState | None, ids: Sequence[int]) -> KVState:
         """`state` (None: an empty text) with the tokens `ids` appended; `state` itself is unchanged."""
+        self._require_kv_cache()
         if not ids:
             raise ValueError("nothing to append")
         dev = self.device
@@ -113,6 +138,7 @@ class DecoderKVNetwork(nn.Module):
     @torch.inference_mode()
     def score_cached(self, state: KVState, block: Sequence[int]) -> np.ndarray:
         """Logits of the label block `block` (`<<SEP>>l1<<LABEL>>...<<SEP>>`) read after `state`."""
+        self._require_kv_cache()
         dev = self.device
         ids = torch.as_tensor([list(block)], dtype=torch.long, device=dev)
         out = self.decoder_model(
@@ -156,7 +182,8 @@ def load_decoder_kv(directory: Path) -> DecoderKVNetwork:
     cfg = parse_decoder_kv_config(read_raw_config(directory))
     net = DecoderKVNetwork(cfg)
     state = {k.removeprefix(WEIGHT_PREFIX): v for k, v in read_state_dict(directory).items()}
-    state = {k: v for k, v in state.items() if not k.startswith(_UNUSED)}
+    unused = _UNUSED + _MEDIA if cfg.bidirectional else _UNUSED
+    state = {k: v for k, v in state.items() if not k.startswith(unused)}
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

@@ -21,6 +21,7 @@ from typing import Generic, TypeVar
 
 from gliclass_core.config import LabelSet
 from gliclass_core.errors import InvalidInput, NotReady, UnsupportedModel
+from gliclass_core.modeling.decoder_kv_config import NO_KV_CACHE
 from gliclass_core.processing.validation import lone_surrogate_at
 from gliclass_core.runtime.bridge import failure
 from gliclass_core.runtime.calls import CallContext, wait_until_done
@@ -127,6 +128,9 @@ def require_sessions(service: ClassifyService) -> None:
         return
     if not service.ready:
         raise NotReady("the model is not loaded yet")
+    info = service.info
+    if info.extra.get("sessions") == "false":  # decoder-kv on a bidirectional backbone: no KV cache
+        raise UnsupportedModel(NO_KV_CACHE.format(backbone=info.extra.get("backbone", "?")))
     raise UnsupportedModel(
         f"streaming sessions need a decoder-kv checkpoint; this model is {service.info.architecture!r}"
     )

@@ -1,7 +1,8 @@
 """decoder-kv checkpoints: parity with the reference's DecoderKVZeroShotClassificationPipeline, and refusals.
 
-Checkpoints are tiny random Qwen3 / hybrid Qwen3.5 decoders written by the reference package's own
-save_pretrained (tests/fixtures/decoder_kv.py). Every key of the reference's config is classified for
+Checkpoints are tiny random Qwen3 / hybrid Qwen3.5 decoders and a text-only bidirectional
+EmbeddingGemma 2 encoder (no KV cache), written by the reference package's own save_pretrained
+(tests/fixtures/decoder_kv.py). Every key of the reference's config is classified for
 decoder-kv: honoured (a parity case sets it), inert (the reference's decoder-kv path never reads it:
 one case sets them all and matches), or refused by name.
 """
@@ -22,7 +23,7 @@ from fixtures import reference
 
 from gliclass_core import Classifier, ClassifyItem, Example
 from gliclass_core.decoder_kv_classifier import DecoderKVClassifier
-from gliclass_core.errors import InvalidInput, UnsupportedModel
+from gliclass_core.errors import CheckpointError, InvalidInput, UnsupportedModel
 from gliclass_core.modeling.decoder_kv_config import INERT_KEYS
 
 pytestmark = pytest.mark.reference
@@ -48,7 +49,7 @@ INERT_VALUES: dict[str, Any] = dict(
     recurrent_halt_threshold=0.5, recurrent_improvement_coef=0.5, recurrent_improvement_margin=0.5,
     recurrent_bptt_steps=2, recurrent_confidence_coef=0.5, recurrent_confidence_mode="absolute",
     recurrent_confidence_margin=0.5, recurrent_read_text=True, recurrent_inference_max_steps=4,
-    calibrator_dropout=0.5, freeze_media_encoders=False, use_embedding_projection=True,
+    calibrator_dropout=0.5, freeze_media_encoders=False,
     problem_type="single_label_classification", scorer_type="mlp", scorer_num_heads=2, pooling_strategy="avg",
     class_token_pooling="average", prompt_first=True, embed_class_token=False, extract_text_features=True,
     use_lstm=True, use_segment_embeddings=True, squeeze_layers=True, layer_wise=True, encoder_layer_id=1,
@@ -66,17 +67,23 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "qwen3-inert": ("qwen3", INERT_VALUES),
     # The reference builds the recurrent cell's weights but runs one step: they load and stay unused.
     "qwen3-recurrent-off": ("qwen3", dict(recurrent_steps=3, recurrent_inference=False)),
+    # EmbeddingGemma 2: the scorer reads the final-norm states (width 64), or with
+    # use_embedding_projection the projection (embedding_dim 48, so the scorer is 48 wide).
+    "gemma2": ("embedding_gemma2", {}),
+    "gemma2-projection": ("embedding_gemma2", dict(use_embedding_projection=True)),
 }
+BACKBONES = ["qwen3", "qwen3_5-hybrid", "gemma2", "gemma2-projection"]
 HONOURED = {
     "normalize_features": "qwen3-norm-deep",
     "scorer_encoder_num_layers": "qwen3-norm-deep",
     "scorer_mlp_hidden_size": "qwen3-norm-deep",
-    "encoder_config": "qwen3 / qwen3_5-hybrid (the backbone)",
+    "encoder_config": "qwen3 / qwen3_5-hybrid / gemma2 (the backbone)",
+    "use_embedding_projection": "gemma2-projection (EmbeddingGemma 2 only; other backbones never read it)",
     "encoder_model": "every case (the reference's backbone source; weights come from the checkpoint)",
     "class_token_index": "every case",
     "example_token_index": "every case (examples in a parity case)",
     "vocab_size": "every case (resized for the markers)",
-    "hidden_size": "every case (must equal the backbone's)",
+    "hidden_size": "every case (must equal the backbone's, or embedding_dim with the projection)",
     "architecture_type": "every case",
     "recurrent_inference": "qwen3-recurrent-off",
 }
@@ -117,7 +124,7 @@ def test_scores_equal_the_reference_pipeline(checkpoint: Callable[[str], Path], 
     np.testing.assert_allclose(_ours(clf, TEXTS), expected, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["qwen3", "qwen3_5-hybrid"])
+@pytest.mark.parametrize("name", BACKBONES)
 def test_prompt_and_examples_match_the_reference(checkpoint: Callable[[str], Path], name: str) -> None:
     path = checkpoint(name)
     clf = Classifier.from_pretrained(str(path), device="cpu")
@@ -125,7 +132,7 @@ def test_prompt_and_examples_match_the_reference(checkpoint: Callable[[str], Pat
     np.testing.assert_allclose(_ours(clf, TEXTS, PROMPT, EXAMPLES), expected, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["qwen3", "qwen3_5-hybrid"])
+@pytest.mark.parametrize("name", BACKBONES)
 def test_scores_do_not_depend_on_the_batch(checkpoint: Callable[[str], Path], name: str) -> None:
     clf = Classifier.from_pretrained(str(checkpoint(name)), device="cpu")
     texts = TEXTS * 2
@@ -178,7 +185,7 @@ def test_every_reference_option_is_classified_for_decoder_kv() -> None:
         ({"use_calibrator": True}, "use_calibrator"),
         ({"recurrent_steps": 3}, "recurrent_steps"),
         ({"encoder_config": {"model_type": "bert", "hidden_size": 64}}, "decoder-kv backbone 'bert'"),
-        ({"encoder_config": {"model_type": "embedding_gemma2_text"}}, "embedding_gemma2"),
+        ({"encoder_config": {"model_type": "embedding_gemma2_text"}}, "'embedding_gemma2_text'.*composite"),
         ({"encoder_config": {"model_type": "qwen3", "auto_map": {"AutoModel": "x.Y"}}}, "trust_remote_code"),
         ({"hidden_size": 32}, "hidden_size"),
     ],
@@ -218,3 +225,111 @@ def test_the_scheduler_batches_decoder_kv_items_at_parity(checkpoint: Callable[[
         scores = 1 / (1 + np.exp(-np.array(logits)))
         np.testing.assert_allclose(list(prediction.scores.values()), scores, atol=1e-5)
     scheduler.close(0.1)
+
+
+def test_embedding_gemma2_pads_a_batch_as_the_reference_masks_it(checkpoint: Callable[[str], Path]) -> None:
+    # Bidirectional attention: every token of a row would see the row's padding if the mask let it.
+    # Short and long rows padded together must score as the reference scores each alone; and the
+    # sliding layer (radius 4) is shorter than every row, so its window is exercised too.
+    path = checkpoint("gemma2")
+    clf = Classifier.from_pretrained(str(path), device="cpu")
+    texts = ["ok", TEXTS[3] + " " + TEXTS[1], "a", TEXTS[0]]
+    expected = np.array(dk.classic_logits(path, texts, LABELS, prompt=PROMPT))
+    np.testing.assert_allclose(_ours(clf, texts, PROMPT), expected, atol=1e-5, rtol=0)
+
+
+def test_embedding_gemma2_projection_changes_the_scores(checkpoint: Callable[[str], Path]) -> None:
+    # The flag is honoured, not inert: the same backbone read through the projection scores differently.
+    plain = Classifier.from_pretrained(str(checkpoint("gemma2")), device="cpu")
+    projected = Classifier.from_pretrained(str(checkpoint("gemma2-projection")), device="cpu")
+    assert isinstance(plain, DecoderKVClassifier) and isinstance(projected, DecoderKVClassifier)
+    assert (plain.network.cfg.hidden_size, projected.network.cfg.hidden_size) == (64, 48)
+    assert np.abs(_ours(plain, TEXTS[:1]) - _ours(projected, TEXTS[:1])).max() > 0.1
+
+
+def test_embedding_gemma2_models_say_they_keep_no_sessions(checkpoint: Callable[[str], Path]) -> None:
+    clf = Classifier.from_pretrained(str(checkpoint("gemma2")), device="cpu")
+    assert clf.info.extra["sessions"] == "false" and clf.info.extra["backbone"] == "EmbeddingGemma2Model"
+    qwen = Classifier.from_pretrained(str(checkpoint("qwen3")), device="cpu")
+    assert qwen.info.extra["sessions"] == "true"
+    assert isinstance(clf, DecoderKVClassifier)
+    with pytest.raises(UnsupportedModel, match="bidirectional encoder without one"):
+        clf.network.extend(None, clf.tokens("a text"))
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"hidden_size": 64}, "embedding_dim"),  # the projection is read: the scorer is 48 wide
+        ({"use_embedding_projection": False}, "hidden_size 48 differs from the backbone's hidden_size 64"),
+        ({"multimodal": True}, "multimodal"),
+    ],
+)
+def test_refused_embedding_gemma2_options_name_the_key(
+    checkpoint: Callable[[str], Path], tmp_path: Path, changes: dict[str, Any], words: str
+) -> None:
+    path = tmp_path / "ckpt"
+    shutil.copytree(checkpoint("gemma2-projection"), path)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg.update(changes)
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UnsupportedModel, match=words):
+        Classifier.from_pretrained(str(path), device="cpu")
+
+
+def test_embedding_gemma2_without_the_flag_follows_the_reference_rule(
+    checkpoint: Callable[[str], Path], tmp_path: Path
+) -> None:
+    # Older checkpoints lack use_embedding_projection: the reference keeps the projection exactly
+    # when hidden_size equals embedding_dim. Here 48 == 48, so the projection is read.
+    path = tmp_path / "ckpt"
+    shutil.copytree(checkpoint("gemma2-projection"), path)
+    cfg = json.loads((path / "config.json").read_text())
+    del cfg["use_embedding_projection"]
+    (path / "config.json").write_text(json.dumps(cfg))
+    clf = Classifier.from_pretrained(str(path), device="cpu")
+    np.testing.assert_allclose(_ours(clf, TEXTS), np.array(dk.classic_logits(path, TEXTS, LABELS)), atol=1e-5)
+
+
+def test_embedding_gemma2_media_towers_are_not_built_or_read(
+    checkpoint: Callable[[str], Path], tmp_path: Path
+) -> None:
+    # The reference runs text-only decoder-kv: it sets vision_config / audio_config to None and never
+    # reads the towers' weights. A checkpoint that still names them scores as the text-only one.
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    source = checkpoint("gemma2")
+    path = tmp_path / "ckpt"
+    shutil.copytree(source, path)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["encoder_config"]["vision_config"] = {"model_type": "gemma4_vision", "hidden_size": 8}
+    (path / "config.json").write_text(json.dumps(cfg))
+    weights = load_file(str(path / "model.safetensors"))
+    weights["model.decoder_model.vision_tower.patch.weight"] = torch.zeros(1)
+    save_file(weights, str(path / "model.safetensors"), metadata={"format": "pt"})
+    clf = Classifier.from_pretrained(str(path), device="cpu")
+    expected = np.array(dk.classic_logits(source, TEXTS, LABELS))
+    np.testing.assert_allclose(_ours(clf, TEXTS), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "words"),
+    [
+        (lambda enc: enc.pop("text_config"), CheckpointError, "text_config"),
+        (lambda enc: enc.update(text_config="x"), CheckpointError, "text_config"),
+        (lambda enc: enc["text_config"].update(model_type="gemma3_text"), UnsupportedModel, "gemma3_text"),
+        (lambda enc: enc["text_config"].update(hidden_size="wide"), UnsupportedModel, "hidden_size"),
+    ],
+)
+def test_a_malformed_embedding_gemma2_config_is_a_typed_error(
+    checkpoint: Callable[[str], Path], tmp_path: Path, change: Callable[[dict[str, Any]], Any],
+    error: type[Exception], words: str,
+) -> None:  # fmt: skip
+    path = tmp_path / "ckpt"
+    shutil.copytree(checkpoint("gemma2"), path)
+    cfg = json.loads((path / "config.json").read_text())
+    change(cfg["encoder_config"])
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(error, match=words):
+        Classifier.from_pretrained(str(path), device="cpu")

@@ -248,6 +248,46 @@ def test_encoder_models_are_refused(builtin_classifier: Any) -> None:
         SessionStore(builtin_classifier)
 
 
+def test_a_bidirectional_backbone_keeps_no_sessions(checkpoint: Callable[[str], Path]) -> None:
+    # EmbeddingGemma 2 is a bidirectional encoder: no KV cache to extend, as the reference refuses
+    # streaming for it. The store refuses it; the reference's streaming pipeline refuses it too.
+    clf = Classifier.from_pretrained(str(checkpoint("embedding_gemma2")), device="cpu")
+    assert clf.info.extra["sessions"] == "false"
+    with pytest.raises(UnsupportedModel, match="bidirectional encoder without one"):
+        SessionStore(clf)
+    with pytest.raises(ValueError, match="bidirectional encoder without a KV cache"):
+        dk.streaming_scores(checkpoint("embedding_gemma2"), STEPS[:1], LABELS)
+
+
+def test_the_runtime_session_service_refuses_a_bidirectional_backbone_by_name(
+    checkpoint: Callable[[str], Path],
+) -> None:
+    from gliclass_core import ClassifyItem
+    from gliclass_core.config import AppConfig, BatchingConfig, ModelConfig
+    from gliclass_core.runtime import BatchPolicy, Runtime
+    from gliclass_core.runtime.calls import CallContext
+    from gliclass_core.runtime.sessions.service import SessionAppend
+    from gliclass_core.service.sessions import require_sessions
+
+    clf = Classifier.from_pretrained(str(checkpoint("embedding_gemma2")), device="cpu")
+    config = AppConfig(model=ModelConfig(device="cpu"), batching=BatchingConfig(max_wait_ms=5))
+    rt = Runtime.from_config(config, policy=BatchPolicy.from_config(config.batching), loader=lambda d: clf)
+    rt.start()
+    try:
+        assert rt.wait_ready(60), rt.error
+        assert not rt.sessions.supported
+        with pytest.raises(UnsupportedModel, match="EmbeddingGemma2Model is a bidirectional encoder"):
+            rt.sessions.submit([SessionAppend("s", ClassifyItem("a chunk", tuple(LABELS)))], CallContext())
+        # what the gRPC / HTTP edges check before a session message
+        with pytest.raises(UnsupportedModel, match="EmbeddingGemma2Model is a bidirectional encoder"):
+            require_sessions(rt)
+        # classic classification still runs on it, through the same runtime
+        [future] = rt.submit([ClassifyItem("a chunk", tuple(LABELS))], CallContext())
+        assert set(future.result(60).scores) == set(LABELS)
+    finally:
+        rt.stop(grace_s=5)
+
+
 HOSTILE = st.one_of(
     st.none(),
     st.integers(),

@@ -52,6 +52,7 @@ class ScheduledSessions:
         self._settings = settings or SessionSettings()
         self._stores: list[SessionStore] = []
         self._model_kind: str | None = None
+        self._refusal = ""
         self._closed = False
 
     @property
@@ -67,8 +68,9 @@ class ScheduledSessions:
         cannot keep them leaves the service unsupported)."""
         try:
             stores = [SessionStore(model, self._settings.limits) for model in models]
-        except UnsupportedModel:
+        except UnsupportedModel as exc:
             self._model_kind = models[0].info.architecture if models else "none"
+            self._refusal = str(exc)
             return
         self._scheduler.attach_sessions(stores, self._settings.default_strategy)
         self._stores = stores
@@ -138,7 +140,8 @@ class ScheduledSessions:
             if self._model_kind is None:
                 raise NotReady("the model is not loaded yet")
             raise UnsupportedModel(
-                f"streaming sessions need a decoder-kv checkpoint; this model is {self._model_kind!r}"
+                self._refusal
+                or f"streaming sessions need a decoder-kv checkpoint; this model is {self._model_kind!r}"
             )
         if len(appends) > self._settings.max_per_call:
             raise InvalidInput(

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from gliclass_core.decoder_kv_classifier import DecoderKVClassifier
 from gliclass_core.errors import InvalidInput, UnsupportedModel
 from gliclass_core.model import Model
+from gliclass_core.modeling.decoder_kv_config import NO_KV_CACHE
 from gliclass_core.modeling.kv_batch import extend_many, score_cached_many
 from gliclass_core.modeling.kv_state import KVState
 from gliclass_core.processing import predictions
@@ -69,6 +70,8 @@ class SessionStore:
             raise UnsupportedModel(
                 f"streaming sessions need a decoder-kv checkpoint; this model is {model.info.architecture!r}"
             )
+        if model.network.cfg.bidirectional:
+            raise UnsupportedModel(NO_KV_CACHE.format(backbone=model.network.cfg.backbone))
         self.model = model
         self.limits = limits or SessionLimits()
         self.max_cached_tokens = self.limits.max_cached_tokens or model.max_length
