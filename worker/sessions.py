@@ -254,7 +254,7 @@ class SessionFeed:
         detail = f" ({exc})" if exc is not None else ""
         return (
             f'route {route.input!r} has session = "key", but the loaded model keeps no sessions{detail}; '
-            "sessions need a decoder-kv checkpoint"
+            "sessions need a decoder-kv checkpoint on a causal backbone with a KV cache (Qwen3, Qwen3.5)"
         )
 
 

@@ -85,7 +85,7 @@ ERRORS = {
     "415": "The body's Content-Type is not application/json or application/x-ndjson",
     "400s": (
         "A malformed message (`error.field` names the field: sessionId, text, labels, strategy...), "
-        "or FAILED_PRECONDITION (`error.status`): the model keeps no sessions (not decoder-kv)"
+        "or FAILED_PRECONDITION (`error.status`): the model keeps no sessions (no KV cache)"
     ),
     "421": "The Host header names a host this server does not serve ([http] allowed_hosts)",
     "500": "The batch holding the items failed (the error names the cause); retrying may succeed",
