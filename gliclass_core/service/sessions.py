@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from gliclass_core.auth import current_caller
 from gliclass_core.config import LabelSet
 from gliclass_core.errors import InvalidInput, NotReady, UnsupportedModel
 from gliclass_core.modeling.decoder_kv_config import NO_KV_CACHE
@@ -107,7 +108,17 @@ def resolve_session(
                 field=given[0],
             )
         item = ClassifyItem(text, ())  # the session's previous labels and settings apply
-    return SessionAppend(request.session_id, item, strategy, close=bool(request.close))
+    return SessionAppend(scoped_id(request.session_id), item, strategy, close=bool(request.close))
+
+
+def scoped_id(session_id: str) -> str:
+    """The id the service keeps a client's session under: `api:<caller>:<id>`.
+
+    The caller is the API key's fingerprint (`anonymous` with authentication off), so a client
+    reaches only the sessions it opened with its own key, never another key's nor a Kafka route's
+    (`kafka:...`). Answers carry the client's own id.
+    """
+    return f"api:{current_caller.get().name}:{session_id}"
 
 
 def check_session_id(session_id: object, settings: SessionSettings) -> str:
@@ -141,7 +152,7 @@ async def close_session(service: ClassifyService, session_id: str) -> bool:
     require_sessions(service)
     check_session_id(session_id, service.sessions.settings)
     # The service closes after the appends queued for the session: that may wait, off the loop.
-    return await asyncio.to_thread(service.sessions.close, session_id)
+    return await asyncio.to_thread(service.sessions.close, scoped_id(session_id))
 
 
 async def append_session(

@@ -30,6 +30,7 @@ from server.proto import classifier_pb2_grpc
 from server.proto.generate import PROTO_ROOT
 
 KEY = "session-key-0123456789abcdef"
+OTHER_KEY = "other-session-key-fedcba9876543210"
 NODE_CLIENT = Path(__file__).parents[1] / "integration" / "node_client"
 MAX_PER_CALL = 3
 MAX_CHUNK_CHARS = 2000
@@ -51,7 +52,7 @@ address = "127.0.0.1:0"
 address = "127.0.0.1:0"
 
 [auth]
-api_keys = ["{key}"]
+api_keys = ["{key}", "{other_key}"]
 
 [sessions]
 max_per_call = {max_per_call}
@@ -84,8 +85,9 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def serve(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
     config = CONFIG.format(
-        model=checkpoint, key=KEY, max_per_call=MAX_PER_CALL, max_chunk_chars=MAX_CHUNK_CHARS,
-        max_chunk_tokens=MAX_CHUNK_TOKENS, max_id=MAX_ID, max_cached=MAX_CACHED,
+        model=checkpoint, key=KEY, other_key=OTHER_KEY, max_per_call=MAX_PER_CALL,
+        max_chunk_chars=MAX_CHUNK_CHARS, max_chunk_tokens=MAX_CHUNK_TOKENS, max_id=MAX_ID,
+        max_cached=MAX_CACHED,
     )  # fmt: skip
     with start_serve(tmp_path_factory.mktemp("serve"), config) as served:
         yield served
@@ -209,6 +211,31 @@ def test_a_node_client_holds_a_conversation_over_the_bidirectional_stream(
             assert [score for _, score in got["scores"]] == pytest.approx(
                 list(want.prediction.scores.values()), abs=1e-5
             )
+
+
+def test_a_key_reaches_only_its_own_sessions(serve: Serve, stub: Any) -> None:
+    """Session ids live in the caller's namespace: another key, or a Kafka route's id, is out of reach."""
+    other = {"Authorization": f"Bearer {OTHER_KEY}"}
+    first = {"text": "My card was charged twice.", "labels": LABELS}
+    mine = requests.post(f"{serve.url}/v1/sessions/shared-id", json=first, headers=HEADERS, timeout=60)
+    assert mine.status_code == 200 and mine.json()["newSession"] is True, mine.text
+    theirs = requests.post(f"{serve.url}/v1/sessions/shared-id", json=first, headers=other, timeout=60)
+    assert theirs.status_code == 200 and theirs.json()["newSession"] is True, theirs.text
+    assert theirs.json()["cachedTokens"] == mine.json()["cachedTokens"]  # their own, not appended to mine
+    closed = requests.delete(f"{serve.url}/v1/sessions/shared-id", headers=other, timeout=60).json()
+    assert closed["sessionId"] == "shared-id" and closed["closed"] is True
+    again = requests.post(
+        f"{serve.url}/v1/sessions/shared-id", json={"text": " Still waiting."}, headers=HEADERS, timeout=60
+    ).json()
+    assert again["newSession"] is False and again["cachedTokens"] > mine.json()["cachedTokens"]
+    # The same key over gRPC reaches the session it opened over HTTP.
+    (over_grpc,) = grpc_session(stub, [pb.SessionRequest(session_id="shared-id", text=" Any news?")])
+    assert not over_grpc.new_session and over_grpc.cached_tokens > again["cachedTokens"]
+    # A Kafka route's session id names a session of this key, not the route's conversation.
+    kafka_like = requests.post(
+        f"{serve.url}/v1/sessions/kafka:chats:0:1:alice", json=first, headers=HEADERS, timeout=60
+    ).json()
+    assert kafka_like["newSession"] is True and kafka_like["sessionId"] == "kafka:chats:0:1:alice"
 
 
 def test_close_then_reuse_starts_a_new_session(serve: Serve, stub: Any) -> None:

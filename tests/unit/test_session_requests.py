@@ -11,7 +11,7 @@ from gliclass_core.errors import InvalidInput
 from gliclass_core.runtime.sessions import SessionLimits, parse_strategy
 from gliclass_core.runtime.sessions.service import SessionSettings
 from gliclass_core.service.request import RequestLimits
-from gliclass_core.service.sessions import SessionRequest, resolve_session
+from gliclass_core.service.sessions import SessionRequest, resolve_session, scoped_id
 from server.proto import classifier_pb2 as pb
 from server.wire.sessions import session_request_from_proto
 
@@ -28,7 +28,12 @@ def test_labels_settings_and_strategy_resolve_as_an_items_do() -> None:
     append = resolve(
         session_id="s", text="a chunk", labels=("x", "y"), threshold=0.6, top_k=1, strategy="never"
     )
-    assert (append.session_id, append.item.text, append.item.labels) == ("s", "a chunk", ("x", "y"))
+    # Kept under the caller's namespace (`anonymous` outside a guarded call).
+    assert (append.session_id, append.item.text, append.item.labels) == (
+        "api:anonymous:s",
+        "a chunk",
+        ("x", "y"),
+    )
     assert (append.item.threshold, append.item.top_k, append.close) == (0.6, 1, False)
     assert append.strategy == parse_strategy("never")
     named = resolve(session_id="s", text="", label_set="support")
@@ -109,4 +114,4 @@ def test_any_message_resolves_or_is_refused_naming_a_field(request: SessionReque
     except InvalidInput as exc:
         assert exc.field, exc
         return
-    assert append.session_id == request.session_id and append.item.text == request.text
+    assert append.session_id == scoped_id(request.session_id) and append.item.text == request.text

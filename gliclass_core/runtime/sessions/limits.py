@@ -80,14 +80,19 @@ class SessionStats:
         return SessionStats(**{k: getattr(self, k) + getattr(other, k) for k in self.__dataclass_fields__})
 
 
+#: Characters the service's own prefix may add to a client's id (`api:<caller>:`, `kafka:<topic>:...`):
+#: the edges hold a client's id to `max_session_id_length`, the store holds the prefixed id to this more.
+SCOPE_CHARS = 64
+
+
 def check_session_id(limits: SessionLimits, session_id: object) -> None:
-    """InvalidInput naming `session_id` unless it is a non-empty, valid string within the limit."""
+    """InvalidInput naming `session_id` unless it is a non-empty, valid string within the limit
+    (`max_session_id_length` plus `SCOPE_CHARS` for the prefix the service puts before a client's id)."""
     if not isinstance(session_id, str) or not session_id.strip():
         raise InvalidInput("must be a non-empty string", field="session_id")
-    if len(session_id) > limits.max_session_id_length:
-        raise InvalidInput(
-            f"is {len(session_id)} characters; at most {limits.max_session_id_length}", field="session_id"
-        )
+    limit = limits.max_session_id_length + SCOPE_CHARS
+    if len(session_id) > limit:
+        raise InvalidInput(f"is {len(session_id)} characters; at most {limit}", field="session_id")
     if lone_surrogate_at(session_id) is not None:
         raise InvalidInput("is not valid Unicode (a lone surrogate)", field="session_id")
 
