@@ -332,3 +332,33 @@ def test_any_strategy_spec_parses_or_names_the_field(spec: str) -> None:
         parse_strategy(spec)
     except InvalidInput as exc:
         assert exc.field == "strategy"
+
+
+def test_a_session_past_its_ttl_starts_afresh_with_the_default_strategy_before_any_sweep(model: Any) -> None:
+    """A batch expires its store first: the append is resolved against a new session, not the stale one."""
+    from concurrent.futures import Future
+
+    from gliclass_core.runtime.batch_forming import Priority
+    from gliclass_core.runtime.sessions.batch import run_session_batch
+    from gliclass_core.runtime.sessions.queue import QueuedSessionWork, SessionBatch
+    from gliclass_core.runtime.sessions.service import SessionAppend
+    from gliclass_core.types import ClassifyItem
+
+    now = [0.0]
+    store = SessionStore(model, SessionLimits(idle_ttl_s=10), clock=lambda: now[0])
+
+    def run(append: SessionAppend) -> Any:
+        entry = QueuedSessionWork(append.session_id, append, Future(), Priority.INTERACTIVE, now[0])
+        batch = SessionBatch(0, store, never(), (entry,), (), False, now[0])
+        (outcome,) = run_session_batch(batch, "cpu")
+        return outcome
+
+    first = run(SessionAppend("s", ClassifyItem("hello there", tuple(LABELS))))
+    assert first.new_session and not first.triggered  # the default strategy: never
+    assert run(SessionAppend("s", ClassifyItem(" again", ()), every_chunk())).triggered
+    now[0] = 11.0  # past the TTL; no sweep has run
+    stale_labels = run(SessionAppend("s", ClassifyItem(" more", ())))
+    assert isinstance(stale_labels, InvalidInput) and stale_labels.field == "labels"
+    fresh = run(SessionAppend("s", ClassifyItem(" more", tuple(LABELS))))
+    assert fresh.new_session and not fresh.triggered  # the default again, not the expired session's
+    assert store.stats.expired == 1

@@ -34,8 +34,9 @@ def run_session_batch(batch: SessionBatch, device: str) -> list[Outcome]:
     """Apply the batch to its store; one outcome per entry, in order (see module). Never raises
     for an entry's fault: a failure is that entry's outcome."""
     store = batch.store
-    if batch.expire:
-        store.expire()
+    # Expired sessions go before anything is resolved against them: a session past its TTL starts
+    # afresh with the default strategy, and an append without labels is refused as for a new one.
+    store.expire()
     outcomes: list[Outcome] = [None] * len(batch.entries)
     work: list[tuple[int, str, ClassifyItem, Strategy | None]] = []
     for index, entry in enumerate(batch.entries):

@@ -17,6 +17,7 @@ dropped or expired session starts afresh on its next chunk; the result says so (
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -364,7 +365,10 @@ class SessionStore:
         self._account_removed(session)
 
     def _expire(self, now: float) -> int:
-        stale = [sid for sid, s in self._sessions.items() if now - s.last_used > self.limits.idle_ttl_s]
+        # Least recently used first, so last used in ascending order: the stale ones lead.
+        stale = list(itertools.takewhile(
+            lambda sid: now - self._sessions[sid].last_used > self.limits.idle_ttl_s, self._sessions
+        ))  # fmt: skip
         for sid in stale:
             self._account_removed(self._sessions.pop(sid))
         self.stats.expired += len(stale)
