@@ -233,9 +233,13 @@ def test_queue_is_bounded_for_interactive_and_bulk(
         with pytest.raises(InvalidInput) as too_many:
             rt.sessions.submit([append(f"s{i}", "x") for i in range(5)], CallContext())
         assert too_many.value.field == "session_id"
+        # Bare closes (no text) free memory: they are queued however full the queue is.
+        closes = rt.sessions.submit([append(sid, "", (), close=True) for sid in ("b1", "b2")], bulk)
         gate.released.set()
         assert all(u.triggered for u in results([held, *queued]))
-        assert "b3" not in rt.scheduler.sessions.stores[0] and "i3" not in rt.scheduler.sessions.stores[0]
+        assert all(not u.triggered for u in results(closes))
+        store = rt.scheduler.sessions.stores[0]
+        assert not any(sid in store for sid in ("b1", "b2", "b3", "i3")) and "i1" in store
     finally:
         rt.stop(grace_s=5)
 

@@ -89,7 +89,10 @@ class ScheduledSessions:
         if context.cancelled or (context.deadline is not None and context.deadline <= now):
             fail_unstarted(entries)  # nothing is queued: the session stays as it is
             return futures
-        self._scheduler.submit_session_work(entries, Priority(context.priority))
+        # A call of bare closes (no text) is never refused for room: closes free memory, and whoever
+        # lets go of many sessions at once (a revoked Kafka partition) must not leave them open.
+        bare_closes = all(append.close and not append.item.text for append in appends)
+        self._scheduler.submit_session_work(entries, Priority(context.priority), bounded=not bare_closes)
         for entry in entries:  # failed at the deadline or cancelled while queued: free its room now
             entry.future.add_done_callback(functools.partial(self._on_done, entry))
         return futures

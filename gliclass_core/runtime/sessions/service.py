@@ -100,7 +100,8 @@ class SessionService(Protocol):
 
         Raises (queuing nothing) InvalidInput naming the field (more than `max_per_call` appends,
         a bad session id, chunk or strategy), UnsupportedModel when the model keeps no sessions,
-        NotReady before the model is loaded or after shutdown began, Overloaded when full.
+        NotReady before the model is loaded or after shutdown began, Overloaded when full
+        (never for a call of bare closes: appends with `close` and no text, which free memory).
         """
         ...
 
