@@ -10,7 +10,6 @@ failing alone. Nothing here knows a transport.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import time
@@ -147,12 +146,11 @@ def require_sessions(service: ClassifyService) -> None:
     )
 
 
-async def close_session(service: ClassifyService, session_id: str) -> bool:
-    """Close a session after what is queued for it; False when it was not open."""
+async def close_session(service: ClassifyService, session_id: str, context: CallContext) -> bool:
+    """Close a session after what is queued for it, within the call's deadline; False when it was not open."""
     require_sessions(service)
     check_session_id(session_id, service.sessions.settings)
-    # The service closes after the appends queued for the session: that may wait, off the loop.
-    return await asyncio.to_thread(service.sessions.close, scoped_id(session_id))
+    return await service.sessions.close_async(scoped_id(session_id), context)
 
 
 async def append_session(
@@ -162,7 +160,7 @@ async def append_session(
     require_sessions(service)
     append = resolve_session(request, service.label_sets, limits, service.sessions.settings)
     if request.close_only:
-        return SessionOutcome(None, None, closed=await close_session(service, append.session_id))
+        return SessionOutcome(None, None, closed=await close_session(service, request.session_id, context))
     (outcome,) = await service.sessions.append([append], context)
     return outcome
 
@@ -205,12 +203,18 @@ async def answer_sessions(
     counters = counters if counters is not None else StreamCounters()
     gate = InFlightGate(max_in_flight)
     stats = counters
+    open_ids: set[str] = set()  # the stream's sessions not closed yet: bounded by max_per_call
 
     async def read(put: Put[_Pending[Tag]]) -> None:
-        await _read(service, messages, context, limits, gate, put, stats)
+        await _read(service, messages, context, limits, gate, put, stats, open_ids)
 
     async def settle(entry: _Pending[Tag]) -> SessionOutcome:
-        return entry.ready if entry.ready is not None else await _outcome(entry, context)
+        if entry.ready is not None:
+            return entry.ready
+        outcome = await _outcome(entry, context)
+        if outcome.closed:  # its place frees once the close is done, not when it was asked for
+            open_ids.discard(entry.session_id)
+        return outcome
 
     def drop(entry: _Pending[Tag]) -> None:
         if entry.future is not None:
@@ -237,9 +241,9 @@ async def _read(
     gate: InFlightGate,
     put: Put[_Pending[Tag]],
     counters: StreamCounters,
+    open_ids: set[str],
 ) -> None:
     """Read messages while the gate allows, submit each, put them for answering in order."""
-    open_ids: set[str] = set()  # bounded by max_per_call
     async for tag, request in messages:
         await gate.acquire(1)
         counters.items_received += 1
@@ -263,7 +267,7 @@ async def _submit_one(
         settings = service.sessions.settings
         append = resolve_session(request, service.label_sets, limits, settings)
         if request.close_only:
-            closed = await close_session(service, session_id)
+            closed = await close_session(service, session_id, context)
             open_ids.discard(session_id)
             return _Pending(tag, session_id, received, ready=SessionOutcome(None, None, closed=closed))
         if session_id not in open_ids and len(open_ids) >= settings.max_per_call:
@@ -275,8 +279,5 @@ async def _submit_one(
         (future,) = service.sessions.submit([append], context)
     except Exception as exc:
         return _Pending(tag, session_id, received, ready=SessionOutcome(None, exc))
-    if append.close:
-        open_ids.discard(session_id)
-    else:
-        open_ids.add(session_id)
+    open_ids.add(session_id)  # until its close is done (`answer_sessions`)
     return _Pending(tag, session_id, received, future=future, closes=append.close)

@@ -135,7 +135,9 @@ class SessionApi:
     async def close(self, request: web.Request) -> web.StreamResponse:
         session_id = request.match_info["session_id"]
         try:
-            closed = await close_session(self.service, session_id)
+            call = call_context(request)
+            with watching(request, call):
+                closed = await close_session(self.service, session_id, call)
         except Exception as exc:
             return error_response(exc)
         return json_response(pb.SessionResponse(session_id=session_id, closed=closed))

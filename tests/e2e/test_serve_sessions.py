@@ -231,6 +231,11 @@ def test_a_key_reaches_only_its_own_sessions(serve: Serve, stub: Any) -> None:
     # The same key over gRPC reaches the session it opened over HTTP.
     (over_grpc,) = grpc_session(stub, [pb.SessionRequest(session_id="shared-id", text=" Any news?")])
     assert not over_grpc.new_session and over_grpc.cached_tokens > again["cachedTokens"]
+    # A POST that only closes ends the key's own session.
+    closing = requests.post(
+        f"{serve.url}/v1/sessions/shared-id", json={"close": True}, headers=HEADERS, timeout=60
+    )
+    assert closing.status_code == 200 and closing.json()["closed"] is True, closing.text
     # A Kafka route's session id names a session of this key, not the route's conversation.
     kafka_like = requests.post(
         f"{serve.url}/v1/sessions/kafka:chats:0:1:alice", json=first, headers=HEADERS, timeout=60

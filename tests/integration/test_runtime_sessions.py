@@ -396,3 +396,23 @@ def test_hostile_appends_end_as_results_or_typed_errors(
         return
     assert update.session_id == sid and update.tokens_added >= 0
     assert runtime.ready
+
+
+def test_an_awaited_close_ends_at_its_deadline_and_the_session_closes_after_the_queue(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = Gate(runtime.scheduler.sessions.stores[0], monkeypatch)
+    held = gate.hold(runtime)  # the replica is busy: the close waits behind it
+
+    async def close_soon() -> bool:
+        return await runtime.sessions.close_async("gate", CallContext(deadline=time.monotonic() + 0.2))
+
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        asyncio.run(close_soon())
+    assert time.monotonic() - started < 10  # answered at its deadline, not when the batch ended
+    gate.released.set()
+    assert held.result(60).triggered
+    assert "gate" in runtime.scheduler.sessions.stores[0]  # the expired close never ran
+    assert asyncio.run(runtime.sessions.close_async("gate", CallContext())) is True
+    assert "gate" not in runtime.scheduler.sessions.stores[0]

@@ -108,18 +108,36 @@ class ScheduledSessions:
         return outcomes
 
     def close(self, session_id: str) -> bool:
-        if not self._stores:
+        future = self._queue_close(session_id, CallContext())
+        return bool(future.result()) if future is not None else False
+
+    async def close_async(self, session_id: str, context: CallContext) -> bool:
+        future = self._queue_close(session_id, context)
+        if future is None:
             return False
+        await wait_until_done([future], context)
+        error = failure(future)
+        if error is not None:
+            raise error
+        return bool(future.result())
+
+    def _queue_close(self, session_id: str, context: CallContext) -> Future[Any] | None:
+        """Queue a close behind the session's appends; None when no session can have that id."""
+        if not self._stores:
+            return None
         try:
             check_session_id(self._settings.limits, session_id)
         except InvalidInput:
-            return False  # an id no session can have is not open
+            return None  # an id no session can have is not open
         future: Future[Any] = Future()
-        entry = QueuedSessionWork(session_id, None, future, Priority.INTERACTIVE, time.monotonic())
+        entry = QueuedSessionWork(
+            session_id, None, future, Priority.INTERACTIVE, time.monotonic(), context.deadline, context.cancel
+        )
         # A close is not bounded by the queue: it frees memory, and each one holds its caller
-        # until it ran, so there are never more closes queued than callers waiting.
+        # until it ran (or its deadline), so there are never more closes queued than callers waiting.
         self._scheduler.submit_session_work([entry], Priority.INTERACTIVE, bounded=False)
-        return bool(future.result())
+        future.add_done_callback(functools.partial(self._on_done, entry))
+        return future
 
     def stats(self) -> SessionStats:
         total = SessionStats()

@@ -113,6 +113,11 @@ class SessionService(Protocol):
         """End a session now (after appends already queued for it); False when it was not open."""
         ...
 
+    async def close_async(self, session_id: str, context: CallContext) -> bool:
+        """`close` for an event loop, under the call's deadline and cancellation (DeadlineExceeded /
+        Cancelled when it ends first: the session is then closed later, or not at all)."""
+        ...
+
     def stats(self) -> SessionStats:
         """A snapshot of the sessions' counters and sizes (all stores summed)."""
         ...
